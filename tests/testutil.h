@@ -1,0 +1,40 @@
+/*
+ * tests/testutil.h - helpers shared by the cmocka tests: seeded random data,
+ * float comparison, and locating the shared models (skip with 77 if absent).
+ */
+#ifndef SLM_TESTS_TESTUTIL_H
+#define SLM_TESTS_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+/* ctest maps this exit code to "skipped" (SKIP_RETURN_CODE). */
+#define SLM_TEST_SKIP 77
+
+/* Deterministic generator for test data (splitmix64). */
+uint64_t slm_test_rand_u64(uint64_t *state);
+/* Uniform in [lo, hi). */
+float slm_test_rand_float(uint64_t *state, float lo, float hi);
+void slm_test_fill_uniform(float *x, size_t n, uint64_t *state, float lo,
+                           float hi);
+
+/* Max over i of |a[i] - b[i]| / max(|b[i]|, floor). */
+double slm_test_max_rel_err(const float *a, const float *b, size_t n,
+                            double floor);
+
+/* Writes "<models dir>/<name>" into buf; returns 0 if the file exists, -1 if
+ * not (the caller then exits SLM_TEST_SKIP after saying why on stderr).
+ * The directory is $SHARDLM_MODELS_DIR, else ../shared/models. */
+int slm_test_model_path(const char *name, char *buf, size_t cap);
+/* Same for $SHARDLM_GOLDEN_DIR (default ../shared/golden). */
+int slm_test_golden_path(const char *name, char *buf, size_t cap);
+
+/* Writes len bytes to a new temporary file; returns its path in buf (the
+ * caller unlinks it). Fails the test on error. */
+void slm_test_write_temp(const void *data, size_t len, char *buf, size_t cap);
+
+#endif
