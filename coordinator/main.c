@@ -1,2 +1,253 @@
+/*
+ * coordinator/main.c - the `shardlm` command: generate, mkmodel.
+ *
+ * Every failure prints "shardlm: <message>" on stderr and exits non-zero; no
+ * input, however malformed, crashes it.
+ */
+#include <getopt.h>
+#include <omp.h>
 #include <stdio.h>
-int main(void) { puts("stub"); return 0; }
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "coordinator/cli.h"
+#include "coordinator/generate.h"
+#include "coordinator/sampler.h"
+#include "kernels/kernels.h"
+#include "model/checkpoint.h"
+#include "model/mkmodel.h"
+#include "model/tokenizer.h"
+#include "shard/transformer.h"
+
+static int fail_exit(slm_status rc)
+{
+    fprintf(stderr, "shardlm: %s (%s)\n", slm_error_message(),
+            slm_status_str(rc));
+    return 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage:\n"
+            "  shardlm generate --model M --tokenizer T [--prompt TEXT] [-n STEPS]\n"
+            "                   [--temperature F] [--top-k K] [--top-p F]\n"
+            "                   [--repetition-penalty F] [--seed S] [--threads N]\n"
+            "      Streams the prompt and its continuation to stdout and the\n"
+            "      speed to stderr. STEPS counts positions, BOS and prompt\n"
+            "      included (llama2.c's -n); 0 = the model's context length.\n"
+            "      --temperature 0 is greedy. Defaults: -n 256, temperature 1,\n"
+            "      top-p 0.9, top-k 0 (off), penalty 1 (off), seed from the clock.\n"
+            "  shardlm mkmodel --out FILE (--shape NAME | --dim D --hidden H\n"
+            "                  --layers L --heads NH --kv-heads NKV --vocab V\n"
+            "                  --seq-len S) [--separate-classifier] [--seed S]\n"
+            "      Writes a llama2.c checkpoint with seeded random weights.\n"
+            "      Shapes: %s.\n",
+            slm_mkmodel_shape_names());
+}
+
+static slm_status write_piece(void *user, const char *piece, size_t len,
+                              int32_t token)
+{
+    (void)user;
+    (void)token;
+    if (fwrite(piece, 1, len, stdout) != len || fflush(stdout) != 0)
+        return slm_fail(SLM_ERR_IO, "writing to stdout failed");
+    return SLM_OK;
+}
+
+static int cmd_generate(int argc, char **argv)
+{
+    enum { O_MODEL = 256, O_TOK, O_PROMPT, O_TEMP, O_TOPK, O_TOPP, O_PEN,
+           O_SEED, O_THREADS };
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, O_MODEL},
+        {"tokenizer", required_argument, NULL, O_TOK},
+        {"prompt", required_argument, NULL, O_PROMPT},
+        {"temperature", required_argument, NULL, O_TEMP},
+        {"top-k", required_argument, NULL, O_TOPK},
+        {"top-p", required_argument, NULL, O_TOPP},
+        {"repetition-penalty", required_argument, NULL, O_PEN},
+        {"seed", required_argument, NULL, O_SEED},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *model = NULL, *tokenizer = NULL, *prompt = "";
+    int64_t steps = 256, threads = 0, v = 0;
+    bool seeded = false;
+    slm_sampling_params sp = slm_sampling_defaults();
+    slm_status rc = SLM_OK;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL: model = optarg; break;
+        case O_TOK: tokenizer = optarg; break;
+        case O_PROMPT: prompt = optarg; break;
+        case 'n': rc = slm_cli_int("-n", optarg, 0, SLM_MAX_SEQ_LEN, &steps); break;
+        case O_TEMP: rc = slm_cli_float("--temperature", optarg, &sp.temperature); break;
+        case O_TOPK:
+            rc = slm_cli_int("--top-k", optarg, 0, SLM_MAX_VOCAB, &v);
+            sp.top_k = (int32_t)v;
+            break;
+        case O_TOPP: rc = slm_cli_float("--top-p", optarg, &sp.top_p); break;
+        case O_PEN: rc = slm_cli_float("--repetition-penalty", optarg, &sp.repetition_penalty); break;
+        case O_SEED:
+            rc = slm_cli_u64("--seed", optarg, &sp.seed);
+            seeded = true;
+            break;
+        case O_THREADS: rc = slm_cli_int("--threads", optarg, 1, 1024, &threads); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (rc != SLM_OK)
+            return fail_exit(rc);
+    }
+    if (optind != argc || !model || !tokenizer) {
+        fprintf(stderr, "shardlm generate: --model and --tokenizer are "
+                        "required%s\n", optind != argc ? "; stray arguments" : "");
+        usage(stderr);
+        return 2;
+    }
+    if (!seeded && sp.temperature > 0.0f) {
+        sp.seed = (uint64_t)time(NULL);
+        fprintf(stderr, "shardlm: seed %llu\n", (unsigned long long)sp.seed);
+    }
+    if (threads > 0)
+        omp_set_num_threads((int)threads);
+
+    slm_checkpoint_t *ck = NULL;
+    slm_tokenizer_t *tok = NULL;
+    slm_transformer_t *tf = NULL;
+    slm_sampler_t *sampler = NULL;
+    slm_generate_stats st = {0};
+    SLM_CHECK_GOTO(slm_sampling_validate(&sp), rc, done);
+    SLM_CHECK_GOTO(slm_checkpoint_open(model, &ck), rc, done);
+    const slm_model_config *cfg = slm_checkpoint_config(ck);
+    SLM_CHECK_GOTO(slm_tokenizer_load(tokenizer, cfg->vocab_size, &tok), rc,
+                   done);
+    SLM_CHECK_GOTO(slm_transformer_create(ck, &tf), rc, done);
+    SLM_CHECK_GOTO(slm_sampler_create(cfg->vocab_size, &sp, &sampler), rc,
+                   done);
+    SLM_CHECK_GOTO(slm_generate(tf, tok, sampler, prompt, (int32_t)steps,
+                                write_piece, NULL, &st),
+                   rc, done);
+    printf("\n");
+    fprintf(stderr,
+            "shardlm: prompt %zu tokens in %.3f s; %zu tokens in %.3f s = "
+            "%.2f tokens/s (%d threads, %s)\n",
+            st.prompt_tokens, st.prompt_seconds, st.generated_tokens,
+            st.decode_seconds,
+            st.decode_seconds > 0 ? (double)st.generated_tokens / st.decode_seconds
+                                  : 0.0,
+            omp_get_max_threads(), slm_cpu_isa());
+done:
+    slm_sampler_destroy(&sampler);
+    slm_transformer_destroy(&tf);
+    slm_tokenizer_destroy(&tok);
+    slm_checkpoint_destroy(&ck);
+    return rc == SLM_OK ? 0 : fail_exit(rc);
+}
+
+static int cmd_mkmodel(int argc, char **argv)
+{
+    enum { O_OUT = 256, O_SHAPE, O_DIM, O_HIDDEN, O_LAYERS, O_HEADS, O_KV,
+           O_VOCAB, O_SEQ, O_SEP, O_SEED };
+    static const struct option opts[] = {
+        {"out", required_argument, NULL, O_OUT},
+        {"shape", required_argument, NULL, O_SHAPE},
+        {"dim", required_argument, NULL, O_DIM},
+        {"hidden", required_argument, NULL, O_HIDDEN},
+        {"layers", required_argument, NULL, O_LAYERS},
+        {"heads", required_argument, NULL, O_HEADS},
+        {"kv-heads", required_argument, NULL, O_KV},
+        {"vocab", required_argument, NULL, O_VOCAB},
+        {"seq-len", required_argument, NULL, O_SEQ},
+        {"separate-classifier", no_argument, NULL, O_SEP},
+        {"seed", required_argument, NULL, O_SEED},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *out = NULL, *shape = NULL;
+    int64_t dims[7] = {0}; /* dim hidden layers heads kv vocab seq */
+    bool any_dim = false, separate = false;
+    uint64_t seed = 1;
+    slm_status rc = SLM_OK;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (c >= O_DIM && c <= O_SEQ) {
+            rc = slm_cli_int(opts[c - O_OUT].name, optarg, 1, INT32_MAX,
+                             &dims[c - O_DIM]);
+            any_dim = true;
+        } else if (c == O_OUT) {
+            out = optarg;
+        } else if (c == O_SHAPE) {
+            shape = optarg;
+        } else if (c == O_SEP) {
+            separate = true;
+        } else if (c == O_SEED) {
+            rc = slm_cli_u64("--seed", optarg, &seed);
+        } else if (c == 'h') {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            return 2;
+        }
+        if (rc != SLM_OK)
+            return fail_exit(rc);
+    }
+    if (optind != argc || !out || (!shape) == (!any_dim)) {
+        fprintf(stderr, "shardlm mkmodel: --out and either --shape or the "
+                        "explicit dims are required\n");
+        usage(stderr);
+        return 2;
+    }
+    slm_model_config cfg = {0};
+    if (shape) {
+        rc = slm_mkmodel_shape(shape, &cfg);
+        if (rc != SLM_OK)
+            return fail_exit(rc);
+    } else {
+        cfg.dim = (int32_t)dims[0];
+        cfg.hidden_dim = (int32_t)dims[1];
+        cfg.n_layers = (int32_t)dims[2];
+        cfg.n_heads = (int32_t)dims[3];
+        cfg.n_kv_heads = (int32_t)(dims[4] ? dims[4] : dims[3]);
+        cfg.vocab_size = (int32_t)dims[5];
+        cfg.seq_len = (int32_t)dims[6];
+        cfg.shared_classifier = true;
+    }
+    if (separate)
+        cfg.shared_classifier = false;
+    rc = slm_mkmodel_write(out, &cfg, seed);
+    if (rc != SLM_OK)
+        return fail_exit(rc);
+    fprintf(stderr, "shardlm: wrote %s (%llu bytes)\n", out,
+            (unsigned long long)slm_checkpoint_file_size(&cfg));
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "generate") == 0)
+        return cmd_generate(argc - 1, argv + 1);
+    if (strcmp(cmd, "mkmodel") == 0)
+        return cmd_mkmodel(argc - 1, argv + 1);
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
+        strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "shardlm: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,48 @@
+/* coordinator/cli.c - see cli.h. */
+#include "coordinator/cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+
+slm_status slm_cli_int(const char *flag, const char *text, int64_t lo,
+                       int64_t hi, int64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi)
+        return slm_fail(SLM_ERR_INVALID,
+                        "%s: '%s' is not an integer in [%lld, %lld]", flag,
+                        text, (long long)lo, (long long)hi);
+    *out = v;
+    return SLM_OK;
+}
+
+slm_status slm_cli_u64(const char *flag, const char *text, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    if (text[0] == '-')
+        return slm_fail(SLM_ERR_INVALID, "%s: '%s' must not be negative", flag,
+                        text);
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0')
+        return slm_fail(SLM_ERR_INVALID,
+                        "%s: '%s' is not an unsigned 64-bit integer", flag,
+                        text);
+    *out = v;
+    return SLM_OK;
+}
+
+slm_status slm_cli_float(const char *flag, const char *text, float *out)
+{
+    char *end = NULL;
+    errno = 0;
+    float v = strtof(text, &end);
+    if (errno != 0 || end == text || *end != '\0' || !isfinite(v))
+        return slm_fail(SLM_ERR_INVALID, "%s: '%s' is not a finite number",
+                        flag, text);
+    *out = v;
+    return SLM_OK;
+}

@@ -1,0 +1,94 @@
+/* coordinator/generate.c - see generate.h. */
+#include "coordinator/generate.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A single control byte (escape, bell, backspace ...) is dropped; multi-byte
+ * pieces and whitespace pass. UTF-8 bytes >= 0x80 pass, so byte-fallback
+ * tokens still reassemble characters. */
+static bool printable(const char *piece, size_t len)
+{
+    if (len != 1)
+        return len > 0;
+    unsigned char c = (unsigned char)piece[0];
+    if (c == '\n' || c == '\t' || c == '\r' || c == ' ')
+        return true;
+    return c >= 0x20 && c != 0x7f;
+}
+
+slm_status slm_generate(slm_transformer_t *t, const slm_tokenizer_t *tok,
+                        slm_sampler_t *sampler, const char *prompt,
+                        int32_t steps, slm_piece_fn fn, void *user,
+                        slm_generate_stats *stats)
+{
+    const slm_model_config *c = slm_transformer_config(t);
+    if (steps <= 0 || steps > c->seq_len)
+        steps = c->seq_len;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    SLM_CHECK(slm_tokenizer_encode(tok, prompt, strlen(prompt), true, false,
+                                   &ids, &n_ids));
+    slm_status rc = SLM_OK;
+    if (n_ids > (size_t)steps) {
+        rc = slm_fail(SLM_ERR_RANGE,
+                      "the prompt is %zu tokens but only %d positions are "
+                      "allowed (-n, at most the model's seq_len %d)",
+                      n_ids, steps, c->seq_len);
+        goto done;
+    }
+    /* Position p yields the token of position p + 1, so the history grows
+     * to steps + 1 ids: BOS, the prompt, then sampled tokens. */
+    int32_t *history = realloc(ids, ((size_t)steps + 1) * sizeof *ids);
+    if (!history) {
+        rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    ids = history;
+
+    slm_generate_stats st = {n_ids, 0, 0.0, 0.0};
+    double t0 = now_seconds(), t_prompt_end = t0;
+    size_t n = n_ids;
+    int32_t token = ids[0];
+    for (int32_t pos = 0; pos < steps; pos++) {
+        const float *logits_ro = NULL;
+        SLM_CHECK_GOTO(slm_transformer_forward(t, token, pos, &logits_ro), rc,
+                       done);
+        int32_t next;
+        if ((size_t)pos + 1 < n_ids) {
+            next = ids[pos + 1]; /* still inside the prompt */
+        } else {
+            if ((size_t)pos + 1 == n_ids)
+                t_prompt_end = now_seconds();
+            /* The sampler may rewrite logits (penalty, temperature); the
+             * transformer's buffer is rewritten by the next step anyway. */
+            next = slm_sampler_sample(sampler, (float *)logits_ro, ids, n);
+            if (next == SLM_TOKEN_BOS || next == SLM_TOKEN_EOS)
+                break;
+            ids[n++] = next;
+            st.generated_tokens++;
+        }
+        size_t len = 0;
+        const char *piece = slm_tokenizer_decode(tok, token, next, &len);
+        if (printable(piece, len))
+            SLM_CHECK_GOTO(fn(user, piece, len, next), rc, done);
+        token = next;
+    }
+    double t_end = now_seconds();
+    st.prompt_seconds = t_prompt_end - t0;
+    st.decode_seconds = t_end - t_prompt_end;
+    if (stats)
+        *stats = st;
+done:
+    free(ids);
+    return rc;
+}

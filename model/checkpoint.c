@@ -1,0 +1,231 @@
+/* model/checkpoint.c - llama2.c checkpoints; the format is described in
+ * checkpoint.h. */
+#include "model/checkpoint.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "common/checked.h"
+#include "common/file.h"
+#include "common/reader.h"
+
+struct slm_checkpoint {
+    slm_file_map map;
+    slm_model_config cfg;
+    slm_tensor_info table[SLM_TENSOR_COUNT];
+};
+
+static slm_status check_range(const char *what, const char *field,
+                              int32_t value, int32_t lo, int32_t hi)
+{
+    if (value < lo || value > hi)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: %s = %d is out of range [%d, %d]", what, field,
+                        value, lo, hi);
+    return SLM_OK;
+}
+
+slm_status slm_model_config_validate(slm_model_config *cfg, const char *what)
+{
+    SLM_CHECK(check_range(what, "dim", cfg->dim, 1, SLM_MAX_DIM));
+    SLM_CHECK(check_range(what, "hidden_dim", cfg->hidden_dim, 1,
+                          SLM_MAX_HIDDEN));
+    SLM_CHECK(check_range(what, "n_layers", cfg->n_layers, 1, SLM_MAX_LAYERS));
+    SLM_CHECK(check_range(what, "n_heads", cfg->n_heads, 1, SLM_MAX_HEADS));
+    SLM_CHECK(check_range(what, "n_kv_heads", cfg->n_kv_heads, 1,
+                          cfg->n_heads));
+    /* 3: the ids <unk>, <s>, </s> must exist. */
+    SLM_CHECK(check_range(what, "vocab_size", cfg->vocab_size, 3,
+                          SLM_MAX_VOCAB));
+    SLM_CHECK(check_range(what, "seq_len", cfg->seq_len, 1, SLM_MAX_SEQ_LEN));
+    if (cfg->dim % cfg->n_heads != 0)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: dim = %d is not divisible by n_heads = %d", what,
+                        cfg->dim, cfg->n_heads);
+    if (cfg->n_heads % cfg->n_kv_heads != 0)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: n_heads = %d is not divisible by n_kv_heads = %d",
+                        what, cfg->n_heads, cfg->n_kv_heads);
+    cfg->head_size = cfg->dim / cfg->n_heads;
+    if (cfg->head_size % 2 != 0)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: head_size = dim / n_heads = %d must be even for "
+                        "rotary embeddings",
+                        what, cfg->head_size);
+    cfg->kv_dim = cfg->head_size * cfg->n_kv_heads;
+    return SLM_OK;
+}
+
+/* Lays the tensors out in file order, in 64-bit checked arithmetic; returns
+ * the end offset, or 0 on overflow (impossible within the limits above, but
+ * the check costs nothing and keeps the proof local). */
+static uint64_t layout(const slm_model_config *c,
+                       slm_tensor_info table[SLM_TENSOR_COUNT])
+{
+    const uint64_t L = (uint64_t)c->n_layers, D = (uint64_t)c->dim;
+    const uint64_t H = (uint64_t)c->hidden_dim, V = (uint64_t)c->vocab_size;
+    const uint64_t KV = (uint64_t)c->kv_dim, S = (uint64_t)c->seq_len;
+    const uint64_t HS2 = (uint64_t)c->head_size / 2;
+    const struct {
+        slm_tensor_id id;
+        const char *name;
+        uint64_t layers, rows, cols;
+    } order[] = {
+        {SLM_TENSOR_TOKEN_EMBEDDING, "token_embedding", 1, V, D},
+        {SLM_TENSOR_RMS_ATT, "rms_att", L, 1, D},
+        {SLM_TENSOR_WQ, "wq", L, D, D},
+        {SLM_TENSOR_WK, "wk", L, KV, D},
+        {SLM_TENSOR_WV, "wv", L, KV, D},
+        {SLM_TENSOR_WO, "wo", L, D, D},
+        {SLM_TENSOR_RMS_FFN, "rms_ffn", L, 1, D},
+        {SLM_TENSOR_W1, "w1", L, H, D},
+        {SLM_TENSOR_W2, "w2", L, D, H},
+        {SLM_TENSOR_W3, "w3", L, H, D},
+        {SLM_TENSOR_RMS_FINAL, "rms_final", 1, 1, D},
+        {SLM_TENSOR_FREQ_CIS_REAL, "freq_cis_real", 1, S, HS2},
+        {SLM_TENSOR_FREQ_CIS_IMAG, "freq_cis_imag", 1, S, HS2},
+        {SLM_TENSOR_WCLS, "wcls", 1, V, D},
+    };
+    uint64_t off = SLM_CHECKPOINT_HEADER_BYTES;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        slm_tensor_info *t = &table[order[i].id];
+        t->name = order[i].name;
+        t->layers = order[i].layers;
+        t->rows = order[i].rows;
+        t->cols = order[i].cols;
+        if (order[i].id == SLM_TENSOR_WCLS && c->shared_classifier) {
+            t->offset = table[SLM_TENSOR_TOKEN_EMBEDDING].offset;
+            continue;
+        }
+        t->offset = off;
+        uint64_t n, bytes;
+        if (!slm_u64_mul(t->layers, t->rows, &n) ||
+            !slm_u64_mul(n, t->cols, &n) || !slm_u64_mul(n, 4, &bytes) ||
+            !slm_u64_add(off, bytes, &off))
+            return 0;
+    }
+    return off;
+}
+
+uint64_t slm_checkpoint_file_size(const slm_model_config *cfg)
+{
+    slm_tensor_info table[SLM_TENSOR_COUNT];
+    return layout(cfg, table);
+}
+
+slm_status slm_checkpoint_parse_header(const uint8_t *data, size_t len,
+                                       uint64_t file_size, const char *what,
+                                       slm_model_config *cfg,
+                                       slm_tensor_info table[SLM_TENSOR_COUNT])
+{
+    slm_reader r = slm_reader_make(data, len, what);
+    slm_model_config c;
+    memset(&c, 0, sizeof c);
+    int32_t *fields[] = {&c.dim,        &c.hidden_dim, &c.n_layers,
+                         &c.n_heads,    &c.n_kv_heads, &c.vocab_size,
+                         &c.seq_len};
+    static const char *const names[] = {"dim",        "hidden_dim",
+                                        "n_layers",   "n_heads",
+                                        "n_kv_heads", "vocab_size",
+                                        "seq_len"};
+    for (size_t i = 0; i < 7; i++)
+        SLM_CHECK(slm_reader_i32(&r, names[i], fields[i]));
+    /* Negating INT32_MIN is undefined; it is out of range anyway. */
+    if (c.vocab_size == INT32_MIN)
+        return slm_fail(SLM_ERR_FORMAT, "%s: vocab_size = %d is out of range",
+                        what, c.vocab_size);
+    c.shared_classifier = c.vocab_size > 0;
+    if (c.vocab_size < 0)
+        c.vocab_size = -c.vocab_size;
+    SLM_CHECK(slm_model_config_validate(&c, what));
+    uint64_t end = layout(&c, table);
+    if (end == 0)
+        return slm_fail(SLM_ERR_RANGE, "%s: tensor sizes overflow 64 bits",
+                        what);
+    if (file_size < end)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: file is %llu bytes but the header (dim=%d "
+                        "hidden_dim=%d n_layers=%d vocab_size=%d seq_len=%d) "
+                        "needs %llu: truncated or not a checkpoint",
+                        what, (unsigned long long)file_size, c.dim,
+                        c.hidden_dim, c.n_layers, c.vocab_size, c.seq_len,
+                        (unsigned long long)end);
+    if (file_size > end)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: file is %llu bytes but the header describes "
+                        "%llu: %llu trailing bytes (wrong vocab_size sign or "
+                        "not a llama2.c checkpoint?)",
+                        what, (unsigned long long)file_size,
+                        (unsigned long long)end,
+                        (unsigned long long)(file_size - end));
+    *cfg = c;
+    return SLM_OK;
+}
+
+void slm_checkpoint_encode_header(const slm_model_config *cfg,
+                                  uint8_t out[SLM_CHECKPOINT_HEADER_BYTES])
+{
+    int32_t v[7] = {cfg->dim,        cfg->hidden_dim,
+                    cfg->n_layers,   cfg->n_heads,
+                    cfg->n_kv_heads, cfg->shared_classifier ? cfg->vocab_size
+                                                            : -cfg->vocab_size,
+                    cfg->seq_len};
+    memcpy(out, v, sizeof v);
+}
+
+slm_status slm_checkpoint_open(const char *path, slm_checkpoint_t **out)
+{
+    slm_checkpoint_t *ck = calloc(1, sizeof *ck);
+    if (!ck)
+        return slm_fail(SLM_ERR_NOMEM, "%s: out of memory", path);
+    slm_status rc;
+    SLM_CHECK_GOTO(slm_file_map_open(path, &ck->map), rc, fail);
+    SLM_CHECK_GOTO(slm_checkpoint_parse_header(ck->map.data, ck->map.size,
+                                               ck->map.size, path, &ck->cfg,
+                                               ck->table),
+                   rc, fail);
+    /* Weights are streamed front to back once per token. */
+    (void)madvise((void *)ck->map.data, ck->map.size, MADV_WILLNEED);
+    *out = ck;
+    return SLM_OK;
+fail:
+    slm_checkpoint_destroy(&ck);
+    return rc;
+}
+
+void slm_checkpoint_destroy(slm_checkpoint_t **ck)
+{
+    if (!ck || !*ck)
+        return;
+    slm_file_unmap(&(*ck)->map);
+    free(*ck);
+    *ck = NULL;
+}
+
+const slm_model_config *slm_checkpoint_config(const slm_checkpoint_t *ck)
+{
+    return &ck->cfg;
+}
+
+const slm_tensor_info *slm_checkpoint_tensor_info(const slm_checkpoint_t *ck,
+                                                  slm_tensor_id id)
+{
+    return &ck->table[id];
+}
+
+const float *slm_checkpoint_tensor(const slm_checkpoint_t *ck, slm_tensor_id id,
+                                   size_t layer)
+{
+    const slm_tensor_info *t = &ck->table[id];
+    assert(layer < t->layers); /* our bug, not the file's */
+    /* In range: parse_header proved offset + layers*rows*cols*4 <= size. */
+    uint64_t off = t->offset + (uint64_t)layer * t->rows * t->cols * 4;
+    return (const float *)(const void *)(ck->map.data + off);
+}
+
+uint64_t slm_checkpoint_bytes(const slm_checkpoint_t *ck)
+{
+    return ck->map.size;
+}

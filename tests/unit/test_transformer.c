@@ -1,0 +1,99 @@
+/*
+ * tests/unit/test_transformer.c - the forward pass against the reference
+ * logits of llama2.c's run.c on stories260K (../shared/golden/logits_once.f32:
+ * 13 rows of 512 float32, row p = logits after feeding input_ids[p] at p).
+ * Exits 77 (skipped) when the shared model or golden files are absent.
+ */
+#include "tests/testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/file.h"
+#include "model/checkpoint.h"
+#include "shard/transformer.h"
+
+enum { ROWS = 13, VOCAB = 512 };
+static const int32_t input_ids[ROWS] = {1,   403, 407, 261, 378, 432, 383,
+                                        286, 261, 376, 298, 315, 421};
+static const int32_t argmax_ids[ROWS] = {403, 407, 261, 378, 432, 383, 286,
+                                         261, 376, 298, 315, 421, 395};
+static char model_path[4096], logits_path[4096];
+
+/* Relative error of a row: max |got - want| over max |want|, under 1e-4. */
+static void test_logits_match_reference(void **state)
+{
+    (void)state;
+    uint8_t *ref = NULL;
+    size_t ref_len = 0;
+    assert_int_equal(slm_file_read_all(logits_path, 1 << 20, &ref, &ref_len),
+                     SLM_OK);
+    assert_int_equal(ref_len, (size_t)ROWS * VOCAB * sizeof(float));
+    slm_checkpoint_t *ck = NULL;
+    slm_transformer_t *t = NULL;
+    assert_int_equal(slm_checkpoint_open(model_path, &ck), SLM_OK);
+    assert_int_equal(slm_checkpoint_config(ck)->vocab_size, VOCAB);
+    assert_int_equal(slm_transformer_create(ck, &t), SLM_OK);
+    for (int p = 0; p < ROWS; p++) {
+        const float *got = NULL;
+        assert_int_equal(slm_transformer_forward(t, input_ids[p], p, &got),
+                         SLM_OK);
+        float want[VOCAB];
+        memcpy(want, ref + (size_t)p * VOCAB * sizeof(float), sizeof want);
+        double max_abs = 0.0, max_err = 0.0;
+        int best = 0;
+        for (int i = 0; i < VOCAB; i++) {
+            assert_false(isnan(got[i]));
+            max_abs = fmax(max_abs, fabs((double)want[i]));
+            max_err = fmax(max_err, fabs((double)got[i] - (double)want[i]));
+            if (got[i] > got[best])
+                best = i;
+        }
+        double rel = max_err / max_abs;
+        if (rel >= 1e-4)
+            fprintf(stderr, "row %d: relative error %.3g\n", p, rel);
+        assert_true(rel < 1e-4);
+        assert_int_equal(best, argmax_ids[p]);
+    }
+    slm_transformer_destroy(&t);
+    assert_null(t);
+    slm_checkpoint_destroy(&ck);
+    free(ref);
+}
+
+static void test_forward_rejects_bad_token_and_position(void **state)
+{
+    (void)state;
+    slm_checkpoint_t *ck = NULL;
+    slm_transformer_t *t = NULL;
+    const float *logits = NULL;
+    assert_int_equal(slm_checkpoint_open(model_path, &ck), SLM_OK);
+    assert_int_equal(slm_transformer_create(ck, &t), SLM_OK);
+    assert_int_equal(slm_transformer_forward(t, VOCAB, 0, &logits),
+                     SLM_ERR_RANGE);
+    assert_int_equal(slm_transformer_forward(t, -1, 0, &logits),
+                     SLM_ERR_RANGE);
+    assert_int_equal(slm_transformer_forward(t, 1, 512, &logits),
+                     SLM_ERR_RANGE);
+    assert_int_equal(slm_transformer_forward(t, 1, -1, &logits),
+                     SLM_ERR_RANGE);
+    assert_non_null(strstr(slm_error_message(), "position -1"));
+    assert_null(logits);
+    slm_transformer_destroy(&t);
+    slm_checkpoint_destroy(&ck);
+}
+
+int main(void)
+{
+    if (slm_test_model_path("stories260K.bin", model_path, sizeof model_path) ||
+        slm_test_golden_path("logits_once.f32", logits_path,
+                             sizeof logits_path))
+        return SLM_TEST_SKIP;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_logits_match_reference),
+        cmocka_unit_test(test_forward_rejects_bad_token_and_position),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
