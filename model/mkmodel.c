@@ -120,7 +120,9 @@ slm_status slm_mkmodel_write(const char *path, const slm_model_config *cfg_in,
             scale = 0.0f; /* unused by every reader */
             break;
         case SLM_TENSOR_TOKEN_EMBEDDING:
-            scale = 1.0f;
+            /* Small, as in GPT-style init: a large shared embedding makes the
+             * logit of the current token dominate and the text repeat. */
+            scale = 0.05f;
             break;
         default:
             scale = 1.0f / sqrtf((float)t->cols);

@@ -19,7 +19,7 @@ const char *slm_mkmodel_shape_names(void);
 
 /* Validates cfg and writes a checkpoint to `path` (created or truncated).
  * Matrices are uniform in +-1/sqrt(cols), norms are 1, the embedding is
- * uniform in +-1; the same cfg and seed always give the same bytes. */
+ * uniform in +-0.05; the same cfg and seed always give the same bytes. */
 slm_status slm_mkmodel_write(const char *path, const slm_model_config *cfg,
                              uint64_t seed);
 

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages shardlm needs to build and test, and nothing
+# else. Idempotent: packages already installed are skipped, and apt is not
+# touched at all when nothing is missing. Runs apt through sudo when not root.
+#
+# The CUDA toolkit is not a Debian package here: where nvcc is on PATH the
+# build adds the CUDA kernels, otherwise it is CPU-only.
+set -euo pipefail
+
+packages=(
+    cmake         # build system
+    make          # CMake's generator
+    gcc           # compiler, with OpenMP (libgomp) and ASan/UBSan runtimes
+    libc6-dev     # C headers
+    pkg-config    # locates cmocka
+    libcmocka-dev # unit tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all ${#packages[@]} packages present"
+    exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,645 @@
+/*
+ * tests/unit/test_kernels.c - the CPU kernels (kernels/cpu/) against plain
+ * references.
+ *
+ * Each kernel is compared with an obviously-correct version written here
+ * (double accumulation where the kernel may reorder a sum), on seeded random
+ * inputs of awkward sizes. Outputs are poisoned with NaN first, so a kernel
+ * that skips an element fails, and a sentinel after each output catches
+ * writes past the end. matvec runs on every instruction set this CPU has
+ * (slm__cpu_isa_force) and with 1, 2 and 3 OpenMP threads.
+ *
+ * The kernels that must track llama2.c's run.c (rope, softmax, swiglu,
+ * attention, rmsnorm) are also checked bit for bit against a literal float
+ * port of run.c's loop. That relies on the compiler not contracting a * b + c
+ * into an FMA differently in the two copies, which holds for the project's
+ * build (no -march, so no FMA in plain C code); where __FMA__ is on the exact
+ * checks are skipped and only the tolerances apply.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <omp.h>
+
+#include "kernels/cpu/isa.h"
+#include "kernels/kernels.h"
+#include "tests/testutil.h"
+
+#ifdef __FMA__
+#define EXACT_CHECKS 0
+#else
+#define EXACT_CHECKS 1
+#endif
+
+/* Unit roundoff of float. */
+#define U ((double)FLT_EPSILON / 2.0)
+#define SENTINEL 12345.0f
+
+static const size_t awkward[] = {1, 3, 15, 16, 17, 63, 64, 65, 1000, 4099};
+#define N_AWKWARD (sizeof awkward / sizeof awkward[0])
+static const int thread_counts[] = {1, 2, 3};
+#define N_THREADS (sizeof thread_counts / sizeof thread_counts[0])
+
+/* n floats from cmocka's allocator (leaks fail the test), plus one sentinel
+ * slot at [n]; the n are NaN. */
+static float *alloc_poisoned(size_t n)
+{
+    float *p = test_malloc((n + 1) * sizeof(float));
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = NAN;
+    p[n] = SENTINEL;
+    return p;
+}
+
+static float *alloc_random(size_t n, uint64_t *rng, float lo, float hi)
+{
+    float *p = alloc_poisoned(n);
+    slm_test_fill_uniform(p, n, rng, lo, hi);
+    return p;
+}
+
+static void check_sentinel(const float *p, size_t n, const char *what)
+{
+    if (p[n] != SENTINEL)
+        fail_msg("%s: wrote past its %zu outputs", what, n);
+}
+
+static int bits_equal(const float *a, const float *b, size_t n)
+{
+    return memcmp(a, b, n * sizeof(float)) == 0;
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void test_isa(void **state)
+{
+    (void)state;
+    const char *isa = slm_cpu_isa();
+    assert_non_null(isa);
+    assert_true(strcmp(isa, "avx512") == 0 || strcmp(isa, "avx2") == 0 ||
+                strcmp(isa, "scalar") == 0);
+    /* Forcing a level is clamped to the hardware and shows in the name. */
+    slm__isa hw = slm__cpu_isa_detected();
+    assert_int_equal(slm__cpu_isa_force(SLM__ISA_SCALAR), SLM__ISA_SCALAR);
+    assert_string_equal(slm_cpu_isa(), "scalar");
+    assert_int_equal(slm__cpu_isa_force(SLM__ISA_AVX512), hw);
+    assert_int_equal(slm__cpu_isa_level(), hw);
+    assert_string_equal(slm_cpu_isa(), isa);
+    fprintf(stderr, "# cpu isa: %s\n", isa);
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* Tolerance: the kernel sums each row in float, in several interleaved
+ * partial sums; the longest chain of dependent float additions is at most
+ * cols / 4 + 16 long on every path (scalar: 4 partial sums; AVX2: 8 lanes x
+ * 8 registers; AVX-512: 16 lanes x 4 registers, plus tails and the final
+ * reductions). The standard bound for recursive summation then gives
+ * |out - exact| <= (cols / 4 + 17) * u * sum_j |w_j x_j|, which is what we
+ * check, with the exact value computed in double. */
+static void check_matvec(size_t rows, size_t cols, const float *w,
+                         const float *x, const double *ref,
+                         const double *mag, slm__isa isa, int threads)
+{
+    float *out = alloc_poisoned(rows);
+    slm_cpu_matvec(out, w, x, rows, cols);
+    double k = (double)cols / 4.0 + 17.0;
+    for (size_t r = 0; r < rows; r++) {
+        double err = fabs((double)out[r] - ref[r]);
+        double tol = k * U * mag[r] + 1e-30;
+        if (!(err <= tol))
+            fail_msg("matvec %zux%zu isa %d threads %d row %zu: %.9g vs "
+                     "%.9g, error %.3g > %.3g",
+                     rows, cols, (int)isa, threads, r, (double)out[r], ref[r],
+                     err, tol);
+    }
+    check_sentinel(out, rows, "matvec");
+    test_free(out);
+}
+
+static void test_matvec(void **state)
+{
+    (void)state;
+    uint64_t rng = 0x6d61747665630001ULL;
+    slm__isa hw = slm__cpu_isa_detected();
+    for (size_t ri = 0; ri < N_AWKWARD; ri++) {
+        for (size_t ci = 0; ci < N_AWKWARD; ci++) {
+            size_t rows = awkward[ri], cols = awkward[ci];
+            /* One float of offset on odd shapes: W rows then start at every
+             * alignment, as they do inside a real checkpoint. */
+            size_t off = (ri + ci) % 2;
+            float *wbuf = alloc_random(rows * cols + off, &rng, -1.0f, 1.0f);
+            const float *w = wbuf + off;
+            float *x = alloc_random(cols, &rng, -1.0f, 1.0f);
+            double *ref = test_malloc(rows * sizeof(double));
+            double *mag = test_malloc(rows * sizeof(double));
+            assert_non_null(ref);
+            assert_non_null(mag);
+            for (size_t r = 0; r < rows; r++) {
+                double s = 0.0, m = 0.0;
+                for (size_t j = 0; j < cols; j++) {
+                    double p = (double)w[r * cols + j] * (double)x[j];
+                    s += p;
+                    m += fabs(p);
+                }
+                ref[r] = s;
+                mag[r] = m;
+            }
+            for (int isa = SLM__ISA_SCALAR; isa <= (int)hw; isa++) {
+                slm__cpu_isa_force((slm__isa)isa);
+                for (size_t ti = 0; ti < N_THREADS; ti++) {
+                    omp_set_num_threads(thread_counts[ti]);
+                    check_matvec(rows, cols, w, x, ref, mag, (slm__isa)isa,
+                                 thread_counts[ti]);
+                }
+            }
+            test_free(mag);
+            test_free(ref);
+            test_free(x);
+            test_free(wbuf);
+        }
+    }
+    slm__cpu_isa_force(hw);
+    omp_set_num_threads(2);
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* run.c's rmsnorm, literally. */
+static void runc_rmsnorm(float *o, const float *x, const float *weight,
+                         size_t size)
+{
+    float ss = 0.0f;
+    for (size_t j = 0; j < size; j++)
+        ss += x[j] * x[j];
+    ss /= (float)size;
+    ss += 1e-5f;
+    ss = 1.0f / sqrtf(ss);
+    for (size_t j = 0; j < size; j++)
+        o[j] = weight[j] * (ss * x[j]);
+}
+
+static void test_rmsnorm(void **state)
+{
+    (void)state;
+    uint64_t rng = 0x726d736e6f726d01ULL;
+    for (size_t i = 0; i < N_AWKWARD; i++) {
+        size_t n = awkward[i];
+        float *x = alloc_random(n, &rng, -2.0f, 2.0f);
+        float *wt = alloc_random(n, &rng, 0.5f, 1.5f);
+        float *out = alloc_poisoned(n);
+        float *want = alloc_poisoned(n);
+        double *ref = test_malloc(n * sizeof(double));
+        assert_non_null(ref);
+        slm_cpu_rmsnorm(out, x, wt, n, 1e-5f);
+        check_sentinel(out, n, "rmsnorm");
+
+        double ss = 0.0;
+        for (size_t j = 0; j < n; j++)
+            ss += (double)x[j] * (double)x[j];
+        double scale = 1.0 / sqrt(ss / (double)n + 1e-5);
+        /* Tolerance: the float sum of squares is one chain of n additions,
+         * relative error <= n u; the square root halves it and the last few
+         * operations add a few u: (n / 2 + 8) u relative to |out|. */
+        double tol = ((double)n / 2.0 + 8.0) * U;
+        for (size_t j = 0; j < n; j++) {
+            ref[j] = (double)wt[j] * scale * (double)x[j];
+            double err = fabs((double)out[j] - ref[j]);
+            if (!(err <= tol * fabs(ref[j]) + 1e-30))
+                fail_msg("rmsnorm n %zu [%zu]: %.9g vs %.9g", n, j,
+                         (double)out[j], ref[j]);
+        }
+        if (EXACT_CHECKS) {
+            runc_rmsnorm(want, x, wt, n);
+            assert_true(bits_equal(out, want, n));
+        }
+        /* In place gives the same bits. */
+        slm_cpu_rmsnorm(x, x, wt, n, 1e-5f);
+        assert_true(bits_equal(x, out, n));
+        test_free(ref);
+        test_free(want);
+        test_free(out);
+        test_free(wt);
+        test_free(x);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* run.c's RoPE for one vector, literally: the angle recomputed per element,
+ * head by head. */
+static void runc_rope(float *vec, size_t dim, size_t head_size, size_t pos,
+                      float theta)
+{
+    for (size_t i = 0; i < dim; i += 2) {
+        size_t head_dim = i % head_size;
+        float freq = 1.0f / powf(theta, (float)head_dim / (float)head_size);
+        float val = (float)pos * freq;
+        float fcr = cosf(val);
+        float fci = sinf(val);
+        float v0 = vec[i];
+        float v1 = vec[i + 1];
+        vec[i] = v0 * fcr - v1 * fci;
+        vec[i + 1] = v0 * fci + v1 * fcr;
+    }
+}
+
+static void check_rope(size_t hs, size_t nh, size_t pos, float theta,
+                       uint64_t *rng)
+{
+    size_t n = nh * hs;
+    float *vec = alloc_random(n, rng, -3.0f, 3.0f);
+    float *orig = alloc_poisoned(n);
+    float *want = alloc_poisoned(n);
+    memcpy(orig, vec, n * sizeof(float));
+    memcpy(want, vec, n * sizeof(float));
+    slm_cpu_rope(vec, nh, hs, pos, theta);
+    check_sentinel(vec, n, "rope");
+    runc_rope(want, n, hs, pos, theta);
+    /* Exactly run.c's float operations, so exactly its bits. */
+    if (EXACT_CHECKS && !bits_equal(vec, want, n))
+        fail_msg("rope hs %zu heads %zu pos %zu: differs from run.c", hs, nh,
+                 pos);
+    /* Position 0 is the identity. */
+    if (pos == 0)
+        assert_true(bits_equal(vec, orig, n));
+    for (size_t e = 0; e < n; e += 2) {
+        size_t i = e % hs;
+        double x0 = orig[e], x1 = orig[e + 1];
+        double y0 = vec[e], y1 = vec[e + 1];
+        double r_in = sqrt(x0 * x0 + x1 * x1);
+        double r_out = sqrt(y0 * y0 + y1 * y1);
+        /* A rotation keeps the pair's norm. cos and sin are each within an
+         * ulp, so cos^2 + sin^2 = 1 +- 2u, and the two products and the sum
+         * of each output add 3u more: 1e-6 relative is ample. */
+        if (!(fabs(r_out - r_in) <= 1e-6 * r_in + 1e-30))
+            fail_msg("rope: norm %.9g -> %.9g", r_in, r_out);
+        /* The angle is pos * theta^(-i / hs), i the index of the pair's first
+         * element within its head. The float angle's absolute error grows
+         * like pos * u, so compare with double only for small pos, where the
+         * error stays below 1e-4 of the norm. */
+        if (pos <= 64) {
+            double ang =
+                (double)pos * pow((double)theta, -(double)i / (double)hs);
+            double z0 = x0 * cos(ang) - x1 * sin(ang);
+            double z1 = x0 * sin(ang) + x1 * cos(ang);
+            double err = fmax(fabs(z0 - y0), fabs(z1 - y1));
+            if (!(err <= 1e-4 * r_in + 1e-30))
+                fail_msg("rope hs %zu pos %zu element %zu: angle off", hs,
+                         pos, e);
+        }
+    }
+    test_free(want);
+    test_free(orig);
+    test_free(vec);
+}
+
+static void test_rope(void **state)
+{
+    (void)state;
+    static const size_t head_sizes[] = {2, 6, 8, 16, 64, 128};
+    static const size_t heads[] = {1, 3, 8, 32};
+    static const size_t positions[] = {0, 1, 7, 37, 255, 300, 2047, 4095};
+    uint64_t rng = 0x726f706500000001ULL;
+    for (size_t a = 0; a < sizeof head_sizes / sizeof *head_sizes; a++) {
+        for (size_t b = 0; b < sizeof heads / sizeof *heads; b++) {
+            for (size_t c = 0; c < sizeof positions / sizeof *positions; c++) {
+                check_rope(head_sizes[a], heads[b], positions[c], 10000.0f,
+                           &rng);
+                check_rope(head_sizes[a], heads[b], positions[c], 500000.0f,
+                           &rng);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* run.c's softmax, literally. */
+static void runc_softmax(float *x, size_t size)
+{
+    float max_val = x[0];
+    for (size_t i = 1; i < size; i++)
+        if (x[i] > max_val)
+            max_val = x[i];
+    float sum = 0.0f;
+    for (size_t i = 0; i < size; i++) {
+        x[i] = expf(x[i] - max_val);
+        sum += x[i];
+    }
+    for (size_t i = 0; i < size; i++)
+        x[i] /= sum;
+}
+
+/* Tolerance, with d_i = x_i - max and p_i the exact outputs: the float
+ * subtraction is off by up to |d_i| u, which expf turns into as much relative
+ * error; expf itself adds up to an ulp (2u); the float sum, one chain of n
+ * additions of such terms, is off by sum_j p_j (|d_j| + 2) u + (n - 1) u
+ * relative; the division adds u. So output i is within
+ * (|d_i| + E + n + 6) u of p_i, relative, with E = sum_j p_j |d_j|, and the
+ * outputs sum to 1 within the p-weighted mean of those. */
+static void check_softmax(const float *in, size_t n)
+{
+    float *x = alloc_poisoned(n);
+    float *want = alloc_poisoned(n);
+    memcpy(x, in, n * sizeof(float));
+    memcpy(want, in, n * sizeof(float));
+    slm_cpu_softmax(x, n);
+    check_sentinel(x, n, "softmax");
+
+    double mx = in[0];
+    for (size_t i = 1; i < n; i++)
+        mx = fmax(mx, in[i]);
+    double den = 0.0;
+    for (size_t i = 0; i < n; i++)
+        den += exp((double)in[i] - mx);
+    double e = 0.0;
+    for (size_t i = 0; i < n; i++)
+        e += exp((double)in[i] - mx) / den * fabs((double)in[i] - mx);
+    double total = 0.0, total_tol = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double ref = exp((double)in[i] - mx) / den;
+        double tol = (fabs((double)in[i] - mx) + e + (double)n + 6.0) * U;
+        if (!(fabs((double)x[i] - ref) <= tol * ref + 1e-38))
+            fail_msg("softmax n %zu [%zu]: %.9g vs %.9g", n, i, (double)x[i],
+                     ref);
+        total += x[i];
+        total_tol += tol * ref;
+    }
+    if (!(fabs(total - 1.0) <= total_tol + 1e-12))
+        fail_msg("softmax n %zu: sums to %.9g", n, total);
+    if (EXACT_CHECKS) {
+        runc_softmax(want, n);
+        assert_true(bits_equal(x, want, n));
+    }
+    test_free(want);
+    test_free(x);
+}
+
+static void test_softmax(void **state)
+{
+    (void)state;
+    uint64_t rng = 0x736f66746d617801ULL;
+    for (size_t i = 0; i < N_AWKWARD; i++) {
+        size_t n = awkward[i];
+        float *in = alloc_random(n, &rng, -10.0f, 10.0f);
+        check_softmax(in, n);
+        /* Shifted far up: exp(x) alone would overflow. */
+        for (size_t j = 0; j < n; j++)
+            in[j] += 1000.0f;
+        check_softmax(in, n);
+        test_free(in);
+    }
+    /* Stable where a naive exp overflows (1000) or underflows (-1000). */
+    const float big[2] = {1000.0f, 1001.0f};
+    check_softmax(big, 2);
+    float x[2] = {1000.0f, 1001.0f};
+    slm_cpu_softmax(x, 2);
+    assert_float_equal(x[0], 1.0 / (1.0 + exp(1.0)), 1e-6);
+    assert_float_equal(x[1], exp(1.0) / (1.0 + exp(1.0)), 1e-6);
+    const float low[3] = {-1000.0f, -1001.0f, -1000.5f};
+    check_softmax(low, 3);
+    const float one[1] = {-7.0f};
+    float y = one[0];
+    slm_cpu_softmax(&y, 1);
+    assert_true(y == 1.0f);
+    /* Far below the maximum, an entry rounds to 0, never to NaN. */
+    float z[3] = {0.0f, -200.0f, 88.0f};
+    slm_cpu_softmax(z, 3);
+    assert_true(z[1] == 0.0f && z[0] >= 0.0f && z[2] > 0.99f);
+}
+
+/* ------------------------------------------------------------------------ */
+
+/* run.c's attention for one head, literally (float, index order). */
+static void runc_attention(float *out, const float *q, const float *k_cache,
+                           const float *v_cache, float *att, size_t n_heads,
+                           size_t n_kv_heads, size_t head_size,
+                           size_t kv_stride, size_t pos)
+{
+    size_t kv_mul = n_heads / n_kv_heads;
+    for (size_t h = 0; h < n_heads; h++) {
+        const float *qh = q + h * head_size;
+        for (size_t t = 0; t <= pos; t++) {
+            const float *k = k_cache + t * kv_stride + (h / kv_mul) * head_size;
+            float score = 0.0f;
+            for (size_t i = 0; i < head_size; i++)
+                score += qh[i] * k[i];
+            score /= sqrtf((float)head_size);
+            att[t] = score;
+        }
+        runc_softmax(att, pos + 1);
+        float *xb = out + h * head_size;
+        memset(xb, 0, head_size * sizeof(float));
+        for (size_t t = 0; t <= pos; t++) {
+            const float *v = v_cache + t * kv_stride + (h / kv_mul) * head_size;
+            float a = att[t];
+            for (size_t i = 0; i < head_size; i++)
+                xb[i] += a * v[i];
+        }
+    }
+}
+
+static void check_attention(size_t n_heads, size_t n_kv_heads,
+                            size_t head_size, size_t pos, int threads,
+                            uint64_t *rng)
+{
+    /* Padding in both strides: the kernel must use them, not assume them. */
+    size_t kv_stride = n_kv_heads * head_size + 5;
+    size_t att_stride = pos + 3;
+    size_t nq = n_heads * head_size;
+    size_t ncache = (pos + 1) * kv_stride;
+    size_t natt = n_heads * att_stride;
+    float *q = alloc_random(nq, rng, -1.0f, 1.0f);
+    float *kc = alloc_random(ncache, rng, -1.0f, 1.0f);
+    float *vc = alloc_random(ncache, rng, -1.0f, 1.0f);
+    float *out = alloc_poisoned(nq);
+    float *att = alloc_poisoned(natt);
+    float *want = alloc_poisoned(nq);
+    float *want_att = alloc_poisoned(pos + 1);
+    for (size_t h = 0; h < n_heads; h++)
+        for (size_t t = pos + 1; t < att_stride; t++)
+            att[h * att_stride + t] = SENTINEL;
+
+    omp_set_num_threads(threads);
+    slm_cpu_attention(out, q, kc, vc, att, att_stride, n_heads, n_kv_heads,
+                      head_size, kv_stride, pos);
+    check_sentinel(out, nq, "attention out");
+    for (size_t h = 0; h < n_heads; h++)
+        for (size_t t = pos + 1; t < att_stride; t++)
+            if (att[h * att_stride + t] != SENTINEL)
+                fail_msg("attention: att row %zu written past pos", h);
+
+    /* Reference in double. Tolerance, per head, with S the largest
+     * sum_i |q_i k_ti| / sqrt(head_size) (a bound on any score's size): a
+     * float score is a chain of head_size products and sums, so its absolute
+     * error is within (head_size + 2) u S; a weight exp(s_t - max) / sum
+     * then has relative error within 2 (head_size + 2) u S from the scores
+     * plus (pos + 4) u from expf, the float sum and the division; an output
+     * element, one chain of pos + 1 products and sums, adds (pos + 2) u of
+     * sum_t att_t |v_t|. We allow twice these. */
+    size_t kv_mul = n_heads / n_kv_heads;
+    double *p = test_malloc((pos + 1) * sizeof(double));
+    assert_non_null(p);
+    double rs = 1.0 / sqrt((double)head_size);
+    for (size_t h = 0; h < n_heads; h++) {
+        const float *qh = q + h * head_size;
+        size_t g = (h / kv_mul) * head_size;
+        double mx = -INFINITY, big = 0.0;
+        for (size_t t = 0; t <= pos; t++) {
+            double s = 0.0, m = 0.0;
+            for (size_t i = 0; i < head_size; i++) {
+                double prod = (double)qh[i] * (double)kc[t * kv_stride + g + i];
+                s += prod;
+                m += fabs(prod);
+            }
+            p[t] = s * rs;
+            mx = fmax(mx, p[t]);
+            big = fmax(big, m * rs);
+        }
+        double den = 0.0;
+        for (size_t t = 0; t <= pos; t++)
+            den += exp(p[t] - mx);
+        double w_tol =
+            2.0 * (2.0 * ((double)head_size + 2.0) * big + (double)pos + 4.0) *
+            U;
+        for (size_t t = 0; t <= pos; t++) {
+            p[t] = exp(p[t] - mx) / den;
+            double got = att[h * att_stride + t];
+            if (!(fabs(got - p[t]) <= w_tol * p[t] + 1e-38))
+                fail_msg("attention h %zu t %zu: weight %.9g vs %.9g", h, t,
+                         got, p[t]);
+        }
+        double o_tol = w_tol + 2.0 * ((double)pos + 2.0) * U;
+        for (size_t i = 0; i < head_size; i++) {
+            double s = 0.0, m = 0.0;
+            for (size_t t = 0; t <= pos; t++) {
+                double v = vc[t * kv_stride + g + i];
+                s += p[t] * v;
+                m += p[t] * fabs(v);
+            }
+            double got = out[h * head_size + i];
+            double tol = o_tol * m + 1e-30;
+            if (!(fabs(got - s) <= tol))
+                fail_msg("attention %zu/%zu hs %zu pos %zu threads %d: "
+                         "out[%zu] %.9g vs %.9g (tol %.3g)",
+                         n_heads, n_kv_heads, head_size, pos, threads,
+                         h * head_size + i, got, s, tol);
+        }
+    }
+    test_free(p);
+
+    if (EXACT_CHECKS) {
+        runc_attention(want, q, kc, vc, want_att, n_heads, n_kv_heads,
+                       head_size, kv_stride, pos);
+        if (!bits_equal(out, want, nq))
+            fail_msg("attention %zu/%zu hs %zu pos %zu threads %d: differs "
+                     "from run.c's order",
+                     n_heads, n_kv_heads, head_size, pos, threads);
+    }
+    test_free(want_att);
+    test_free(want);
+    test_free(att);
+    test_free(out);
+    test_free(vc);
+    test_free(kc);
+    test_free(q);
+}
+
+static void test_attention(void **state)
+{
+    (void)state;
+    static const size_t pairs[][2] = {{8, 4}, {8, 8}, {8, 1}, {4, 2}};
+    static const size_t head_sizes[] = {8, 17, 64};
+    static const size_t positions[] = {0, 1, 37, 300};
+    uint64_t rng = 0x617474656e740001ULL;
+    for (size_t a = 0; a < sizeof pairs / sizeof *pairs; a++) {
+        for (size_t b = 0; b < sizeof head_sizes / sizeof *head_sizes; b++) {
+            for (size_t c = 0; c < sizeof positions / sizeof *positions; c++) {
+                for (size_t d = 0; d < N_THREADS; d++)
+                    check_attention(pairs[a][0], pairs[a][1], head_sizes[b],
+                                    positions[c], thread_counts[d], &rng);
+            }
+        }
+    }
+    omp_set_num_threads(2);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void test_swiglu(void **state)
+{
+    (void)state;
+    uint64_t rng = 0x737769676c750001ULL;
+    for (size_t i = 0; i < N_AWKWARD; i++) {
+        size_t n = awkward[i];
+        float *h1 = alloc_random(n, &rng, -8.0f, 8.0f);
+        float *h3 = alloc_random(n, &rng, -2.0f, 2.0f);
+        float *in = alloc_poisoned(n);
+        memcpy(in, h1, n * sizeof(float));
+        slm_cpu_swiglu(h1, h3, n);
+        check_sentinel(h1, n, "swiglu");
+        for (size_t j = 0; j < n; j++) {
+            double v = in[j];
+            double ref = v / (1.0 + exp(-v)) * (double)h3[j];
+            /* Tolerance: expf within 2 ulps, then an add, a division and two
+             * products, each one rounding: 8u relative is ample. */
+            if (!(fabs((double)h1[j] - ref) <= 8.0 * U * fabs(ref) + 1e-37))
+                fail_msg("swiglu [%zu]: silu(%.9g) * %.9g = %.9g, want %.9g",
+                         j, v, (double)h3[j], (double)h1[j], ref);
+            if (EXACT_CHECKS) {
+                float val = in[j];
+                val *= (1.0f / (1.0f + expf(-val)));
+                val *= h3[j];
+                assert_true(val == h1[j] || (val == 0.0f && h1[j] == 0.0f));
+            }
+        }
+        test_free(in);
+        test_free(h3);
+        test_free(h1);
+    }
+    /* Large inputs saturate without NaN: silu(x) -> x, silu(-x) -> -0. */
+    float a[4] = {100.0f, -100.0f, 1000.0f, -1000.0f};
+    const float b[4] = {1.0f, 1.0f, 2.0f, 2.0f};
+    slm_cpu_swiglu(a, b, 4);
+    assert_true(a[0] == 100.0f && a[1] == 0.0f && a[2] == 2000.0f &&
+                a[3] == 0.0f);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void test_add(void **state)
+{
+    (void)state;
+    uint64_t rng = 0x6164640000000001ULL;
+    for (size_t i = 0; i < N_AWKWARD; i++) {
+        size_t n = awkward[i];
+        float *x = alloc_random(n, &rng, -100.0f, 100.0f);
+        float *y = alloc_random(n, &rng, -100.0f, 100.0f);
+        float *want = alloc_poisoned(n);
+        for (size_t j = 0; j < n; j++)
+            want[j] = x[j] + y[j];
+        slm_cpu_add(x, y, n);
+        check_sentinel(x, n, "add");
+        /* One IEEE addition per element: exact. */
+        assert_true(bits_equal(x, want, n));
+        test_free(want);
+        test_free(y);
+        test_free(x);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_isa),       cmocka_unit_test(test_matvec),
+        cmocka_unit_test(test_rmsnorm),   cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_softmax),   cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_swiglu),    cmocka_unit_test(test_add),
+    };
+    return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
+}
