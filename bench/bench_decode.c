@@ -1,2 +1,152 @@
+/*
+ * bench/bench_decode.c - batch-1 decode throughput against this machine's
+ * memory-bandwidth limit, measured in the same run.
+ *
+ * Decode of one token reads every weight matrix once, so tokens/s can never
+ * exceed (read bandwidth) / (weight bytes per token). The probe runs before
+ * and after the decode and the better figure is the reference, so a noisy
+ * neighbour during one probe does not flatter the ratio.
+ *
+ *   bench_decode --model M [--threads N] [--tokens N] [--warmup N]
+ *                [--probe-mib N] [--weights resident|mapped]
+ */
+#include <getopt.h>
+#include <omp.h>
 #include <stdio.h>
-int main(void) { return 0; }
+#include <stdlib.h>
+#include <time.h>
+
+#include "bench/membw.h"
+#include "coordinator/cli.h"
+#include "kernels/kernels.h"
+#include "model/checkpoint.h"
+#include "shard/transformer.h"
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Bytes of weights one decode step reads: every matrix and norm, the
+ * classifier, and one embedding row. */
+static double weight_bytes_per_token(const slm_model_config *c)
+{
+    double d = c->dim, h = c->hidden_dim, kv = c->kv_dim, v = c->vocab_size;
+    double per_layer = d * d * 2 + kv * d * 2 + h * d * 3 + d * 2;
+    return 4.0 * (c->n_layers * per_layer + d + v * d + d);
+}
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"threads", required_argument, NULL, 't'},
+        {"tokens", required_argument, NULL, 'n'},
+        {"warmup", required_argument, NULL, 'w'},
+        {"probe-mib", required_argument, NULL, 'p'},
+        {"weights", required_argument, NULL, 'W'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *model = NULL;
+    slm_weights_mode wmode = SLM_WEIGHTS_RESIDENT;
+    int64_t threads = 2, tokens = 32, warmup = 4, probe_mib = 1024;
+    slm_status rc = SLM_OK;
+    int c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 't': rc = slm_cli_int("--threads", optarg, 1, 256, &threads); break;
+        case 'n': rc = slm_cli_int("--tokens", optarg, 1, 100000, &tokens); break;
+        case 'w': rc = slm_cli_int("--warmup", optarg, 0, 100000, &warmup); break;
+        case 'p': rc = slm_cli_int("--probe-mib", optarg, 64, 65536, &probe_mib); break;
+        case 'W': rc = slm_cli_weights_mode(optarg, &wmode); break;
+        default: fprintf(stderr, "usage: bench_decode --model M [--threads N] "
+                                 "[--tokens N] [--warmup N] [--probe-mib N] "
+                                 "[--weights resident|mapped]\n");
+                 return 2;
+        }
+        if (rc != SLM_OK)
+            goto fail;
+    }
+    if (!model) {
+        fprintf(stderr, "bench_decode: --model is required\n");
+        return 2;
+    }
+    omp_set_num_threads((int)threads);
+
+    double bw_before = 0.0, bw_after = 0.0;
+    size_t probe_bytes = (size_t)probe_mib << 20;
+    SLM_CHECK_GOTO(slm_bench_read_bandwidth(probe_bytes, (int)threads, 10,
+                                            &bw_before), rc, fail);
+
+    slm_checkpoint_t *ck = NULL;
+    slm_transformer_t *t = NULL;
+    SLM_CHECK_GOTO(slm_checkpoint_open(model, wmode, &ck), rc, fail);
+    SLM_CHECK_GOTO(slm_transformer_create(ck, &t), rc, fail_model);
+    const slm_model_config *cfg = slm_checkpoint_config(ck);
+    if (warmup + tokens > cfg->seq_len) {
+        rc = slm_fail(SLM_ERR_INVALID, "warmup + tokens = %lld exceeds seq_len %d",
+                      (long long)(warmup + tokens), cfg->seq_len);
+        goto fail_model;
+    }
+    /* Warm-up steps fault the mapped weights into memory and fill caches. */
+    int token = 1, pos = 0;
+    const float *logits = NULL;
+    for (; pos < warmup; pos++) {
+        SLM_CHECK_GOTO(slm_transformer_forward(t, token, pos, &logits), rc,
+                       fail_model);
+        token = argmax(logits, cfg->vocab_size);
+    }
+    double best_step = 1e30, t0 = now_seconds();
+    for (int i = 0; i < tokens; i++, pos++) {
+        double s0 = now_seconds();
+        SLM_CHECK_GOTO(slm_transformer_forward(t, token, pos, &logits), rc,
+                       fail_model);
+        token = argmax(logits, cfg->vocab_size);
+        double dt = now_seconds() - s0;
+        if (dt < best_step)
+            best_step = dt;
+    }
+    double elapsed = now_seconds() - t0;
+    SLM_CHECK_GOTO(slm_bench_read_bandwidth(probe_bytes, (int)threads, 10,
+                                            &bw_after), rc, fail_model);
+
+    double bytes = weight_bytes_per_token(cfg);
+    double bw = bw_before > bw_after ? bw_before : bw_after;
+    double tps = (double)tokens / elapsed;
+    double limit = bw * 1e9 / bytes;
+    printf("model        %s (dim %d, hidden %d, layers %d, heads %d/%d, vocab %d)\n",
+           model, cfg->dim, cfg->hidden_dim, cfg->n_layers, cfg->n_heads,
+           cfg->n_kv_heads, cfg->vocab_size);
+    printf("threads      %lld (isa %s), weights %s\n", (long long)threads,
+           slm_cpu_isa(), wmode == SLM_WEIGHTS_RESIDENT ? "resident" : "mapped");
+    printf("weights/tok  %.3f GB\n", bytes / 1e9);
+    printf("probe        %.1f GB/s before, %.1f GB/s after (best %.1f)\n",
+           bw_before, bw_after, bw);
+    printf("decode       %.2f tokens/s over %lld tokens (best step %.2f tokens/s)\n",
+           tps, (long long)tokens, 1.0 / best_step);
+    printf("achieved     %.1f GB/s of weights\n", tps * bytes / 1e9);
+    printf("limit        %.2f tokens/s (bandwidth / weight bytes)\n", limit);
+    printf("ratio        %.3f of the bandwidth limit\n", tps / limit);
+    slm_transformer_destroy(&t);
+    slm_checkpoint_destroy(&ck);
+    return 0;
+fail_model:
+    slm_transformer_destroy(&t);
+    slm_checkpoint_destroy(&ck);
+fail:
+    fprintf(stderr, "bench_decode: %s (%s)\n", slm_error_message(),
+            slm_status_str(rc));
+    return 1;
+}

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 slm_status slm_cli_int(const char *flag, const char *text, int64_t lo,
                        int64_t hi, int64_t *out)
@@ -44,5 +45,18 @@ slm_status slm_cli_float(const char *flag, const char *text, float *out)
         return slm_fail(SLM_ERR_INVALID, "%s: '%s' is not a finite number",
                         flag, text);
     *out = v;
+    return SLM_OK;
+}
+
+slm_status slm_cli_weights_mode(const char *text, slm_weights_mode *out)
+{
+    if (strcmp(text, "resident") == 0)
+        *out = SLM_WEIGHTS_RESIDENT;
+    else if (strcmp(text, "mapped") == 0)
+        *out = SLM_WEIGHTS_MAPPED;
+    else
+        return slm_fail(SLM_ERR_INVALID,
+                        "--weights: '%s' is neither 'resident' nor 'mapped'",
+                        text);
     return SLM_OK;
 }

@@ -34,11 +34,14 @@ static void usage(FILE *f)
             "  shardlm generate --model M --tokenizer T [--prompt TEXT] [-n STEPS]\n"
             "                   [--temperature F] [--top-k K] [--top-p F]\n"
             "                   [--repetition-penalty F] [--seed S] [--threads N]\n"
+            "                   [--weights resident|mapped]\n"
             "      Streams the prompt and its continuation to stdout and the\n"
             "      speed to stderr. STEPS counts positions, BOS and prompt\n"
             "      included (llama2.c's -n); 0 = the model's context length.\n"
             "      --temperature 0 is greedy. Defaults: -n 256, temperature 1,\n"
             "      top-p 0.9, top-k 0 (off), penalty 1 (off), seed from the clock.\n"
+            "      --weights resident (default) copies the checked weights into\n"
+            "      private huge-page memory; mapped streams the file mapping.\n"
             "  shardlm mkmodel --out FILE (--shape NAME | --dim D --hidden H\n"
             "                  --layers L --heads NH --kv-heads NKV --vocab V\n"
             "                  --seq-len S) [--separate-classifier] [--seed S]\n"
@@ -60,7 +63,7 @@ static slm_status write_piece(void *user, const char *piece, size_t len,
 static int cmd_generate(int argc, char **argv)
 {
     enum { O_MODEL = 256, O_TOK, O_PROMPT, O_TEMP, O_TOPK, O_TOPP, O_PEN,
-           O_SEED, O_THREADS };
+           O_SEED, O_THREADS, O_WEIGHTS };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"tokenizer", required_argument, NULL, O_TOK},
@@ -71,10 +74,12 @@ static int cmd_generate(int argc, char **argv)
         {"repetition-penalty", required_argument, NULL, O_PEN},
         {"seed", required_argument, NULL, O_SEED},
         {"threads", required_argument, NULL, O_THREADS},
+        {"weights", required_argument, NULL, O_WEIGHTS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *model = NULL, *tokenizer = NULL, *prompt = "";
+    slm_weights_mode wmode = SLM_WEIGHTS_RESIDENT;
     int64_t steps = 256, threads = 0, v = 0;
     bool seeded = false;
     slm_sampling_params sp = slm_sampling_defaults();
@@ -99,6 +104,7 @@ static int cmd_generate(int argc, char **argv)
             seeded = true;
             break;
         case O_THREADS: rc = slm_cli_int("--threads", optarg, 1, 1024, &threads); break;
+        case O_WEIGHTS: rc = slm_cli_weights_mode(optarg, &wmode); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -124,7 +130,7 @@ static int cmd_generate(int argc, char **argv)
     slm_sampler_t *sampler = NULL;
     slm_generate_stats st = {0};
     SLM_CHECK_GOTO(slm_sampling_validate(&sp), rc, done);
-    SLM_CHECK_GOTO(slm_checkpoint_open(model, &ck), rc, done);
+    SLM_CHECK_GOTO(slm_checkpoint_open(model, wmode, &ck), rc, done);
     const slm_model_config *cfg = slm_checkpoint_config(ck);
     SLM_CHECK_GOTO(slm_tokenizer_load(tokenizer, cfg->vocab_size, &tok), rc,
                    done);

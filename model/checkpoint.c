@@ -12,7 +12,11 @@
 #include "common/reader.h"
 
 struct slm_checkpoint {
-    slm_file_map map;
+    slm_file_map map;      /* the file; unmapped once a resident copy exists */
+    const uint8_t *data;   /* (size) the bytes tensors point into */
+    size_t size;
+    void *resident;        /* (resident_bytes) private copy, or NULL */
+    size_t resident_bytes;
     slm_model_config cfg;
     slm_tensor_info table[SLM_TENSOR_COUNT];
 };
@@ -175,7 +179,46 @@ void slm_checkpoint_encode_header(const slm_model_config *cfg,
     memcpy(out, v, sizeof v);
 }
 
-slm_status slm_checkpoint_open(const char *path, slm_checkpoint_t **out)
+#define HUGE_PAGE ((size_t)2 << 20)
+
+/* Copies the validated file into 2 MiB-aligned anonymous memory, asks for
+ * transparent huge pages, and seals it read-only. */
+static slm_status make_resident(slm_checkpoint_t *ck, const char *path)
+{
+    size_t bytes = ck->map.size;
+    if (!slm_size_add(bytes, HUGE_PAGE - 1, &bytes))
+        return slm_fail(SLM_ERR_RANGE, "%s: size overflows", path);
+    bytes &= ~(HUGE_PAGE - 1);
+    void *p = mmap(NULL, bytes + HUGE_PAGE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return slm_fail(SLM_ERR_NOMEM,
+                        "%s: cannot allocate %zu bytes for the weights (try "
+                        "mapped weights)",
+                        path, bytes);
+    /* Trim to a 2 MiB-aligned start so whole huge pages back the weights. */
+    uintptr_t start = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    size_t head = start - (uintptr_t)p;
+    if (head)
+        munmap(p, head);
+    if (HUGE_PAGE - head)
+        munmap((uint8_t *)start + bytes, HUGE_PAGE - head);
+    void *dst = (void *)start;
+    (void)madvise(dst, bytes, MADV_HUGEPAGE); /* a hint; fine if refused */
+    memcpy(dst, ck->map.data, ck->map.size);
+    if (mprotect(dst, bytes, PROT_READ) != 0) {
+        munmap(dst, bytes);
+        return slm_fail(SLM_ERR_INTERNAL, "%s: cannot seal the weights", path);
+    }
+    ck->resident = dst;
+    ck->resident_bytes = bytes;
+    ck->data = dst;
+    slm_file_unmap(&ck->map);
+    return SLM_OK;
+}
+
+slm_status slm_checkpoint_open(const char *path, slm_weights_mode mode,
+                               slm_checkpoint_t **out)
 {
     slm_checkpoint_t *ck = calloc(1, sizeof *ck);
     if (!ck)
@@ -186,8 +229,15 @@ slm_status slm_checkpoint_open(const char *path, slm_checkpoint_t **out)
                                                ck->map.size, path, &ck->cfg,
                                                ck->table),
                    rc, fail);
-    /* Weights are streamed front to back once per token. */
-    (void)madvise((void *)ck->map.data, ck->map.size, MADV_WILLNEED);
+    ck->data = ck->map.data;
+    ck->size = ck->map.size;
+    if (mode == SLM_WEIGHTS_RESIDENT) {
+        (void)madvise((void *)ck->map.data, ck->map.size, MADV_SEQUENTIAL);
+        SLM_CHECK_GOTO(make_resident(ck, path), rc, fail);
+    } else {
+        /* Weights are streamed front to back once per token. */
+        (void)madvise((void *)ck->map.data, ck->map.size, MADV_WILLNEED);
+    }
     *out = ck;
     return SLM_OK;
 fail:
@@ -200,6 +250,8 @@ void slm_checkpoint_destroy(slm_checkpoint_t **ck)
     if (!ck || !*ck)
         return;
     slm_file_unmap(&(*ck)->map);
+    if ((*ck)->resident)
+        munmap((*ck)->resident, (*ck)->resident_bytes);
     free(*ck);
     *ck = NULL;
 }
@@ -222,10 +274,10 @@ const float *slm_checkpoint_tensor(const slm_checkpoint_t *ck, slm_tensor_id id,
     assert(layer < t->layers); /* our bug, not the file's */
     /* In range: parse_header proved offset + layers*rows*cols*4 <= size. */
     uint64_t off = t->offset + (uint64_t)layer * t->rows * t->cols * 4;
-    return (const float *)(const void *)(ck->map.data + off);
+    return (const float *)(const void *)(ck->data + off);
 }
 
 uint64_t slm_checkpoint_bytes(const slm_checkpoint_t *ck)
 {
-    return ck->map.size;
+    return ck->size;
 }

@@ -111,9 +111,25 @@ uint64_t slm_checkpoint_file_size(const slm_model_config *cfg);
 
 typedef struct slm_checkpoint slm_checkpoint_t;
 
-/* Opens, validates and maps `path` read-only. On success the caller owns *out
- * and releases it with slm_checkpoint_destroy. */
-slm_status slm_checkpoint_open(const char *path, slm_checkpoint_t **out);
+/* Where the weights live once the file is open. */
+typedef enum {
+    /* A private copy in anonymous, huge-page-backed memory made read-only
+     * after the copy. Decode streams every weight once per token, and 4 KiB
+     * page-cache pages cost about a tenth of the bandwidth in TLB misses
+     * (BENCHMARKS.md); a private copy also cannot change under us if the file
+     * is rewritten after it was checked. Costs the model's size in RAM. */
+    SLM_WEIGHTS_RESIDENT,
+    /* The read-only file mapping itself: no copy, pages shared with the page
+     * cache and other processes; for models larger than spare RAM. */
+    SLM_WEIGHTS_MAPPED,
+} slm_weights_mode;
+
+/* Opens `path`, maps it read-only, validates the header and tensor table
+ * against the file size, and then (SLM_WEIGHTS_RESIDENT) copies the weights
+ * into private memory. On success the caller owns *out and releases it with
+ * slm_checkpoint_destroy. */
+slm_status slm_checkpoint_open(const char *path, slm_weights_mode mode,
+                               slm_checkpoint_t **out);
 
 /* Accepts NULL; sets *ck to NULL. Pointers from slm_checkpoint_tensor die. */
 void slm_checkpoint_destroy(slm_checkpoint_t **ck);

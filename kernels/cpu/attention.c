@@ -20,9 +20,10 @@
 #include <math.h>
 #include <omp.h>
 
-/* Multiply-adds (n_heads * (pos + 1) * head_size) below which one thread
- * is faster than a team. */
-#define ATTENTION_SERIAL_MAX ((size_t)32 * 1024)
+/* Score multiply-adds (n_heads * (pos + 1) * head_size) below which one
+ * thread is faster than a team. Measured with 2 threads: 64 take 0.38 us on
+ * one thread and 0.49 us on two; 1024 take 1.08 us and 0.89 us. */
+#define ATTENTION_SERIAL_MAX ((size_t)512)
 
 static void attend_head(float *restrict out, const float *restrict q,
                         const float *restrict k_cache,

@@ -41,12 +41,15 @@ static uint8_t *make_model(bool shared, size_t *len, char *path, size_t cap)
 static void test_valid_models_load(void **state)
 {
     (void)state;
-    for (int shared = 0; shared <= 1; shared++) {
+    for (int k = 0; k < 4; k++) {
+        const int shared = k % 2;
+        const slm_weights_mode mode = k < 2 ? SLM_WEIGHTS_MAPPED
+                                            : SLM_WEIGHTS_RESIDENT;
         char path[512];
         size_t len = 0;
         uint8_t *data = make_model(shared, &len, path, sizeof path);
         slm_checkpoint_t *ck = NULL;
-        assert_int_equal(slm_checkpoint_open(path, &ck), SLM_OK);
+        assert_int_equal(slm_checkpoint_open(path, mode, &ck), SLM_OK);
         const slm_model_config *c = slm_checkpoint_config(ck);
         assert_int_equal(c->dim, 16);
         assert_int_equal(c->hidden_dim, 40);
@@ -73,6 +76,11 @@ static void test_valid_models_load(void **state)
         assert_ptr_equal(slm_checkpoint_tensor(ck, SLM_TENSOR_WK, 1),
                          slm_checkpoint_tensor(ck, SLM_TENSOR_WK, 0) + 8 * 16);
         assert_true(slm_checkpoint_tensor(ck, SLM_TENSOR_RMS_ATT, 1)[3] == 1.0f);
+        /* the weights are the file's bytes, in either mode */
+        assert_memory_equal(emb, data + 28, 32 * 16 * 4);
+        const float *w2 = slm_checkpoint_tensor(ck, SLM_TENSOR_W2, 1);
+        const slm_tensor_info *ti = slm_checkpoint_tensor_info(ck, SLM_TENSOR_W2);
+        assert_memory_equal(w2, data + ti->offset + 16 * 40 * 4, 16 * 40 * 4);
         slm_checkpoint_destroy(&ck);
         assert_null(ck);
         slm_checkpoint_destroy(&ck); /* NULL is fine */
@@ -120,7 +128,7 @@ static void test_truncated_everywhere(void **state)
         char tp[512];
         slm_test_write_temp(data, cuts[i], tp, sizeof tp);
         slm_checkpoint_t *ck = NULL;
-        assert_int_equal(slm_checkpoint_open(tp, &ck), SLM_ERR_FORMAT);
+        assert_int_equal(slm_checkpoint_open(tp, i % 2 ? SLM_WEIGHTS_MAPPED : SLM_WEIGHTS_RESIDENT, &ck), SLM_ERR_FORMAT);
         assert_null(ck);
         assert_non_null(strstr(slm_error_message(), tp));
         unlink(tp);
@@ -249,7 +257,7 @@ static void test_random_bytes(void **state)
         buf[j] = (uint8_t)slm_test_rand_u64(&seed);
     slm_test_write_temp(buf, sizeof buf, tp, sizeof tp);
     slm_checkpoint_t *ck = NULL;
-    assert_int_not_equal(slm_checkpoint_open(tp, &ck), SLM_OK);
+    assert_int_not_equal(slm_checkpoint_open(tp, SLM_WEIGHTS_RESIDENT, &ck), SLM_OK);
     assert_null(ck);
     unlink(tp);
 }
@@ -258,10 +266,11 @@ static void test_missing_and_special_files(void **state)
 {
     (void)state;
     slm_checkpoint_t *ck = NULL;
-    assert_int_equal(slm_checkpoint_open("/nonexistent/model.bin", &ck),
+    assert_int_equal(slm_checkpoint_open("/nonexistent/model.bin",
+                                          SLM_WEIGHTS_RESIDENT, &ck),
                      SLM_ERR_IO);
     assert_non_null(strstr(slm_error_message(), "/nonexistent/model.bin"));
-    assert_int_equal(slm_checkpoint_open("/tmp", &ck), SLM_ERR_IO);
+    assert_int_equal(slm_checkpoint_open("/tmp", SLM_WEIGHTS_MAPPED, &ck), SLM_ERR_IO);
     assert_non_null(strstr(slm_error_message(), "not a regular file"));
     assert_null(ck);
 }

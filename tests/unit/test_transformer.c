@@ -22,10 +22,10 @@ static const int32_t argmax_ids[ROWS] = {403, 407, 261, 378, 432, 383, 286,
                                          261, 376, 298, 315, 421, 395};
 static char model_path[4096], logits_path[4096];
 
-/* Relative error of a row: max |got - want| over max |want|, under 1e-4. */
-static void test_logits_match_reference(void **state)
+/* Relative error of a row: max |got - want| over max |want|, under 1e-4.
+ * Run for both weight modes: they must compute the same thing. */
+static void check_logits(slm_weights_mode mode)
 {
-    (void)state;
     uint8_t *ref = NULL;
     size_t ref_len = 0;
     assert_int_equal(slm_file_read_all(logits_path, 1 << 20, &ref, &ref_len),
@@ -33,7 +33,7 @@ static void test_logits_match_reference(void **state)
     assert_int_equal(ref_len, (size_t)ROWS * VOCAB * sizeof(float));
     slm_checkpoint_t *ck = NULL;
     slm_transformer_t *t = NULL;
-    assert_int_equal(slm_checkpoint_open(model_path, &ck), SLM_OK);
+    assert_int_equal(slm_checkpoint_open(model_path, mode, &ck), SLM_OK);
     assert_int_equal(slm_checkpoint_config(ck)->vocab_size, VOCAB);
     assert_int_equal(slm_transformer_create(ck, &t), SLM_OK);
     for (int p = 0; p < ROWS; p++) {
@@ -63,13 +63,26 @@ static void test_logits_match_reference(void **state)
     free(ref);
 }
 
+static void test_logits_match_reference_resident(void **state)
+{
+    (void)state;
+    check_logits(SLM_WEIGHTS_RESIDENT);
+}
+
+static void test_logits_match_reference_mapped(void **state)
+{
+    (void)state;
+    check_logits(SLM_WEIGHTS_MAPPED);
+}
+
 static void test_forward_rejects_bad_token_and_position(void **state)
 {
     (void)state;
     slm_checkpoint_t *ck = NULL;
     slm_transformer_t *t = NULL;
     const float *logits = NULL;
-    assert_int_equal(slm_checkpoint_open(model_path, &ck), SLM_OK);
+    assert_int_equal(slm_checkpoint_open(model_path, SLM_WEIGHTS_MAPPED, &ck),
+                     SLM_OK);
     assert_int_equal(slm_transformer_create(ck, &t), SLM_OK);
     assert_int_equal(slm_transformer_forward(t, VOCAB, 0, &logits),
                      SLM_ERR_RANGE);
@@ -92,7 +105,8 @@ int main(void)
                              sizeof logits_path))
         return SLM_TEST_SKIP;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_logits_match_reference),
+        cmocka_unit_test(test_logits_match_reference_resident),
+        cmocka_unit_test(test_logits_match_reference_mapped),
         cmocka_unit_test(test_forward_rejects_bad_token_and_position),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
