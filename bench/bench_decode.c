@@ -65,16 +65,29 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': model = optarg; break;
-        case 't': rc = slm_cli_int("--threads", optarg, 1, 256, &threads); break;
-        case 'n': rc = slm_cli_int("--tokens", optarg, 1, 100000, &tokens); break;
-        case 'w': rc = slm_cli_int("--warmup", optarg, 0, 100000, &warmup); break;
-        case 'p': rc = slm_cli_int("--probe-mib", optarg, 64, 65536, &probe_mib); break;
-        case 'W': rc = slm_cli_weights_mode(optarg, &wmode); break;
-        default: fprintf(stderr, "usage: bench_decode --model M [--threads N] "
-                                 "[--tokens N] [--warmup N] [--probe-mib N] "
-                                 "[--weights resident|mapped]\n");
-                 return 2;
+        case 'm':
+            model = optarg;
+            break;
+        case 't':
+            rc = slm_cli_int("--threads", optarg, 1, 256, &threads);
+            break;
+        case 'n':
+            rc = slm_cli_int("--tokens", optarg, 1, 100000, &tokens);
+            break;
+        case 'w':
+            rc = slm_cli_int("--warmup", optarg, 0, 100000, &warmup);
+            break;
+        case 'p':
+            rc = slm_cli_int("--probe-mib", optarg, 64, 65536, &probe_mib);
+            break;
+        case 'W':
+            rc = slm_cli_weights_mode(optarg, &wmode);
+            break;
+        default:
+            fprintf(stderr, "usage: bench_decode --model M [--threads N] "
+                            "[--tokens N] [--warmup N] [--probe-mib N] "
+                            "[--weights resident|mapped]\n");
+            return 2;
         }
         if (rc != SLM_OK)
             goto fail;
@@ -87,8 +100,9 @@ int main(int argc, char **argv)
 
     double bw_before = 0.0, bw_after = 0.0;
     size_t probe_bytes = (size_t)probe_mib << 20;
-    SLM_CHECK_GOTO(slm_bench_read_bandwidth(probe_bytes, (int)threads, 10,
-                                            &bw_before), rc, fail);
+    SLM_CHECK_GOTO(
+        slm_bench_read_bandwidth(probe_bytes, (int)threads, 10, &bw_before), rc,
+        fail);
 
     slm_checkpoint_t *ck = NULL;
     slm_transformer_t *t = NULL;
@@ -96,7 +110,8 @@ int main(int argc, char **argv)
     SLM_CHECK_GOTO(slm_transformer_create(ck, &t), rc, fail_model);
     const slm_model_config *cfg = slm_checkpoint_config(ck);
     if (warmup + tokens > cfg->seq_len) {
-        rc = slm_fail(SLM_ERR_INVALID, "warmup + tokens = %lld exceeds seq_len %d",
+        rc = slm_fail(SLM_ERR_INVALID,
+                      "warmup + tokens = %lld exceeds seq_len %d",
                       (long long)(warmup + tokens), cfg->seq_len);
         goto fail_model;
     }
@@ -119,22 +134,26 @@ int main(int argc, char **argv)
             best_step = dt;
     }
     double elapsed = now_seconds() - t0;
-    SLM_CHECK_GOTO(slm_bench_read_bandwidth(probe_bytes, (int)threads, 10,
-                                            &bw_after), rc, fail_model);
+    SLM_CHECK_GOTO(
+        slm_bench_read_bandwidth(probe_bytes, (int)threads, 10, &bw_after), rc,
+        fail_model);
 
     double bytes = weight_bytes_per_token(cfg);
     double bw = bw_before > bw_after ? bw_before : bw_after;
     double tps = (double)tokens / elapsed;
     double limit = bw * 1e9 / bytes;
-    printf("model        %s (dim %d, hidden %d, layers %d, heads %d/%d, vocab %d)\n",
+    printf("model        %s (dim %d, hidden %d, layers %d, heads %d/%d, vocab "
+           "%d)\n",
            model, cfg->dim, cfg->hidden_dim, cfg->n_layers, cfg->n_heads,
            cfg->n_kv_heads, cfg->vocab_size);
     printf("threads      %lld (isa %s), weights %s\n", (long long)threads,
-           slm_cpu_isa(), wmode == SLM_WEIGHTS_RESIDENT ? "resident" : "mapped");
+           slm_cpu_isa(),
+           wmode == SLM_WEIGHTS_RESIDENT ? "resident" : "mapped");
     printf("weights/tok  %.3f GB\n", bytes / 1e9);
     printf("probe        %.1f GB/s before, %.1f GB/s after (best %.1f)\n",
            bw_before, bw_after, bw);
-    printf("decode       %.2f tokens/s over %lld tokens (best step %.2f tokens/s)\n",
+    printf("decode       %.2f tokens/s over %lld tokens (best step %.2f "
+           "tokens/s)\n",
            tps, (long long)tokens, 1.0 / best_step);
     printf("achieved     %.1f GB/s of weights\n", tps * bytes / 1e9);
     printf("limit        %.2f tokens/s (bandwidth / weight bytes)\n", limit);

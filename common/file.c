@@ -63,8 +63,8 @@ slm_status slm_file_read_all(const char *path, size_t max_bytes, uint8_t **out,
             int e = errno;
             free(buf);
             close(fd);
-            return slm_fail(SLM_ERR_IO, "%s: read failed at %zu: %s", path,
-                            got, n == 0 ? "unexpected end" : strerror(e));
+            return slm_fail(SLM_ERR_IO, "%s: read failed at %zu: %s", path, got,
+                            n == 0 ? "unexpected end" : strerror(e));
         }
         got += (size_t)n;
     }

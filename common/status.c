@@ -51,6 +51,12 @@ slm_status slm_error_prefix(slm_status code, const char *fmt, ...)
     return code;
 }
 
-const char *slm_error_message(void) { return slm__errbuf; }
+const char *slm_error_message(void)
+{
+    return slm__errbuf;
+}
 
-void slm_error_clear(void) { slm__errbuf[0] = '\0'; }
+void slm_error_clear(void)
+{
+    slm__errbuf[0] = '\0';
+}

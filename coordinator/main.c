@@ -29,25 +29,28 @@ static int fail_exit(slm_status rc)
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage:\n"
-            "  shardlm generate --model M --tokenizer T [--prompt TEXT] [-n STEPS]\n"
-            "                   [--temperature F] [--top-k K] [--top-p F]\n"
-            "                   [--repetition-penalty F] [--seed S] [--threads N]\n"
-            "                   [--weights resident|mapped]\n"
-            "      Streams the prompt and its continuation to stdout and the\n"
-            "      speed to stderr. STEPS counts positions, BOS and prompt\n"
-            "      included (llama2.c's -n); 0 = the model's context length.\n"
-            "      --temperature 0 is greedy. Defaults: -n 256, temperature 1,\n"
-            "      top-p 0.9, top-k 0 (off), penalty 1 (off), seed from the clock.\n"
-            "      --weights resident (default) copies the checked weights into\n"
-            "      private huge-page memory; mapped streams the file mapping.\n"
-            "  shardlm mkmodel --out FILE (--shape NAME | --dim D --hidden H\n"
-            "                  --layers L --heads NH --kv-heads NKV --vocab V\n"
-            "                  --seq-len S) [--separate-classifier] [--seed S]\n"
-            "      Writes a llama2.c checkpoint with seeded random weights.\n"
-            "      Shapes: %s.\n",
-            slm_mkmodel_shape_names());
+    fprintf(
+        f,
+        "usage:\n"
+        "  shardlm generate --model M --tokenizer T [--prompt TEXT] [-n "
+        "STEPS]\n"
+        "                   [--temperature F] [--top-k K] [--top-p F]\n"
+        "                   [--repetition-penalty F] [--seed S] [--threads N]\n"
+        "                   [--weights resident|mapped]\n"
+        "      Streams the prompt and its continuation to stdout and the\n"
+        "      speed to stderr. STEPS counts positions, BOS and prompt\n"
+        "      included (llama2.c's -n); 0 = the model's context length.\n"
+        "      --temperature 0 is greedy. Defaults: -n 256, temperature 1,\n"
+        "      top-p 0.9, top-k 0 (off), penalty 1 (off), seed from the "
+        "clock.\n"
+        "      --weights resident (default) copies the checked weights into\n"
+        "      private huge-page memory; mapped streams the file mapping.\n"
+        "  shardlm mkmodel --out FILE (--shape NAME | --dim D --hidden H\n"
+        "                  --layers L --heads NH --kv-heads NKV --vocab V\n"
+        "                  --seq-len S) [--separate-classifier] [--seed S]\n"
+        "      Writes a llama2.c checkpoint with seeded random weights.\n"
+        "      Shapes: %s.\n",
+        slm_mkmodel_shape_names());
 }
 
 static slm_status write_piece(void *user, const char *piece, size_t len,
@@ -62,8 +65,18 @@ static slm_status write_piece(void *user, const char *piece, size_t len,
 
 static int cmd_generate(int argc, char **argv)
 {
-    enum { O_MODEL = 256, O_TOK, O_PROMPT, O_TEMP, O_TOPK, O_TOPP, O_PEN,
-           O_SEED, O_THREADS, O_WEIGHTS };
+    enum {
+        O_MODEL = 256,
+        O_TOK,
+        O_PROMPT,
+        O_TEMP,
+        O_TOPK,
+        O_TOPP,
+        O_PEN,
+        O_SEED,
+        O_THREADS,
+        O_WEIGHTS
+    };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"tokenizer", required_argument, NULL, O_TOK},
@@ -88,32 +101,57 @@ static int cmd_generate(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
         switch (c) {
-        case O_MODEL: model = optarg; break;
-        case O_TOK: tokenizer = optarg; break;
-        case O_PROMPT: prompt = optarg; break;
-        case 'n': rc = slm_cli_int("-n", optarg, 0, SLM_MAX_SEQ_LEN, &steps); break;
-        case O_TEMP: rc = slm_cli_float("--temperature", optarg, &sp.temperature); break;
+        case O_MODEL:
+            model = optarg;
+            break;
+        case O_TOK:
+            tokenizer = optarg;
+            break;
+        case O_PROMPT:
+            prompt = optarg;
+            break;
+        case 'n':
+            rc = slm_cli_int("-n", optarg, 0, SLM_MAX_SEQ_LEN, &steps);
+            break;
+        case O_TEMP:
+            rc = slm_cli_float("--temperature", optarg, &sp.temperature);
+            break;
         case O_TOPK:
             rc = slm_cli_int("--top-k", optarg, 0, SLM_MAX_VOCAB, &v);
             sp.top_k = (int32_t)v;
             break;
-        case O_TOPP: rc = slm_cli_float("--top-p", optarg, &sp.top_p); break;
-        case O_PEN: rc = slm_cli_float("--repetition-penalty", optarg, &sp.repetition_penalty); break;
+        case O_TOPP:
+            rc = slm_cli_float("--top-p", optarg, &sp.top_p);
+            break;
+        case O_PEN:
+            rc = slm_cli_float("--repetition-penalty", optarg,
+                               &sp.repetition_penalty);
+            break;
         case O_SEED:
             rc = slm_cli_u64("--seed", optarg, &sp.seed);
             seeded = true;
             break;
-        case O_THREADS: rc = slm_cli_int("--threads", optarg, 1, 1024, &threads); break;
-        case O_WEIGHTS: rc = slm_cli_weights_mode(optarg, &wmode); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case O_THREADS:
+            rc = slm_cli_int("--threads", optarg, 1, 1024, &threads);
+            break;
+        case O_WEIGHTS:
+            rc = slm_cli_weights_mode(optarg, &wmode);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
         if (rc != SLM_OK)
             return fail_exit(rc);
     }
     if (optind != argc || !model || !tokenizer) {
-        fprintf(stderr, "shardlm generate: --model and --tokenizer are "
-                        "required%s\n", optind != argc ? "; stray arguments" : "");
+        fprintf(stderr,
+                "shardlm generate: --model and --tokenizer are "
+                "required%s\n",
+                optind != argc ? "; stray arguments" : "");
         usage(stderr);
         return 2;
     }
@@ -146,8 +184,9 @@ static int cmd_generate(int argc, char **argv)
             "%.2f tokens/s (%d threads, %s)\n",
             st.prompt_tokens, st.prompt_seconds, st.generated_tokens,
             st.decode_seconds,
-            st.decode_seconds > 0 ? (double)st.generated_tokens / st.decode_seconds
-                                  : 0.0,
+            st.decode_seconds > 0
+                ? (double)st.generated_tokens / st.decode_seconds
+                : 0.0,
             omp_get_max_threads(), slm_cpu_isa());
 done:
     slm_sampler_destroy(&sampler);
@@ -159,8 +198,19 @@ done:
 
 static int cmd_mkmodel(int argc, char **argv)
 {
-    enum { O_OUT = 256, O_SHAPE, O_DIM, O_HIDDEN, O_LAYERS, O_HEADS, O_KV,
-           O_VOCAB, O_SEQ, O_SEP, O_SEED };
+    enum {
+        O_OUT = 256,
+        O_SHAPE,
+        O_DIM,
+        O_HIDDEN,
+        O_LAYERS,
+        O_HEADS,
+        O_KV,
+        O_VOCAB,
+        O_SEQ,
+        O_SEP,
+        O_SEED
+    };
     static const struct option opts[] = {
         {"out", required_argument, NULL, O_OUT},
         {"shape", required_argument, NULL, O_SHAPE},

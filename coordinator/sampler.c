@@ -14,7 +14,7 @@ typedef struct {
 struct slm_sampler {
     int32_t vocab_size;
     slm_sampling_params p;
-    uint64_t rng; /* xorshift64* state, never 0 */
+    uint64_t rng;    /* xorshift64* state, never 0 */
     candidate *cand; /* (vocab_size) scratch */
     uint8_t *seen;   /* (vocab_size) scratch for the repetition penalty */
 };

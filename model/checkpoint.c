@@ -12,10 +12,10 @@
 #include "common/reader.h"
 
 struct slm_checkpoint {
-    slm_file_map map;      /* the file; unmapped once a resident copy exists */
-    const uint8_t *data;   /* (size) the bytes tensors point into */
+    slm_file_map map;    /* the file; unmapped once a resident copy exists */
+    const uint8_t *data; /* (size) the bytes tensors point into */
     size_t size;
-    void *resident;        /* (resident_bytes) private copy, or NULL */
+    void *resident; /* (resident_bytes) private copy, or NULL */
     size_t resident_bytes;
     slm_model_config cfg;
     slm_tensor_info table[SLM_TENSOR_COUNT];
@@ -25,24 +25,23 @@ static slm_status check_range(const char *what, const char *field,
                               int32_t value, int32_t lo, int32_t hi)
 {
     if (value < lo || value > hi)
-        return slm_fail(SLM_ERR_FORMAT,
-                        "%s: %s = %d is out of range [%d, %d]", what, field,
-                        value, lo, hi);
+        return slm_fail(SLM_ERR_FORMAT, "%s: %s = %d is out of range [%d, %d]",
+                        what, field, value, lo, hi);
     return SLM_OK;
 }
 
 slm_status slm_model_config_validate(slm_model_config *cfg, const char *what)
 {
     SLM_CHECK(check_range(what, "dim", cfg->dim, 1, SLM_MAX_DIM));
-    SLM_CHECK(check_range(what, "hidden_dim", cfg->hidden_dim, 1,
-                          SLM_MAX_HIDDEN));
+    SLM_CHECK(
+        check_range(what, "hidden_dim", cfg->hidden_dim, 1, SLM_MAX_HIDDEN));
     SLM_CHECK(check_range(what, "n_layers", cfg->n_layers, 1, SLM_MAX_LAYERS));
     SLM_CHECK(check_range(what, "n_heads", cfg->n_heads, 1, SLM_MAX_HEADS));
-    SLM_CHECK(check_range(what, "n_kv_heads", cfg->n_kv_heads, 1,
-                          cfg->n_heads));
+    SLM_CHECK(
+        check_range(what, "n_kv_heads", cfg->n_kv_heads, 1, cfg->n_heads));
     /* 3: the ids <unk>, <s>, </s> must exist. */
-    SLM_CHECK(check_range(what, "vocab_size", cfg->vocab_size, 3,
-                          SLM_MAX_VOCAB));
+    SLM_CHECK(
+        check_range(what, "vocab_size", cfg->vocab_size, 3, SLM_MAX_VOCAB));
     SLM_CHECK(check_range(what, "seq_len", cfg->seq_len, 1, SLM_MAX_SEQ_LEN));
     if (cfg->dim % cfg->n_heads != 0)
         return slm_fail(SLM_ERR_FORMAT,
@@ -127,12 +126,10 @@ slm_status slm_checkpoint_parse_header(const uint8_t *data, size_t len,
     slm_reader r = slm_reader_make(data, len, what);
     slm_model_config c;
     memset(&c, 0, sizeof c);
-    int32_t *fields[] = {&c.dim,        &c.hidden_dim, &c.n_layers,
-                         &c.n_heads,    &c.n_kv_heads, &c.vocab_size,
-                         &c.seq_len};
-    static const char *const names[] = {"dim",        "hidden_dim",
-                                        "n_layers",   "n_heads",
-                                        "n_kv_heads", "vocab_size",
+    int32_t *fields[] = {&c.dim,        &c.hidden_dim, &c.n_layers, &c.n_heads,
+                         &c.n_kv_heads, &c.vocab_size, &c.seq_len};
+    static const char *const names[] = {"dim",     "hidden_dim", "n_layers",
+                                        "n_heads", "n_kv_heads", "vocab_size",
                                         "seq_len"};
     for (size_t i = 0; i < 7; i++)
         SLM_CHECK(slm_reader_i32(&r, names[i], fields[i]));
@@ -171,10 +168,12 @@ slm_status slm_checkpoint_parse_header(const uint8_t *data, size_t len,
 void slm_checkpoint_encode_header(const slm_model_config *cfg,
                                   uint8_t out[SLM_CHECKPOINT_HEADER_BYTES])
 {
-    int32_t v[7] = {cfg->dim,        cfg->hidden_dim,
-                    cfg->n_layers,   cfg->n_heads,
-                    cfg->n_kv_heads, cfg->shared_classifier ? cfg->vocab_size
-                                                            : -cfg->vocab_size,
+    int32_t v[7] = {cfg->dim,
+                    cfg->hidden_dim,
+                    cfg->n_layers,
+                    cfg->n_heads,
+                    cfg->n_kv_heads,
+                    cfg->shared_classifier ? cfg->vocab_size : -cfg->vocab_size,
                     cfg->seq_len};
     memcpy(out, v, sizeof v);
 }
@@ -197,7 +196,8 @@ static slm_status make_resident(slm_checkpoint_t *ck, const char *path)
                         "mapped weights)",
                         path, bytes);
     /* Trim to a 2 MiB-aligned start so whole huge pages back the weights. */
-    uintptr_t start = ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    uintptr_t start =
+        ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
     size_t head = start - (uintptr_t)p;
     if (head)
         munmap(p, head);

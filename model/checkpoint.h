@@ -39,11 +39,11 @@
 #include "common/status.h"
 
 /* Hard limits on header fields (generous: Llama 3 405B fits). */
-#define SLM_MAX_DIM (1 << 16)
-#define SLM_MAX_HIDDEN (1 << 18)
-#define SLM_MAX_LAYERS 1024
-#define SLM_MAX_HEADS 1024
-#define SLM_MAX_VOCAB (1 << 20)
+#define SLM_MAX_DIM     (1 << 16)
+#define SLM_MAX_HIDDEN  (1 << 18)
+#define SLM_MAX_LAYERS  1024
+#define SLM_MAX_HEADS   1024
+#define SLM_MAX_VOCAB   (1 << 20)
 #define SLM_MAX_SEQ_LEN (1 << 20)
 
 #define SLM_CHECKPOINT_HEADER_BYTES 28

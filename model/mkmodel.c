@@ -85,8 +85,8 @@ slm_status slm_mkmodel_write(const char *path, const slm_model_config *cfg_in,
     uint64_t size = slm_checkpoint_file_size(&cfg);
     if (size == 0)
         return slm_fail(SLM_ERR_RANGE, "mkmodel: model size overflows");
-    SLM_CHECK(slm_checkpoint_parse_header(header, sizeof header, size, "mkmodel",
-                                          &check, table));
+    SLM_CHECK(slm_checkpoint_parse_header(header, sizeof header, size,
+                                          "mkmodel", &check, table));
 
     FILE *f = fopen(path, "wb");
     if (!f)
@@ -94,8 +94,8 @@ slm_status slm_mkmodel_write(const char *path, const slm_model_config *cfg_in,
                         strerror(errno));
     slm_status rc = SLM_OK;
     if (fwrite(header, 1, sizeof header, f) != sizeof header) {
-        rc = slm_fail(SLM_ERR_IO, "%s: write failed: %s", path,
-                      strerror(errno));
+        rc =
+            slm_fail(SLM_ERR_IO, "%s: write failed: %s", path, strerror(errno));
         goto done;
     }
     uint64_t rng = seed * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL;
@@ -132,8 +132,8 @@ slm_status slm_mkmodel_write(const char *path, const slm_model_config *cfg_in,
     }
 done:
     if (fclose(f) != 0 && rc == SLM_OK)
-        rc = slm_fail(SLM_ERR_IO, "%s: close failed: %s", path,
-                      strerror(errno));
+        rc =
+            slm_fail(SLM_ERR_IO, "%s: close failed: %s", path, strerror(errno));
     if (rc != SLM_OK)
         remove(path);
     return rc;

@@ -27,8 +27,8 @@
 /* Hard limits, checked before any allocation they size. */
 #define SLM_TOKENIZER_MAX_VOCAB (1 << 20)
 #define SLM_TOKENIZER_MAX_PIECE 1024
-#define SLM_TOKENIZER_MAX_FILE ((size_t)256 << 20)
-#define SLM_TOKENIZER_MAX_TEXT ((size_t)1 << 24) /* bytes of text to encode */
+#define SLM_TOKENIZER_MAX_FILE  ((size_t)256 << 20)
+#define SLM_TOKENIZER_MAX_TEXT  ((size_t)1 << 24) /* bytes of text to encode */
 
 typedef struct slm_tokenizer slm_tokenizer_t;
 

@@ -10,7 +10,7 @@
 #include "common/checked.h"
 #include "kernels/kernels.h"
 
-#define SLM_RMS_EPS 1e-5f
+#define SLM_RMS_EPS    1e-5f
 #define SLM_ROPE_THETA 10000.0f
 
 typedef struct {
@@ -21,15 +21,15 @@ typedef struct {
 
 /* Activations of one step. */
 typedef struct {
-    float *x;      /* (dim) residual stream */
-    float *xb;     /* (dim) normalised input of a sub-block */
-    float *xb2;    /* (dim) output of a sub-block, before the residual add */
-    float *hb;     /* (hidden_dim) w1 branch, then the SwiGLU output */
-    float *hb2;    /* (hidden_dim) w3 branch */
-    float *q;      /* (dim) queries of all heads */
-    float *att;    /* (n_heads, seq_len) attention scores */
-    float *logits; /* (vocab) */
-    float *key_cache;   /* (n_layers, seq_len, kv_dim) */
+    float *x;         /* (dim) residual stream */
+    float *xb;        /* (dim) normalised input of a sub-block */
+    float *xb2;       /* (dim) output of a sub-block, before the residual add */
+    float *hb;        /* (hidden_dim) w1 branch, then the SwiGLU output */
+    float *hb2;       /* (hidden_dim) w3 branch */
+    float *q;         /* (dim) queries of all heads */
+    float *att;       /* (n_heads, seq_len) attention scores */
+    float *logits;    /* (vocab) */
+    float *key_cache; /* (n_layers, seq_len, kv_dim) */
     float *value_cache; /* (n_layers, seq_len, kv_dim) */
 } run_state;
 
@@ -44,8 +44,10 @@ static slm_status alloc_floats(float **out, size_t a, size_t b, size_t c)
 {
     size_t n, bytes;
     if (!slm_size_mul3(a, b, c, &n) || !slm_size_mul(n, sizeof(float), &bytes))
-        return slm_fail(SLM_ERR_RANGE, "run state of %zu x %zu x %zu floats "
-                        "overflows", a, b, c);
+        return slm_fail(SLM_ERR_RANGE,
+                        "run state of %zu x %zu x %zu floats "
+                        "overflows",
+                        a, b, c);
     /* 64-byte alignment for full-width vector loads. */
     size_t rounded = (bytes + 63) & ~(size_t)63;
     void *p = aligned_alloc(64, rounded ? rounded : 64);
@@ -66,7 +68,8 @@ slm_status slm_transformer_create(const slm_checkpoint_t *ck,
     t->ck = ck;
     t->cfg = *slm_checkpoint_config(ck);
     const slm_model_config *c = &t->cfg;
-    t->w.token_embedding = slm_checkpoint_tensor(ck, SLM_TENSOR_TOKEN_EMBEDDING, 0);
+    t->w.token_embedding =
+        slm_checkpoint_tensor(ck, SLM_TENSOR_TOKEN_EMBEDDING, 0);
     t->w.rms_final = slm_checkpoint_tensor(ck, SLM_TENSOR_RMS_FINAL, 0);
     t->w.wcls = slm_checkpoint_tensor(ck, SLM_TENSOR_WCLS, 0);
 
@@ -124,11 +127,15 @@ slm_status slm_transformer_forward(slm_transformer_t *t, int32_t token,
 {
     const slm_model_config *c = &t->cfg;
     if (token < 0 || token >= c->vocab_size)
-        return slm_fail(SLM_ERR_RANGE, "token %d is outside the vocabulary "
-                        "[0, %d)", token, c->vocab_size);
+        return slm_fail(SLM_ERR_RANGE,
+                        "token %d is outside the vocabulary "
+                        "[0, %d)",
+                        token, c->vocab_size);
     if (pos < 0 || pos >= c->seq_len)
-        return slm_fail(SLM_ERR_RANGE, "position %d is outside the context "
-                        "[0, %d)", pos, c->seq_len);
+        return slm_fail(SLM_ERR_RANGE,
+                        "position %d is outside the context "
+                        "[0, %d)",
+                        pos, c->seq_len);
     const slm_checkpoint_t *ck = t->ck;
     run_state *s = &t->s;
     const size_t dim = (size_t)c->dim, hidden = (size_t)c->hidden_dim;
@@ -136,12 +143,14 @@ slm_status slm_transformer_forward(slm_transformer_t *t, int32_t token,
     const size_t seq = (size_t)c->seq_len, p = (size_t)pos;
 
     /* the token's embedding row starts the residual stream */
-    memcpy(s->x, t->w.token_embedding + (size_t)token * dim, dim * sizeof(float));
+    memcpy(s->x, t->w.token_embedding + (size_t)token * dim,
+           dim * sizeof(float));
 
     for (size_t l = 0; l < (size_t)c->n_layers; l++) {
         /* attention: rmsnorm, q/k/v projections, rotary embedding */
-        slm_cpu_rmsnorm(s->xb, s->x, slm_checkpoint_tensor(ck, SLM_TENSOR_RMS_ATT, l),
-                        dim, SLM_RMS_EPS);
+        slm_cpu_rmsnorm(s->xb, s->x,
+                        slm_checkpoint_tensor(ck, SLM_TENSOR_RMS_ATT, l), dim,
+                        SLM_RMS_EPS);
         /* k and v are written straight into this position's cache row */
         float *k = s->key_cache + (l * seq + p) * kv_dim;   /* (kv_dim) */
         float *v = s->value_cache + (l * seq + p) * kv_dim; /* (kv_dim) */
@@ -161,20 +170,21 @@ slm_status slm_transformer_forward(slm_transformer_t *t, int32_t token,
                           kv_dim, p);
 
         /* output projection, then the residual connection */
-        slm_cpu_matvec(s->xb2, slm_checkpoint_tensor(ck, SLM_TENSOR_WO, l), s->xb,
-                       dim, dim);
+        slm_cpu_matvec(s->xb2, slm_checkpoint_tensor(ck, SLM_TENSOR_WO, l),
+                       s->xb, dim, dim);
         slm_cpu_add(s->x, s->xb2, dim);
 
         /* feed-forward: rmsnorm, w2(silu(w1 x) * w3 x), residual */
-        slm_cpu_rmsnorm(s->xb, s->x, slm_checkpoint_tensor(ck, SLM_TENSOR_RMS_FFN, l),
-                        dim, SLM_RMS_EPS);
-        slm_cpu_matvec(s->hb, slm_checkpoint_tensor(ck, SLM_TENSOR_W1, l), s->xb,
-                       hidden, dim);
-        slm_cpu_matvec(s->hb2, slm_checkpoint_tensor(ck, SLM_TENSOR_W3, l), s->xb,
-                       hidden, dim);
+        slm_cpu_rmsnorm(s->xb, s->x,
+                        slm_checkpoint_tensor(ck, SLM_TENSOR_RMS_FFN, l), dim,
+                        SLM_RMS_EPS);
+        slm_cpu_matvec(s->hb, slm_checkpoint_tensor(ck, SLM_TENSOR_W1, l),
+                       s->xb, hidden, dim);
+        slm_cpu_matvec(s->hb2, slm_checkpoint_tensor(ck, SLM_TENSOR_W3, l),
+                       s->xb, hidden, dim);
         slm_cpu_swiglu(s->hb, s->hb2, hidden);
-        slm_cpu_matvec(s->xb, slm_checkpoint_tensor(ck, SLM_TENSOR_W2, l), s->hb,
-                       dim, hidden);
+        slm_cpu_matvec(s->xb, slm_checkpoint_tensor(ck, SLM_TENSOR_W2, l),
+                       s->hb, dim, hidden);
         slm_cpu_add(s->x, s->xb, dim);
     }
 

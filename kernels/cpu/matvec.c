@@ -60,8 +60,8 @@ static void rows_scalar(float *out, const float *w, const float *x, size_t r0,
 #ifdef SLM_HAVE_X86
 __attribute__((target("avx2,fma"))) static float hsum_avx2(__m256 v)
 {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v),
-                          _mm256_extractf128_ps(v, 1));
+    __m128 s =
+        _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
@@ -170,7 +170,6 @@ void slm_cpu_matvec(float *out, const float *w, const float *x, size_t rows,
     {
         size_t nt = (size_t)omp_get_num_threads();
         size_t t = (size_t)omp_get_thread_num();
-        matvec_rows(isa, out, w, x, rows * t / nt, rows * (t + 1) / nt,
-                    cols);
+        matvec_rows(isa, out, w, x, rows * t / nt, rows * (t + 1) / nt, cols);
     }
 }

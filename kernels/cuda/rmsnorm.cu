@@ -4,7 +4,8 @@
 
 #include <cuda_runtime.h>
 
-namespace {
+namespace
+{
 
 constexpr int kThreads = 256;
 

@@ -44,9 +44,9 @@ static void test_rmsnorm_matches_cpu(void **state)
                      cudaSuccess); /* 0xffffffff is a NaN */
     assert_int_equal(slm_cuda_rmsnorm(dout, dx, dw, rows, n, 1e-5f, NULL),
                      SLM_OK);
-    assert_int_equal(cudaMemcpy(got, dout, rows * n * sizeof(float),
-                                cudaMemcpyDeviceToHost),
-                     cudaSuccess);
+    assert_int_equal(
+        cudaMemcpy(got, dout, rows * n * sizeof(float), cudaMemcpyDeviceToHost),
+        cudaSuccess);
     assert_true(slm_test_max_rel_err(got, want, rows * n, 1e-3) < 1e-5);
     cudaFree(dx);
     cudaFree(dw);

@@ -43,8 +43,8 @@ static void test_valid_models_load(void **state)
     (void)state;
     for (int k = 0; k < 4; k++) {
         const int shared = k % 2;
-        const slm_weights_mode mode = k < 2 ? SLM_WEIGHTS_MAPPED
-                                            : SLM_WEIGHTS_RESIDENT;
+        const slm_weights_mode mode =
+            k < 2 ? SLM_WEIGHTS_MAPPED : SLM_WEIGHTS_RESIDENT;
         char path[512];
         size_t len = 0;
         uint8_t *data = make_model(shared, &len, path, sizeof path);
@@ -75,11 +75,13 @@ static void test_valid_models_load(void **state)
         /* second layer of wk sits kv_dim*dim floats after the first */
         assert_ptr_equal(slm_checkpoint_tensor(ck, SLM_TENSOR_WK, 1),
                          slm_checkpoint_tensor(ck, SLM_TENSOR_WK, 0) + 8 * 16);
-        assert_true(slm_checkpoint_tensor(ck, SLM_TENSOR_RMS_ATT, 1)[3] == 1.0f);
+        assert_true(slm_checkpoint_tensor(ck, SLM_TENSOR_RMS_ATT, 1)[3] ==
+                    1.0f);
         /* the weights are the file's bytes, in either mode */
         assert_memory_equal(emb, data + 28, 32 * 16 * 4);
         const float *w2 = slm_checkpoint_tensor(ck, SLM_TENSOR_W2, 1);
-        const slm_tensor_info *ti = slm_checkpoint_tensor_info(ck, SLM_TENSOR_W2);
+        const slm_tensor_info *ti =
+            slm_checkpoint_tensor_info(ck, SLM_TENSOR_W2);
         assert_memory_equal(w2, data + ti->offset + 16 * 40 * 4, 16 * 40 * 4);
         slm_checkpoint_destroy(&ck);
         assert_null(ck);
@@ -115,8 +117,8 @@ static void test_truncated_everywhere(void **state)
     /* Every prefix, parsed as a file of that size. */
     for (size_t cut = 0; cut < len; cut++) {
         slm_error_clear();
-        slm_status rc = slm_checkpoint_parse_header(data, cut, cut, "t.bin", &c,
-                                                    table);
+        slm_status rc =
+            slm_checkpoint_parse_header(data, cut, cut, "t.bin", &c, table);
         assert_int_equal(rc, SLM_ERR_FORMAT);
         assert_true(strlen(slm_error_message()) > 0);
         if (cut >= SLM_CHECKPOINT_HEADER_BYTES)
@@ -128,7 +130,10 @@ static void test_truncated_everywhere(void **state)
         char tp[512];
         slm_test_write_temp(data, cuts[i], tp, sizeof tp);
         slm_checkpoint_t *ck = NULL;
-        assert_int_equal(slm_checkpoint_open(tp, i % 2 ? SLM_WEIGHTS_MAPPED : SLM_WEIGHTS_RESIDENT, &ck), SLM_ERR_FORMAT);
+        assert_int_equal(
+            slm_checkpoint_open(
+                tp, i % 2 ? SLM_WEIGHTS_MAPPED : SLM_WEIGHTS_RESIDENT, &ck),
+            SLM_ERR_FORMAT);
         assert_null(ck);
         assert_non_null(strstr(slm_error_message(), tp));
         unlink(tp);
@@ -161,9 +166,8 @@ static void test_trailing_bytes_refused(void **state)
 static void test_bad_dims(void **state)
 {
     (void)state;
-    static const char *const names[] = {"dim",        "hidden_dim",
-                                        "n_layers",   "n_heads",
-                                        "n_kv_heads", "vocab_size",
+    static const char *const names[] = {"dim",     "hidden_dim", "n_layers",
+                                        "n_heads", "n_kv_heads", "vocab_size",
                                         "seq_len"};
     const int32_t bad[] = {0, -1, -7, INT32_MAX, INT32_MIN, 1 << 21};
     /* vocab_size's sign only says where the classifier is: -1 is "1, not
@@ -182,8 +186,8 @@ static void test_bad_dims(void **state)
             memcpy(h + 4 * f, &v, 4);
             slm_model_config c;
             slm_tensor_info table[SLM_TENSOR_COUNT];
-            slm_status rc =
-                slm_checkpoint_parse_header(h, sizeof h, size, "t.bin", &c, table);
+            slm_status rc = slm_checkpoint_parse_header(h, sizeof h, size,
+                                                        "t.bin", &c, table);
             assert_int_equal(rc, SLM_ERR_FORMAT);
             char want[64];
             snprintf(want, sizeof want, "%s = %d", names[f], shown);
@@ -222,16 +226,23 @@ static void test_divisibility_refused(void **state)
 static void test_huge_sizes_refused_by_file_size(void **state)
 {
     (void)state;
-    slm_model_config c = {SLM_MAX_DIM, SLM_MAX_HIDDEN, SLM_MAX_LAYERS,
-                          SLM_MAX_HEADS, SLM_MAX_HEADS, SLM_MAX_VOCAB,
-                          SLM_MAX_SEQ_LEN, false, 0, 0};
+    slm_model_config c = {SLM_MAX_DIM,
+                          SLM_MAX_HIDDEN,
+                          SLM_MAX_LAYERS,
+                          SLM_MAX_HEADS,
+                          SLM_MAX_HEADS,
+                          SLM_MAX_VOCAB,
+                          SLM_MAX_SEQ_LEN,
+                          false,
+                          0,
+                          0};
     uint8_t h[SLM_CHECKPOINT_HEADER_BYTES];
     slm_checkpoint_encode_header(&c, h);
     slm_model_config out;
     slm_tensor_info table[SLM_TENSOR_COUNT];
-    assert_int_equal(slm_checkpoint_parse_header(h, sizeof h, 1 << 20, "t.bin",
-                                                 &out, table),
-                     SLM_ERR_FORMAT);
+    assert_int_equal(
+        slm_checkpoint_parse_header(h, sizeof h, 1 << 20, "t.bin", &out, table),
+        SLM_ERR_FORMAT);
     assert_non_null(strstr(slm_error_message(), "truncated"));
 }
 
@@ -257,7 +268,8 @@ static void test_random_bytes(void **state)
         buf[j] = (uint8_t)slm_test_rand_u64(&seed);
     slm_test_write_temp(buf, sizeof buf, tp, sizeof tp);
     slm_checkpoint_t *ck = NULL;
-    assert_int_not_equal(slm_checkpoint_open(tp, SLM_WEIGHTS_RESIDENT, &ck), SLM_OK);
+    assert_int_not_equal(slm_checkpoint_open(tp, SLM_WEIGHTS_RESIDENT, &ck),
+                         SLM_OK);
     assert_null(ck);
     unlink(tp);
 }
@@ -267,10 +279,11 @@ static void test_missing_and_special_files(void **state)
     (void)state;
     slm_checkpoint_t *ck = NULL;
     assert_int_equal(slm_checkpoint_open("/nonexistent/model.bin",
-                                          SLM_WEIGHTS_RESIDENT, &ck),
+                                         SLM_WEIGHTS_RESIDENT, &ck),
                      SLM_ERR_IO);
     assert_non_null(strstr(slm_error_message(), "/nonexistent/model.bin"));
-    assert_int_equal(slm_checkpoint_open("/tmp", SLM_WEIGHTS_MAPPED, &ck), SLM_ERR_IO);
+    assert_int_equal(slm_checkpoint_open("/tmp", SLM_WEIGHTS_MAPPED, &ck),
+                     SLM_ERR_IO);
     assert_non_null(strstr(slm_error_message(), "not a regular file"));
     assert_null(ck);
 }

@@ -35,7 +35,7 @@
 #endif
 
 /* Unit roundoff of float. */
-#define U ((double)FLT_EPSILON / 2.0)
+#define U        ((double)FLT_EPSILON / 2.0)
 #define SENTINEL 12345.0f
 
 static const size_t awkward[] = {1, 3, 15, 16, 17, 63, 64, 65, 1000, 4099};
@@ -102,8 +102,8 @@ static void test_isa(void **state)
  * |out - exact| <= (cols / 4 + 17) * u * sum_j |w_j x_j|, which is what we
  * check, with the exact value computed in double. */
 static void check_matvec(size_t rows, size_t cols, const float *w,
-                         const float *x, const double *ref,
-                         const double *mag, slm__isa isa, int threads)
+                         const float *x, const double *ref, const double *mag,
+                         slm__isa isa, int threads)
 {
     float *out = alloc_poisoned(rows);
     slm_cpu_matvec(out, w, x, rows, cols);
@@ -289,8 +289,8 @@ static void check_rope(size_t hs, size_t nh, size_t pos, float theta,
             double z1 = x0 * sin(ang) + x1 * cos(ang);
             double err = fmax(fabs(z0 - y0), fabs(z1 - y1));
             if (!(err <= 1e-4 * r_in + 1e-30))
-                fail_msg("rope hs %zu pos %zu element %zu: angle off", hs,
-                         pos, e);
+                fail_msg("rope hs %zu pos %zu element %zu: angle off", hs, pos,
+                         e);
         }
     }
     test_free(want);
@@ -444,9 +444,8 @@ static void runc_attention(float *out, const float *q, const float *k_cache,
     }
 }
 
-static void check_attention(size_t n_heads, size_t n_kv_heads,
-                            size_t head_size, size_t pos, int threads,
-                            uint64_t *rng)
+static void check_attention(size_t n_heads, size_t n_kv_heads, size_t head_size,
+                            size_t pos, int threads, uint64_t *rng)
 {
     /* Padding in both strides: the kernel must use them, not assume them. */
     size_t kv_stride = n_kv_heads * head_size + 5;
@@ -589,8 +588,8 @@ static void test_swiglu(void **state)
             /* Tolerance: expf within 2 ulps, then an add, a division and two
              * products, each one rounding: 8u relative is ample. */
             if (!(fabs((double)h1[j] - ref) <= 8.0 * U * fabs(ref) + 1e-37))
-                fail_msg("swiglu [%zu]: silu(%.9g) * %.9g = %.9g, want %.9g",
-                         j, v, (double)h3[j], (double)h1[j], ref);
+                fail_msg("swiglu [%zu]: silu(%.9g) * %.9g = %.9g, want %.9g", j,
+                         v, (double)h3[j], (double)h1[j], ref);
             if (EXACT_CHECKS) {
                 float val = in[j];
                 val *= (1.0f / (1.0f + expf(-val)));
@@ -636,10 +635,10 @@ static void test_add(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_isa),       cmocka_unit_test(test_matvec),
-        cmocka_unit_test(test_rmsnorm),   cmocka_unit_test(test_rope),
-        cmocka_unit_test(test_softmax),   cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_swiglu),    cmocka_unit_test(test_add),
+        cmocka_unit_test(test_isa),     cmocka_unit_test(test_matvec),
+        cmocka_unit_test(test_rmsnorm), cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_softmax), cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_add),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }

@@ -44,8 +44,14 @@ static void buf_put(buf_t *b, const void *p, size_t n)
     b->n += n;
 }
 
-static void buf_i32(buf_t *b, int32_t v) { buf_put(b, &v, sizeof v); }
-static void buf_f32(buf_t *b, float v) { buf_put(b, &v, sizeof v); }
+static void buf_i32(buf_t *b, int32_t v)
+{
+    buf_put(b, &v, sizeof v);
+}
+static void buf_f32(buf_t *b, float v)
+{
+    buf_put(b, &v, sizeof v);
+}
 
 static void buf_piece(buf_t *b, float score, const char *s, size_t n)
 {

@@ -86,12 +86,10 @@ static void test_forward_rejects_bad_token_and_position(void **state)
     assert_int_equal(slm_transformer_create(ck, &t), SLM_OK);
     assert_int_equal(slm_transformer_forward(t, VOCAB, 0, &logits),
                      SLM_ERR_RANGE);
-    assert_int_equal(slm_transformer_forward(t, -1, 0, &logits),
-                     SLM_ERR_RANGE);
+    assert_int_equal(slm_transformer_forward(t, -1, 0, &logits), SLM_ERR_RANGE);
     assert_int_equal(slm_transformer_forward(t, 1, 512, &logits),
                      SLM_ERR_RANGE);
-    assert_int_equal(slm_transformer_forward(t, 1, -1, &logits),
-                     SLM_ERR_RANGE);
+    assert_int_equal(slm_transformer_forward(t, 1, -1, &logits), SLM_ERR_RANGE);
     assert_non_null(strstr(slm_error_message(), "position -1"));
     assert_null(logits);
     slm_transformer_destroy(&t);
