@@ -2,7 +2,7 @@
 # Batch-1 decode benchmark on a synthetic model of a named shape (default
 # tinyllama-1.1b, float32, about 4.4 GB, written once to $SHARDLM_BENCH_DIR,
 # default /tmp/shardlm-bench), with the bandwidth probe in the same run.
-#   bench/decode.sh [SHAPE] [THREADS]
+#   bench/decode.sh [SHAPE] [THREADS] [bench_decode options, e.g. --weights mapped]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shape=${1:-tinyllama-1.1b}
@@ -15,4 +15,4 @@ cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DSLM_TESTS=OFF \
 cmake --build build/bench -j "$(nproc)" --target shardlm bench_decode >/dev/null
 model="$dir/$shape.bin"
 [ -f "$model" ] || build/bench/shardlm mkmodel --shape "$shape" --seed 1 --out "$model"
-build/bench/bench_decode --model "$model" --threads "$threads" --tokens 32 --warmup 4
+build/bench/bench_decode --model "$model" --threads "$threads" --tokens 32 --warmup 4 "${@:3}"
