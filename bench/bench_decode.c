@@ -18,6 +18,7 @@
 
 #include "bench/membw.h"
 #include "coordinator/cli.h"
+#include "coordinator/sampler.h"
 #include "kernels/kernels.h"
 #include "model/checkpoint.h"
 #include "shard/transformer.h"
@@ -36,15 +37,6 @@ static double weight_bytes_per_token(const slm_model_config *c)
     double d = c->dim, h = c->hidden_dim, kv = c->kv_dim, v = c->vocab_size;
     double per_layer = d * d * 2 + kv * d * 2 + h * d * 3 + d * 2;
     return 4.0 * (c->n_layers * per_layer + d + v * d + d);
-}
-
-static int argmax(const float *x, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return best;
 }
 
 int main(int argc, char **argv)
@@ -106,9 +98,13 @@ int main(int argc, char **argv)
 
     slm_checkpoint_t *ck = NULL;
     slm_transformer_t *t = NULL;
+    slm_sampler_t *greedy = NULL;
+    const slm_sampling_params sp = {0.0f, 0, 1.0f, 1.0f, 0};
     SLM_CHECK_GOTO(slm_checkpoint_open(model, wmode, &ck), rc, fail);
-    SLM_CHECK_GOTO(slm_transformer_create(ck, &t), rc, fail_model);
     const slm_model_config *cfg = slm_checkpoint_config(ck);
+    SLM_CHECK_GOTO(slm_transformer_create(ck, &t), rc, fail_model);
+    SLM_CHECK_GOTO(slm_sampler_create(cfg->vocab_size, &sp, &greedy), rc,
+                   fail_model);
     if (warmup + tokens > cfg->seq_len) {
         rc = slm_fail(SLM_ERR_INVALID,
                       "warmup + tokens = %lld exceeds seq_len %d",
@@ -121,14 +117,14 @@ int main(int argc, char **argv)
     for (; pos < warmup; pos++) {
         SLM_CHECK_GOTO(slm_transformer_forward(t, token, pos, &logits), rc,
                        fail_model);
-        token = argmax(logits, cfg->vocab_size);
+        token = slm_sampler_sample(greedy, (float *)logits, NULL, 0);
     }
     double best_step = 1e30, t0 = now_seconds();
     for (int i = 0; i < tokens; i++, pos++) {
         double s0 = now_seconds();
         SLM_CHECK_GOTO(slm_transformer_forward(t, token, pos, &logits), rc,
                        fail_model);
-        token = argmax(logits, cfg->vocab_size);
+        token = slm_sampler_sample(greedy, (float *)logits, NULL, 0);
         double dt = now_seconds() - s0;
         if (dt < best_step)
             best_step = dt;
@@ -158,10 +154,12 @@ int main(int argc, char **argv)
     printf("achieved     %.1f GB/s of weights\n", tps * bytes / 1e9);
     printf("limit        %.2f tokens/s (bandwidth / weight bytes)\n", limit);
     printf("ratio        %.3f of the bandwidth limit\n", tps / limit);
+    slm_sampler_destroy(&greedy);
     slm_transformer_destroy(&t);
     slm_checkpoint_destroy(&ck);
     return 0;
 fail_model:
+    slm_sampler_destroy(&greedy);
     slm_transformer_destroy(&t);
     slm_checkpoint_destroy(&ck);
 fail:

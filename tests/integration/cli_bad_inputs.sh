@@ -3,18 +3,10 @@
 # non-zero with a message that names the field and value, and must not crash
 # (a crash exits >= 128; under ASan+UBSan any finding aborts non-zero with a
 # report, which this script also rejects).
-set -u
-models=${SHARDLM_MODELS_DIR:-../shared/models}
-bin=${SHARDLM_BIN:?SHARDLM_BIN must name the shardlm binary}
+source "$(dirname "$0")/../lib.sh"
 model="$models/stories260K.bin"
 tok="$models/tok512.bin"
-for f in "$model" "$tok" "$models/tokenizer.bin"; do
-    [ -r "$f" ] || { echo "SKIP: $f not found"; exit 77; }
-done
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-passes=0
+require "$model" "$tok" "$models/tokenizer.bin"
 
 # expect_fail NAME MODEL TOKENIZER PATTERN: non-zero exit below 128, stderr
 # matching PATTERN, no sanitizer report.
@@ -25,10 +17,9 @@ expect_fail() {
     rc=$?
     if [ $rc -eq 0 ] || [ $rc -ge 128 ] || grep -q "Sanitizer" "$tmp/err" ||
         ! grep -qE -- "$pattern" "$tmp/err"; then
-        echo "FAIL $name: exit $rc, stderr:"; head -c 2000 "$tmp/err"; echo
-        fails=$((fails + 1))
+        fail "$name: exit $rc, stderr:"; head -c 2000 "$tmp/err"; echo
     else
-        passes=$((passes + 1))
+        pass
     fi
 }
 
@@ -87,11 +78,8 @@ expect_fail "piece length 100000" "$model" "$tmp/t.bin" "100000"
 # missing files and bad flags
 expect_fail "missing model" "$tmp/nope.bin" "$tok" "nope.bin: cannot open"
 "$bin" generate --model "$model" --tokenizer "$tok" -n abc 2>"$tmp/err"
-rc=$?; if [ $rc -eq 0 ] || ! grep -q -- "-n: 'abc'" "$tmp/err"; then
-    echo "FAIL -n abc: exit $rc"; fails=$((fails + 1)); else passes=$((passes + 1)); fi
+check "-n abc refused" grep -q -- "-n: 'abc'" "$tmp/err"
 "$bin" generate --model "$model" --tokenizer "$tok" --top-p 2 2>"$tmp/err"
-rc=$?; if [ $rc -eq 0 ] || ! grep -q "top_p" "$tmp/err"; then
-    echo "FAIL --top-p 2: exit $rc"; fails=$((fails + 1)); else passes=$((passes + 1)); fi
+check "--top-p 2 refused" grep -q "top_p" "$tmp/err"
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish

@@ -2,20 +2,8 @@
 # `shardlm mkmodel` writes checkpoints that `generate` runs: a named shape, and
 # explicit dims with a separate classifier over the 32000-token Llama 2
 # vocabulary; the same seed gives the same bytes and the same sampled text.
-set -u
-models=${SHARDLM_MODELS_DIR:-../shared/models}
-bin=${SHARDLM_BIN:?SHARDLM_BIN must name the shardlm binary}
-for f in "$models/tok512.bin" "$models/tokenizer.bin"; do
-    [ -r "$f" ] || { echo "SKIP: $f not found"; exit 77; }
-done
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-passes=0
-check() { # NAME CONDITION...
-    local name=$1; shift
-    if "$@"; then passes=$((passes + 1)); else echo "FAIL $name"; fails=$((fails + 1)); fi
-}
+source "$(dirname "$0")/../lib.sh"
+require "$models/tok512.bin" "$models/tokenizer.bin"
 
 "$bin" mkmodel --shape stories260k --seed 3 --out "$tmp/a.bin" 2>/dev/null
 check "mkmodel stories260k" test "$(stat -c %s "$tmp/a.bin")" = \
@@ -50,5 +38,4 @@ check "unknown shape refused" grep -q "unknown model shape 'gpt-9'" "$tmp/err"
     --out "$tmp/e.bin" 2>"$tmp/err"
 check "indivisible dims refused" grep -q "dim = 65 is not divisible by n_heads = 2" "$tmp/err"
 
-echo "$passes passed, $fails failed"
-[ $fails -eq 0 ]
+finish
