@@ -14,6 +14,8 @@ packages=(
     libc6-dev     # C headers
     pkg-config    # locates cmocka
     libcmocka-dev # unit tests
+    openmpi-bin   # mpirun: launches the ranks of a cluster
+    libopenmpi-dev # MPI: bootstrap and the CPU collectives
 )
 
 missing=()
