@@ -97,12 +97,14 @@ int main(int argc, char **argv)
         fail);
 
     slm_checkpoint_t *ck = NULL;
+    slm_shard_weights_t *w = NULL;
     slm_transformer_t *t = NULL;
     slm_sampler_t *greedy = NULL;
     const slm_sampling_params sp = {0.0f, 0, 1.0f, 1.0f, 0};
     SLM_CHECK_GOTO(slm_checkpoint_open(model, wmode, &ck), rc, fail);
     const slm_model_config *cfg = slm_checkpoint_config(ck);
-    SLM_CHECK_GOTO(slm_transformer_create(ck, &t), rc, fail_model);
+    SLM_CHECK_GOTO(slm_shard_weights_whole(ck, &w), rc, fail_model);
+    SLM_CHECK_GOTO(slm_transformer_create(w, NULL, &t), rc, fail_model);
     SLM_CHECK_GOTO(slm_sampler_create(cfg->vocab_size, &sp, &greedy), rc,
                    fail_model);
     if (warmup + tokens > cfg->seq_len) {
@@ -156,11 +158,13 @@ int main(int argc, char **argv)
     printf("ratio        %.3f of the bandwidth limit\n", tps / limit);
     slm_sampler_destroy(&greedy);
     slm_transformer_destroy(&t);
+    slm_shard_weights_destroy(&w);
     slm_checkpoint_destroy(&ck);
     return 0;
 fail_model:
     slm_sampler_destroy(&greedy);
     slm_transformer_destroy(&t);
+    slm_shard_weights_destroy(&w);
     slm_checkpoint_destroy(&ck);
 fail:
     fprintf(stderr, "bench_decode: %s (%s)\n", slm_error_message(),

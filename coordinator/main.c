@@ -164,6 +164,7 @@ static int cmd_generate(int argc, char **argv)
 
     slm_checkpoint_t *ck = NULL;
     slm_tokenizer_t *tok = NULL;
+    slm_shard_weights_t *weights = NULL;
     slm_transformer_t *tf = NULL;
     slm_sampler_t *sampler = NULL;
     slm_generate_stats st = {0};
@@ -172,7 +173,8 @@ static int cmd_generate(int argc, char **argv)
     const slm_model_config *cfg = slm_checkpoint_config(ck);
     SLM_CHECK_GOTO(slm_tokenizer_load(tokenizer, cfg->vocab_size, &tok), rc,
                    done);
-    SLM_CHECK_GOTO(slm_transformer_create(ck, &tf), rc, done);
+    SLM_CHECK_GOTO(slm_shard_weights_whole(ck, &weights), rc, done);
+    SLM_CHECK_GOTO(slm_transformer_create(weights, NULL, &tf), rc, done);
     SLM_CHECK_GOTO(slm_sampler_create(cfg->vocab_size, &sp, &sampler), rc,
                    done);
     SLM_CHECK_GOTO(slm_generate(tf, tok, sampler, prompt, (int32_t)steps,
@@ -191,6 +193,7 @@ static int cmd_generate(int argc, char **argv)
 done:
     slm_sampler_destroy(&sampler);
     slm_transformer_destroy(&tf);
+    slm_shard_weights_destroy(&weights);
     slm_tokenizer_destroy(&tok);
     slm_checkpoint_destroy(&ck);
     return rc == SLM_OK ? 0 : fail_exit(rc);

@@ -9,14 +9,14 @@
 
 #include "common/checked.h"
 #include "common/file.h"
+#include "common/hugemem.h"
 #include "common/reader.h"
 
 struct slm_checkpoint {
     slm_file_map map;    /* the file; unmapped once a resident copy exists */
     const uint8_t *data; /* (size) the bytes tensors point into */
     size_t size;
-    void *resident; /* (resident_bytes) private copy, or NULL */
-    size_t resident_bytes;
+    slm_hugemem resident; /* private copy, or empty */
     slm_model_config cfg;
     slm_tensor_info table[SLM_TENSOR_COUNT];
 };
@@ -178,41 +178,14 @@ void slm_checkpoint_encode_header(const slm_model_config *cfg,
     memcpy(out, v, sizeof v);
 }
 
-#define HUGE_PAGE ((size_t)2 << 20)
-
-/* Copies the validated file into 2 MiB-aligned anonymous memory, asks for
- * transparent huge pages, and seals it read-only. */
+/* Copies the validated file into private huge-page memory, sealed
+ * read-only, and drops the file mapping. */
 static slm_status make_resident(slm_checkpoint_t *ck, const char *path)
 {
-    size_t bytes = ck->map.size;
-    if (!slm_size_add(bytes, HUGE_PAGE - 1, &bytes))
-        return slm_fail(SLM_ERR_RANGE, "%s: size overflows", path);
-    bytes &= ~(HUGE_PAGE - 1);
-    void *p = mmap(NULL, bytes + HUGE_PAGE, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return slm_fail(SLM_ERR_NOMEM,
-                        "%s: cannot allocate %zu bytes for the weights (try "
-                        "mapped weights)",
-                        path, bytes);
-    /* Trim to a 2 MiB-aligned start so whole huge pages back the weights. */
-    uintptr_t start =
-        ((uintptr_t)p + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
-    size_t head = start - (uintptr_t)p;
-    if (head)
-        munmap(p, head);
-    if (HUGE_PAGE - head)
-        munmap((uint8_t *)start + bytes, HUGE_PAGE - head);
-    void *dst = (void *)start;
-    (void)madvise(dst, bytes, MADV_HUGEPAGE); /* a hint; fine if refused */
-    memcpy(dst, ck->map.data, ck->map.size);
-    if (mprotect(dst, bytes, PROT_READ) != 0) {
-        munmap(dst, bytes);
-        return slm_fail(SLM_ERR_INTERNAL, "%s: cannot seal the weights", path);
-    }
-    ck->resident = dst;
-    ck->resident_bytes = bytes;
-    ck->data = dst;
+    SLM_CHECK(slm_hugemem_alloc(ck->map.size, path, &ck->resident));
+    memcpy(ck->resident.data, ck->map.data, ck->map.size);
+    SLM_CHECK(slm_hugemem_seal(&ck->resident, path));
+    ck->data = ck->resident.data;
     slm_file_unmap(&ck->map);
     return SLM_OK;
 }
@@ -250,8 +223,7 @@ void slm_checkpoint_destroy(slm_checkpoint_t **ck)
     if (!ck || !*ck)
         return;
     slm_file_unmap(&(*ck)->map);
-    if ((*ck)->resident)
-        munmap((*ck)->resident, (*ck)->resident_bytes);
+    slm_hugemem_free(&(*ck)->resident);
     free(*ck);
     *ck = NULL;
 }

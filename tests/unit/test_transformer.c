@@ -32,10 +32,12 @@ static void check_logits(slm_weights_mode mode)
                      SLM_OK);
     assert_int_equal(ref_len, (size_t)ROWS * VOCAB * sizeof(float));
     slm_checkpoint_t *ck = NULL;
+    slm_shard_weights_t *w = NULL;
     slm_transformer_t *t = NULL;
     assert_int_equal(slm_checkpoint_open(model_path, mode, &ck), SLM_OK);
     assert_int_equal(slm_checkpoint_config(ck)->vocab_size, VOCAB);
-    assert_int_equal(slm_transformer_create(ck, &t), SLM_OK);
+    assert_int_equal(slm_shard_weights_whole(ck, &w), SLM_OK);
+    assert_int_equal(slm_transformer_create(w, NULL, &t), SLM_OK);
     for (int p = 0; p < ROWS; p++) {
         const float *got = NULL;
         assert_int_equal(slm_transformer_forward(t, input_ids[p], p, &got),
@@ -59,6 +61,7 @@ static void check_logits(slm_weights_mode mode)
     }
     slm_transformer_destroy(&t);
     assert_null(t);
+    slm_shard_weights_destroy(&w);
     slm_checkpoint_destroy(&ck);
     free(ref);
 }
@@ -79,11 +82,13 @@ static void test_forward_rejects_bad_token_and_position(void **state)
 {
     (void)state;
     slm_checkpoint_t *ck = NULL;
+    slm_shard_weights_t *w = NULL;
     slm_transformer_t *t = NULL;
     const float *logits = NULL;
     assert_int_equal(slm_checkpoint_open(model_path, SLM_WEIGHTS_MAPPED, &ck),
                      SLM_OK);
-    assert_int_equal(slm_transformer_create(ck, &t), SLM_OK);
+    assert_int_equal(slm_shard_weights_whole(ck, &w), SLM_OK);
+    assert_int_equal(slm_transformer_create(w, NULL, &t), SLM_OK);
     assert_int_equal(slm_transformer_forward(t, VOCAB, 0, &logits),
                      SLM_ERR_RANGE);
     assert_int_equal(slm_transformer_forward(t, -1, 0, &logits), SLM_ERR_RANGE);
@@ -93,6 +98,7 @@ static void test_forward_rejects_bad_token_and_position(void **state)
     assert_non_null(strstr(slm_error_message(), "position -1"));
     assert_null(logits);
     slm_transformer_destroy(&t);
+    slm_shard_weights_destroy(&w);
     slm_checkpoint_destroy(&ck);
 }
 

@@ -1,0 +1,274 @@
+/* shard/weights.c - a shard's slice of the model; see weights.h. */
+#include "shard/weights.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/checked.h"
+#include "common/hugemem.h"
+
+struct slm_shard_weights {
+    slm_shard_slice slice;
+    slm_model_config cfg;
+    slm_shard_dims dims;
+    slm_layer_weights *layers; /* (n_layers) */
+    const float *embedding;    /* (vocab, dim) or NULL */
+    const float *rms_final;    /* (dim) or NULL */
+    const float *classifier;   /* (vocab, dim) or NULL */
+    slm_hugemem mem;           /* the copied pieces */
+    size_t bytes;              /* all pieces */
+    size_t copied;             /* pieces in mem */
+};
+
+slm_shard_slice slm_shard_slice_whole(const slm_model_config *c)
+{
+    slm_shard_slice s = {
+        .stage = 0,
+        .tp_rank = 0,
+        .layers = {0, c->n_layers},
+        .heads = {0, c->n_heads},
+        .kv_heads = {0, c->n_kv_heads},
+        .hidden = {0, c->hidden_dim},
+        .vocab = {0, c->vocab_size},
+        .kv_replicas = 1,
+    };
+    return s;
+}
+
+/* One piece of a tensor: rows [row0, row0 + rows) and columns
+ * [col0, col0 + cols) of the (R, C) matrix of `layer`. */
+typedef struct {
+    slm_tensor_id id;
+    size_t layer, row0, rows, col0, cols;
+    const float **dst;
+} piece;
+
+/* Pieces are planned first, so the sizes are summed, checked and allocated
+ * once before any byte is copied. */
+typedef struct {
+    piece *items;
+    size_t n, cap;
+} piece_list;
+
+static slm_status add_piece(piece_list *l, piece p)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        piece *items = realloc(l->items, cap * sizeof *items);
+        if (!items)
+            return slm_fail(SLM_ERR_NOMEM, "shard weights: out of memory");
+        l->items = items;
+        l->cap = cap;
+    }
+    l->items[l->n++] = p;
+    return SLM_OK;
+}
+
+/* A piece is one run of the file when it spans whole rows. */
+static bool contiguous(const slm_checkpoint_t *ck, const piece *p)
+{
+    return p->col0 == 0 &&
+           p->cols == slm_checkpoint_tensor_info(ck, p->id)->cols;
+}
+
+/* Rejects a slice that does not fit the model: plans are built by our code,
+ * but the checks are cheap and keep a bad plan from reading out of bounds. */
+static slm_status check_slice(const slm_model_config *c,
+                              const slm_shard_slice *s)
+{
+    const struct {
+        const char *name;
+        slm_range r;
+        int32_t total;
+    } rs[] = {
+        {"layers", s->layers, c->n_layers},
+        {"heads", s->heads, c->n_heads},
+        {"kv_heads", s->kv_heads, c->n_kv_heads},
+        {"hidden", s->hidden, c->hidden_dim},
+        {"vocab", s->vocab, c->vocab_size},
+    };
+    for (size_t i = 0; i < sizeof rs / sizeof rs[0]; i++) {
+        slm_range r = rs[i].r;
+        if (r.begin < 0 || r.count < 1 || r.begin > rs[i].total - r.count)
+            return slm_fail(SLM_ERR_INVALID,
+                            "shard slice: %s [%d, +%d) is outside [0, %d)",
+                            rs[i].name, r.begin, r.count, rs[i].total);
+    }
+    return SLM_OK;
+}
+
+slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
+                                  const slm_shard_slice *slice, bool embed,
+                                  bool classify, slm_slice_mode mode,
+                                  slm_shard_weights_t **out)
+{
+    const slm_model_config *c = slm_checkpoint_config(ck);
+    SLM_CHECK(check_slice(c, slice));
+    slm_shard_weights_t *w = calloc(1, sizeof *w);
+    if (!w)
+        return slm_fail(SLM_ERR_NOMEM, "shard weights: out of memory");
+    piece_list pl = {0};
+    slm_status rc = SLM_OK;
+    w->slice = *slice;
+    w->cfg = *c;
+    const size_t hs = (size_t)c->head_size, dim = (size_t)c->dim;
+    slm_shard_dims *d = &w->dims;
+    d->dim = dim;
+    d->head_size = hs;
+    d->n_heads = (size_t)slice->heads.count;
+    d->n_kv_heads = (size_t)slice->kv_heads.count;
+    d->q_dim = d->n_heads * hs;
+    d->kv_dim = d->n_kv_heads * hs;
+    d->hidden = (size_t)slice->hidden.count;
+    d->vocab = (size_t)slice->vocab.count;
+    d->vocab_total = (size_t)c->vocab_size;
+    d->n_layers = (size_t)slice->layers.count;
+    d->seq_len = (size_t)c->seq_len;
+    w->layers = calloc(d->n_layers, sizeof *w->layers);
+    if (!w->layers) {
+        rc = slm_fail(SLM_ERR_NOMEM, "shard weights: out of memory");
+        goto fail;
+    }
+
+    const size_t q0 = (size_t)slice->heads.begin * hs;
+    const size_t kv0 = (size_t)slice->kv_heads.begin * hs;
+    const size_t h0 = (size_t)slice->hidden.begin;
+    for (size_t l = 0; l < d->n_layers; l++) {
+        const size_t gl = (size_t)slice->layers.begin + l; /* file's layer */
+        slm_layer_weights *lw = &w->layers[l];
+        const piece ps[] = {
+            {SLM_TENSOR_RMS_ATT, gl, 0, 1, 0, dim, &lw->rms_att},
+            {SLM_TENSOR_WQ, gl, q0, d->q_dim, 0, dim, &lw->wq},
+            {SLM_TENSOR_WK, gl, kv0, d->kv_dim, 0, dim, &lw->wk},
+            {SLM_TENSOR_WV, gl, kv0, d->kv_dim, 0, dim, &lw->wv},
+            {SLM_TENSOR_WO, gl, 0, dim, q0, d->q_dim, &lw->wo},
+            {SLM_TENSOR_RMS_FFN, gl, 0, 1, 0, dim, &lw->rms_ffn},
+            {SLM_TENSOR_W1, gl, h0, d->hidden, 0, dim, &lw->w1},
+            {SLM_TENSOR_W2, gl, 0, dim, h0, d->hidden, &lw->w2},
+            {SLM_TENSOR_W3, gl, h0, d->hidden, 0, dim, &lw->w3},
+        };
+        for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
+            SLM_CHECK_GOTO(add_piece(&pl, ps[i]), rc, fail);
+    }
+    const size_t v0 = (size_t)slice->vocab.begin;
+    if (embed)
+        SLM_CHECK_GOTO(add_piece(&pl, (piece){SLM_TENSOR_TOKEN_EMBEDDING, 0, v0,
+                                              d->vocab, 0, dim, &w->embedding}),
+                       rc, fail);
+    if (classify) {
+        SLM_CHECK_GOTO(add_piece(&pl, (piece){SLM_TENSOR_RMS_FINAL, 0, 0, 1, 0,
+                                              dim, &w->rms_final}),
+                       rc, fail);
+        SLM_CHECK_GOTO(add_piece(&pl, (piece){SLM_TENSOR_WCLS, 0, v0, d->vocab,
+                                              0, dim, &w->classifier}),
+                       rc, fail);
+    }
+
+    /* Size what must be copied, in floats, with checked arithmetic. */
+    size_t total = 0, to_copy = 0;
+    for (size_t i = 0; i < pl.n; i++) {
+        size_t n;
+        if (!slm_size_mul(pl.items[i].rows, pl.items[i].cols, &n) ||
+            !slm_size_add(total, n, &total) ||
+            (!(mode == SLM_SLICE_BORROW && contiguous(ck, &pl.items[i])) &&
+             !slm_size_add(to_copy, n, &to_copy))) {
+            rc = slm_fail(SLM_ERR_RANGE, "shard weights: size overflows");
+            goto fail;
+        }
+    }
+    if (!slm_size_mul(total, sizeof(float), &w->bytes) ||
+        !slm_size_mul(to_copy, sizeof(float), &w->copied)) {
+        rc = slm_fail(SLM_ERR_RANGE, "shard weights: size overflows");
+        goto fail;
+    }
+    SLM_CHECK_GOTO(slm_hugemem_alloc(w->copied, "shard weights", &w->mem), rc,
+                   fail);
+
+    float *next = w->mem.data;
+    for (size_t i = 0; i < pl.n; i++) {
+        const piece *p = &pl.items[i];
+        const size_t C = (size_t)slm_checkpoint_tensor_info(ck, p->id)->cols;
+        const float *src = slm_checkpoint_tensor(ck, p->id, p->layer);
+        src += p->row0 * C + p->col0;
+        if (mode == SLM_SLICE_BORROW && contiguous(ck, p)) {
+            *p->dst = src;
+            continue;
+        }
+        for (size_t r = 0; r < p->rows; r++)
+            memcpy(next + r * p->cols, src + r * C, p->cols * sizeof(float));
+        *p->dst = next;
+        next += p->rows * p->cols;
+    }
+    SLM_CHECK_GOTO(slm_hugemem_seal(&w->mem, "shard weights"), rc, fail);
+    free(pl.items);
+    *out = w;
+    return SLM_OK;
+fail:
+    free(pl.items);
+    slm_shard_weights_destroy(&w);
+    return rc;
+}
+
+slm_status slm_shard_weights_whole(const slm_checkpoint_t *ck,
+                                   slm_shard_weights_t **out)
+{
+    slm_shard_slice whole = slm_shard_slice_whole(slm_checkpoint_config(ck));
+    return slm_shard_weights_load(ck, &whole, true, true, SLM_SLICE_BORROW,
+                                  out);
+}
+
+void slm_shard_weights_destroy(slm_shard_weights_t **w)
+{
+    if (!w || !*w)
+        return;
+    slm_hugemem_free(&(*w)->mem);
+    free((*w)->layers);
+    free(*w);
+    *w = NULL;
+}
+
+const slm_layer_weights *slm_shard_weights_layer(const slm_shard_weights_t *w,
+                                                 size_t layer)
+{
+    return &w->layers[layer];
+}
+
+const slm_shard_dims *slm_shard_weights_dims(const slm_shard_weights_t *w)
+{
+    return &w->dims;
+}
+
+const slm_model_config *slm_shard_weights_config(const slm_shard_weights_t *w)
+{
+    return &w->cfg;
+}
+
+const float *slm_shard_weights_embedding(const slm_shard_weights_t *w)
+{
+    return w->embedding;
+}
+
+const float *slm_shard_weights_rms_final(const slm_shard_weights_t *w)
+{
+    return w->rms_final;
+}
+
+const float *slm_shard_weights_classifier(const slm_shard_weights_t *w)
+{
+    return w->classifier;
+}
+
+const slm_shard_slice *slm_shard_weights_slice(const slm_shard_weights_t *w)
+{
+    return &w->slice;
+}
+
+size_t slm_shard_weights_bytes(const slm_shard_weights_t *w)
+{
+    return w->bytes;
+}
+
+size_t slm_shard_weights_copied_bytes(const slm_shard_weights_t *w)
+{
+    return w->copied;
+}

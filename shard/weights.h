@@ -1,0 +1,100 @@
+/*
+ * shard/weights.h - the weights one shard holds: its slice of every tensor of
+ * its layers, copied out of a validated checkpoint into private memory.
+ *
+ * Row-parallel pieces (rows of wq, wk, wv, w1, w3, embedding and classifier
+ * rows) are contiguous runs of the file's rows; column-parallel pieces (the
+ * columns of wo and w2 that multiply this shard's heads and hidden units) are
+ * gathered row by row. Only the touched pages of the file are ever read.
+ */
+#ifndef SLM_SHARD_WEIGHTS_H
+#define SLM_SHARD_WEIGHTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "common/status.h"
+#include "model/checkpoint.h"
+#include "model/plan.h"
+
+typedef struct {
+    const float *rms_att; /* (dim) */
+    const float *wq;      /* (q_dim, dim)    rows of this shard's heads */
+    const float *wk;      /* (kv_dim, dim)   rows of its kv heads */
+    const float *wv;      /* (kv_dim, dim) */
+    const float *wo;      /* (dim, q_dim)    columns of its heads */
+    const float *rms_ffn; /* (dim) */
+    const float *w1;      /* (hidden, dim)   rows of its hidden units */
+    const float *w2;      /* (dim, hidden)   columns of its hidden units */
+    const float *w3;      /* (hidden, dim) */
+} slm_layer_weights;
+
+typedef struct slm_shard_weights slm_shard_weights_t;
+
+/* Local sizes of a shard, derived from the model and its slice. */
+typedef struct {
+    size_t dim; /* full model width: the residual stream is replicated */
+    size_t head_size;
+    size_t n_heads;     /* local query heads */
+    size_t n_kv_heads;  /* local kv heads */
+    size_t q_dim;       /* n_heads * head_size */
+    size_t kv_dim;      /* n_kv_heads * head_size */
+    size_t hidden;      /* local MLP columns */
+    size_t vocab;       /* local vocabulary rows */
+    size_t vocab_total; /* the model's vocabulary */
+    size_t n_layers;    /* layers of this stage */
+    size_t seq_len;
+} slm_shard_dims;
+
+/* How a shard gets its bytes. */
+typedef enum {
+    /* Copy every piece into private, huge-page-backed memory sealed
+     * read-only; ck may be closed afterwards. What a shard of a cluster does:
+     * it holds 1/(tp*pp) of the model and nothing else. */
+    SLM_SLICE_COPY,
+    /* Point into ck wherever a piece is contiguous in the file (always, for
+     * a whole-model slice), copying only strided column pieces; ck must
+     * outlive the weights. What one process running the whole model does. */
+    SLM_SLICE_BORROW,
+} slm_slice_mode;
+
+/* Takes the slice of ck described by `slice` (layers, heads, kv heads,
+ * hidden columns, vocab rows). The embedding rows are kept when `embed` is
+ * set (the first pipeline stage), the final norm and classifier rows when
+ * `classify` is set (the last stage). The caller owns *out; free with
+ * slm_shard_weights_destroy. */
+slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
+                                  const slm_shard_slice *slice, bool embed,
+                                  bool classify, slm_slice_mode mode,
+                                  slm_shard_weights_t **out);
+
+/* The slice of the whole model, for one process without a plan. */
+slm_shard_slice slm_shard_slice_whole(const slm_model_config *cfg);
+
+/* The whole model borrowed from ck (SLM_SLICE_BORROW of the whole slice):
+ * what one process running the model alone uses. ck must outlive *out. */
+slm_status slm_shard_weights_whole(const slm_checkpoint_t *ck,
+                                   slm_shard_weights_t **out);
+
+/* Accepts NULL; sets *w to NULL. */
+void slm_shard_weights_destroy(slm_shard_weights_t **w);
+
+/* Borrowed; valid while w lives. `layer` is local (0 = the stage's first). */
+const slm_layer_weights *slm_shard_weights_layer(const slm_shard_weights_t *w,
+                                                 size_t layer);
+const slm_shard_dims *slm_shard_weights_dims(const slm_shard_weights_t *w);
+const slm_model_config *slm_shard_weights_config(const slm_shard_weights_t *w);
+/* (vocab, dim) embedding rows [slice.vocab.begin, +vocab), or NULL. */
+const float *slm_shard_weights_embedding(const slm_shard_weights_t *w);
+/* (dim) final norm, or NULL when not classifying. */
+const float *slm_shard_weights_rms_final(const slm_shard_weights_t *w);
+/* (vocab, dim) classifier rows, or NULL when not classifying. */
+const float *slm_shard_weights_classifier(const slm_shard_weights_t *w);
+const slm_shard_slice *slm_shard_weights_slice(const slm_shard_weights_t *w);
+
+/* Bytes of weights this shard's slice covers (borrowed or copied). */
+size_t slm_shard_weights_bytes(const slm_shard_weights_t *w);
+/* Bytes this shard copied into its own memory. */
+size_t slm_shard_weights_copied_bytes(const slm_shard_weights_t *w);
+
+#endif
