@@ -27,4 +27,15 @@ for split in "1 1" "2 1" "4 1" "8 1" "1 2" "2 2"; do
         fi
     done
 done
+# An impossible split is refused on every rank, before any weight is read
+# (slm_shard_create plans from the header first), with the reason and the
+# sizes that would work.
+timeout 60 "${mpirun[@]}" -np 3 "$prog" "$models/stories260K.bin" \
+    "$models/tok512.bin" 3 1 16 "Once" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+check "tp=3 refused (exit $rc)" test "$rc" -ne 0 -a "$rc" -lt 124
+check "tp=3 refusal names the working sizes" grep -q \
+    "cannot split n_heads = 8 over tp = 3.*tp that work for this model: 1, 2, 4, 8" \
+    "$tmp/err"
+check "tp=3: no rank reported loading weights" bash -c "! grep -q 'bytes of weights' '$tmp/err'"
 finish

@@ -20,11 +20,8 @@
 #include "collectives/comm.h"
 #include "collectives/comm_mpi.h"
 #include "coordinator/sampler.h"
-#include "model/checkpoint.h"
-#include "model/plan.h"
 #include "model/tokenizer.h"
-#include "shard/transformer.h"
-#include "shard/weights.h"
+#include "shard/shard.h"
 
 static int rank_of_world = -1;
 
@@ -55,39 +52,21 @@ int main(int argc, char **argv)
     }
     const int tp = atoi(argv[3]), pp = atoi(argv[4]), steps = atoi(argv[5]);
     const char *prompt = argv[6];
-    slm_comm_t *world = NULL, *tpc = NULL, *ppc = NULL;
+    slm_comm_t *world = NULL;
     CHECK_OR_ABORT(slm_comm_mpi_create(MPI_COMM_WORLD, &world), world);
     if (tp * pp != world_size) {
         fprintf(stderr, "tp * pp = %d but %d ranks\n", tp * pp, world_size);
         MPI_Abort(MPI_COMM_WORLD, 2);
     }
 
-    /* Plan from the header alone, before any weight is touched. */
-    slm_checkpoint_t *ck = NULL;
-    slm_plan_t *plan = NULL;
-    CHECK_OR_ABORT(slm_checkpoint_open(argv[1], SLM_WEIGHTS_MAPPED, &ck),
-                   world);
-    const slm_model_config cfg = *slm_checkpoint_config(ck);
-    CHECK_OR_ABORT(slm_plan_create(&cfg, tp, pp, &plan), world);
-    const slm_shard_slice *slice = slm_plan_slice(plan, rank_of_world);
-
-    slm_shard_weights_t *w = NULL;
-    CHECK_OR_ABORT(slm_shard_weights_load(ck, slice, slice->stage == 0,
-                                          slice->stage == pp - 1,
-                                          SLM_SLICE_COPY, &w),
-                   world);
-    slm_checkpoint_destroy(&ck); /* the shard keeps only its copy */
+    slm_shard_t *shard = NULL;
+    CHECK_OR_ABORT(slm_shard_create(world, argv[1], tp, pp, &shard), world);
+    const slm_model_config cfg = *slm_shard_config(shard);
+    const slm_shard_slice *slice = slm_shard_slice_info(shard);
+    slm_transformer_t *t = slm_shard_transformer(shard);
     fprintf(stderr, "rank %d: stage %d tp %d: %zu bytes of weights\n",
             rank_of_world, slice->stage, slice->tp_rank,
-            slm_shard_weights_copied_bytes(w));
-
-    CHECK_OR_ABORT(slm_comm_split(world, slice->stage, slice->tp_rank, &tpc),
-                   world);
-    CHECK_OR_ABORT(slm_comm_split(world, slice->tp_rank, slice->stage, &ppc),
-                   world);
-    slm_shard_links links = {plan, tpc, ppc};
-    slm_transformer_t *t = NULL;
-    CHECK_OR_ABORT(slm_transformer_create(w, &links, &t), world);
+            slm_shard_weight_bytes(shard));
 
     slm_tokenizer_t *tok = NULL;
     CHECK_OR_ABORT(slm_tokenizer_load(argv[2], cfg.vocab_size, &tok), world);
@@ -101,7 +80,7 @@ int main(int argc, char **argv)
     CHECK_OR_ABORT(slm_sampler_create(cfg.vocab_size, &greedy, &sampler),
                    world);
 
-    const int decider = (pp - 1) * tp; /* last stage, tensor rank 0 */
+    const int decider = slm_shard_decider(shard);
     int32_t token = ids[0];
     for (int pos = 0; pos < steps && pos < cfg.seq_len; pos++) {
         const float *logits = NULL;
@@ -127,18 +106,15 @@ int main(int argc, char **argv)
         printf("\n");
         fflush(stdout);
     }
-    if (tpc)
+    if (slm_shard_tp_comm(shard))
         fprintf(stderr, "rank %d: %.3f ms in tensor-group collectives\n",
-                rank_of_world, slm_comm_seconds(tpc) * 1e3);
+                rank_of_world,
+                slm_comm_seconds(slm_shard_tp_comm(shard)) * 1e3);
 
     free(ids);
     slm_sampler_destroy(&sampler);
     slm_tokenizer_destroy(&tok);
-    slm_transformer_destroy(&t);
-    slm_shard_weights_destroy(&w);
-    slm_plan_destroy(&plan);
-    slm_comm_destroy(&tpc);
-    slm_comm_destroy(&ppc);
+    slm_shard_destroy(&shard);
     slm_comm_destroy(&world);
     MPI_Finalize();
     return 0;

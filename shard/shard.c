@@ -1,0 +1,102 @@
+/* shard/shard.c - see shard.h. */
+#include "shard/shard.h"
+
+#include <stdlib.h>
+
+#include "model/checkpoint.h"
+#include "shard/weights.h"
+
+struct slm_shard {
+    slm_model_config cfg;
+    slm_plan_t *plan;
+    slm_shard_weights_t *weights;
+    slm_comm_t *tp; /* this stage's tensor group */
+    slm_comm_t *pp; /* this tensor rank's pipeline */
+    slm_transformer_t *transformer;
+};
+
+slm_status slm_shard_create(slm_comm_t *shards, const char *model_path,
+                            int32_t tp, int32_t pp, slm_shard_t **out)
+{
+    slm_shard_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return slm_fail(SLM_ERR_NOMEM, "shard: out of memory");
+    slm_status rc = SLM_OK;
+    slm_checkpoint_t *ck = NULL;
+    /* Mapped, not resident: only this slice's pages are ever read. */
+    SLM_CHECK_GOTO(slm_checkpoint_open(model_path, SLM_WEIGHTS_MAPPED, &ck), rc,
+                   fail);
+    s->cfg = *slm_checkpoint_config(ck);
+    SLM_CHECK_GOTO(slm_plan_create(&s->cfg, tp, pp, &s->plan), rc, fail);
+    if (slm_comm_size(shards) != slm_plan_shards(s->plan)) {
+        rc = slm_fail(SLM_ERR_INVALID,
+                      "shard: the plan has tp * pp = %d shards but %d ranks "
+                      "run them",
+                      slm_plan_shards(s->plan), slm_comm_size(shards));
+        goto fail;
+    }
+    const slm_shard_slice *slice =
+        slm_plan_slice(s->plan, slm_comm_rank(shards));
+    SLM_CHECK_GOTO(slm_shard_weights_load(ck, slice, slice->stage == 0,
+                                          slice->stage == pp - 1,
+                                          SLM_SLICE_COPY, &s->weights),
+                   rc, fail);
+    slm_checkpoint_destroy(&ck);
+    SLM_CHECK_GOTO(slm_comm_split(shards, slice->stage, slice->tp_rank, &s->tp),
+                   rc, fail);
+    SLM_CHECK_GOTO(slm_comm_split(shards, slice->tp_rank, slice->stage, &s->pp),
+                   rc, fail);
+    const slm_shard_links links = {s->plan, s->tp, s->pp};
+    SLM_CHECK_GOTO(slm_transformer_create(s->weights, &links, &s->transformer),
+                   rc, fail);
+    *out = s;
+    return SLM_OK;
+fail:
+    slm_checkpoint_destroy(&ck);
+    slm_shard_destroy(&s);
+    return rc;
+}
+
+void slm_shard_destroy(slm_shard_t **sp)
+{
+    if (!sp || !*sp)
+        return;
+    slm_shard_t *s = *sp;
+    slm_transformer_destroy(&s->transformer);
+    slm_shard_weights_destroy(&s->weights);
+    slm_comm_destroy(&s->tp);
+    slm_comm_destroy(&s->pp);
+    slm_plan_destroy(&s->plan);
+    free(s);
+    *sp = NULL;
+}
+
+slm_transformer_t *slm_shard_transformer(slm_shard_t *s)
+{
+    return s->transformer;
+}
+
+const slm_shard_slice *slm_shard_slice_info(const slm_shard_t *s)
+{
+    return slm_shard_weights_slice(s->weights);
+}
+
+const slm_model_config *slm_shard_config(const slm_shard_t *s)
+{
+    return &s->cfg;
+}
+
+slm_comm_t *slm_shard_tp_comm(slm_shard_t *s)
+{
+    return slm_plan_tp(s->plan) > 1 ? s->tp : NULL;
+}
+
+size_t slm_shard_weight_bytes(const slm_shard_t *s)
+{
+    return slm_shard_weights_copied_bytes(s->weights);
+}
+
+int32_t slm_shard_decider(const slm_shard_t *s)
+{
+    return (slm_plan_pp(s->plan) - 1) * slm_plan_tp(s->plan);
+}

@@ -1,0 +1,45 @@
+/*
+ * shard/shard.h - one rank's shard of a cluster: plans the split from the
+ * checkpoint header, loads only this rank's slice, builds the tensor and
+ * pipeline communicators, and owns the transformer that runs the slice.
+ */
+#ifndef SLM_SHARD_SHARD_H
+#define SLM_SHARD_SHARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "collectives/comm.h"
+#include "common/status.h"
+#include "model/plan.h"
+#include "shard/transformer.h"
+
+typedef struct slm_shard slm_shard_t;
+
+/* Collective over `shards` (the communicator of all tp * pp shards; this
+ * rank's index in it is its shard index): validates the checkpoint header,
+ * plans the split (an impossible split fails here, on every rank, before any
+ * weight is read), copies this shard's slice into private memory, and splits
+ * `shards` into the tensor and pipeline groups. `shards` is borrowed and must
+ * outlive the shard. The caller owns *out; free with slm_shard_destroy. */
+slm_status slm_shard_create(slm_comm_t *shards, const char *model_path,
+                            int32_t tp, int32_t pp, slm_shard_t **out);
+
+/* Accepts NULL; sets *s to NULL. Collective-free. */
+void slm_shard_destroy(slm_shard_t **s);
+
+/* Borrowed; valid while s lives. */
+slm_transformer_t *slm_shard_transformer(slm_shard_t *s);
+const slm_shard_slice *slm_shard_slice_info(const slm_shard_t *s);
+const slm_model_config *slm_shard_config(const slm_shard_t *s);
+/* The tensor group (NULL when tp == 1). */
+slm_comm_t *slm_shard_tp_comm(slm_shard_t *s);
+
+/* Bytes of weights this shard holds in its own memory. */
+size_t slm_shard_weight_bytes(const slm_shard_t *s);
+
+/* The shard index whose forward returns the full logits and that therefore
+ * picks the next token: the last stage's tensor rank 0. */
+int32_t slm_shard_decider(const slm_shard_t *s);
+
+#endif
