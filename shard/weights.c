@@ -159,9 +159,13 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
         SLM_CHECK_GOTO(add_piece(&pl, (piece){SLM_TENSOR_RMS_FINAL, 0, 0, 1, 0,
                                               dim, &w->rms_final}),
                        rc, fail);
-        SLM_CHECK_GOTO(add_piece(&pl, (piece){SLM_TENSOR_WCLS, 0, v0, d->vocab,
-                                              0, dim, &w->classifier}),
-                       rc, fail);
+        /* A shared classifier held with the embedding is the same rows:
+         * keep one copy (aliased after the copy loop). */
+        if (!(embed && c->shared_classifier))
+            SLM_CHECK_GOTO(
+                add_piece(&pl, (piece){SLM_TENSOR_WCLS, 0, v0, d->vocab, 0, dim,
+                                       &w->classifier}),
+                rc, fail);
     }
 
     /* Size what must be copied, in floats, with checked arithmetic. */
@@ -199,6 +203,8 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
         *p->dst = next;
         next += p->rows * p->cols;
     }
+    if (classify && embed && c->shared_classifier)
+        w->classifier = w->embedding;
     SLM_CHECK_GOTO(slm_hugemem_seal(&w->mem, "shard weights"), rc, fail);
     free(pl.items);
     *out = w;
