@@ -314,3 +314,19 @@ slm_status slm_comm_mpi_create(MPI_Comm mpi_comm, slm_comm_t **out)
         return mpi_fail(err, -1, 0, "%s: MPI_Comm_dup", what);
     return wrap(dup, out);
 }
+
+slm_status slm_comm_mpi_bcast_string(MPI_Comm mpi_comm, int root, char *buf,
+                                     size_t cap)
+{
+    if (!buf || cap == 0 || cap > INT_MAX)
+        return slm_fail(SLM_ERR_INVALID, "bcast_string: capacity %zu", cap);
+    int rank = 0;
+    MPI_Comm_rank(mpi_comm, &rank);
+    if (rank == root)
+        buf[cap - 1] = '\0';
+    int rc = MPI_Bcast(buf, (int)cap, MPI_CHAR, root, mpi_comm);
+    buf[cap - 1] = '\0'; /* whatever arrived, it ends here */
+    if (rc != MPI_SUCCESS)
+        return slm_fail(SLM_ERR_IO, "bcast_string: MPI_Bcast failed (%d)", rc);
+    return SLM_OK;
+}

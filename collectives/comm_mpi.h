@@ -25,6 +25,13 @@ extern "C" {
  * *out and releases it with slm_comm_destroy; *out is NULL on failure. */
 slm_status slm_comm_mpi_create(MPI_Comm mpi_comm, slm_comm_t **out);
 
+/* Bootstrap only: rank `root` of mpi_comm sends the NUL-terminated string in
+ * buf (at most cap - 1 bytes), every other rank receives it into buf, which
+ * is always NUL-terminated on return. Collective; cap must be equal on all
+ * ranks. Used to hand out the control endpoint. */
+slm_status slm_comm_mpi_bcast_string(MPI_Comm mpi_comm, int root, char *buf,
+                                     size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

@@ -26,14 +26,25 @@ static bool printable(const char *piece, size_t len)
     return c >= 0x20 && c != 0x7f;
 }
 
-slm_status slm_generate(slm_transformer_t *t, const slm_tokenizer_t *tok,
+static slm_status local_forward(void *ctx, int32_t token, int32_t pos,
+                                const float **logits)
+{
+    return slm_transformer_forward(ctx, token, pos, logits);
+}
+
+slm_model_runner slm_runner_local(slm_transformer_t *t)
+{
+    slm_model_runner r = {local_forward, t, slm_transformer_config(t)->seq_len};
+    return r;
+}
+
+slm_status slm_generate(const slm_model_runner *m, const slm_tokenizer_t *tok,
                         slm_sampler_t *sampler, const char *prompt,
                         int32_t steps, slm_piece_fn fn, void *user,
                         slm_generate_stats *stats)
 {
-    const slm_model_config *c = slm_transformer_config(t);
-    if (steps <= 0 || steps > c->seq_len)
-        steps = c->seq_len;
+    if (steps <= 0 || steps > m->seq_len)
+        steps = m->seq_len;
     int32_t *ids = NULL;
     size_t n_ids = 0;
     SLM_CHECK(slm_tokenizer_encode(tok, prompt, strlen(prompt), true, false,
@@ -43,7 +54,7 @@ slm_status slm_generate(slm_transformer_t *t, const slm_tokenizer_t *tok,
         rc = slm_fail(SLM_ERR_RANGE,
                       "the prompt is %zu tokens but only %d positions are "
                       "allowed (-n, at most the model's seq_len %d)",
-                      n_ids, steps, c->seq_len);
+                      n_ids, steps, m->seq_len);
         goto done;
     }
     /* Position p yields the token of position p + 1, so the history grows
@@ -55,14 +66,13 @@ slm_status slm_generate(slm_transformer_t *t, const slm_tokenizer_t *tok,
     }
     ids = history;
 
-    slm_generate_stats st = {n_ids, 0, 0.0, 0.0};
+    slm_generate_stats st = {n_ids, 0, 0.0, 0.0, false};
     double t0 = now_seconds(), t_prompt_end = t0;
     size_t n = n_ids;
     int32_t token = ids[0];
     for (int32_t pos = 0; pos < steps; pos++) {
         const float *logits_ro = NULL;
-        SLM_CHECK_GOTO(slm_transformer_forward(t, token, pos, &logits_ro), rc,
-                       done);
+        SLM_CHECK_GOTO(m->forward(m->ctx, token, pos, &logits_ro), rc, done);
         int32_t next;
         if ((size_t)pos + 1 < n_ids) {
             next = ids[pos + 1]; /* still inside the prompt */
@@ -72,8 +82,10 @@ slm_status slm_generate(slm_transformer_t *t, const slm_tokenizer_t *tok,
             /* The sampler may rewrite logits (penalty, temperature); the
              * transformer's buffer is rewritten by the next step anyway. */
             next = slm_sampler_sample(sampler, (float *)logits_ro, ids, n);
-            if (next == SLM_TOKEN_BOS || next == SLM_TOKEN_EOS)
+            if (next == SLM_TOKEN_BOS || next == SLM_TOKEN_EOS) {
+                st.stopped = true;
                 break;
+            }
             ids[n++] = next;
             st.generated_tokens++;
         }

@@ -5,6 +5,7 @@
 #ifndef SLM_COORDINATOR_GENERATE_H
 #define SLM_COORDINATOR_GENERATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -12,6 +13,20 @@
 #include "coordinator/sampler.h"
 #include "model/tokenizer.h"
 #include "shard/transformer.h"
+
+/* Whatever computes the logits of one position: the model in this process,
+ * or a cluster of shards driven over the control plane. */
+typedef struct {
+    /* Feeds token at pos; *logits: vocab_size floats, borrowed until the
+     * next call. */
+    slm_status (*forward)(void *ctx, int32_t token, int32_t pos,
+                          const float **logits);
+    void *ctx;
+    int32_t seq_len;
+} slm_model_runner;
+
+/* The runner of a whole model in this process; t is borrowed. */
+slm_model_runner slm_runner_local(slm_transformer_t *t);
 
 /* Called with each piece of text (not NUL-terminated, borrowed for the call)
  * and its token id. A non-OK return stops generation with that status. */
@@ -23,6 +38,7 @@ typedef struct {
     size_t generated_tokens; /* sampled, not counting the prompt */
     double prompt_seconds;   /* feeding the prompt */
     double decode_seconds;   /* sampling the rest */
+    bool stopped;            /* ended by BOS/EOS rather than by length */
 } slm_generate_stats;
 
 /* Runs `steps` positions (BOS and the prompt included, llama2.c's meaning of
@@ -30,8 +46,8 @@ typedef struct {
  * are streamed too, so the output reads as prompt + continuation. Generation
  * ends early when the model produces BOS or EOS. Control characters other
  * than whitespace are not passed to fn (a model must not drive a terminal).
- * The transformer must be fresh (position 0). */
-slm_status slm_generate(slm_transformer_t *t, const slm_tokenizer_t *tok,
+ * Positions restart at 0: a runner's KV cache is simply overwritten. */
+slm_status slm_generate(const slm_model_runner *m, const slm_tokenizer_t *tok,
                         slm_sampler_t *sampler, const char *prompt,
                         int32_t steps, slm_piece_fn fn, void *user,
                         slm_generate_stats *stats);

@@ -13,6 +13,7 @@
 
 #include "coordinator/cli.h"
 #include "coordinator/generate.h"
+#include "coordinator/run.h"
 #include "coordinator/sampler.h"
 #include "kernels/kernels.h"
 #include "model/checkpoint.h"
@@ -49,7 +50,10 @@ static void usage(FILE *f)
         "                  --layers L --heads NH --kv-heads NKV --vocab V\n"
         "                  --seq-len S) [--separate-classifier] [--seed S]\n"
         "      Writes a llama2.c checkpoint with seeded random weights.\n"
-        "      Shapes: %s.\n",
+        "      Shapes: %s.\n"
+        "  mpirun -np $((1 + TP * PP)) shardlm run --model M --tokenizer T\n"
+        "         --tp TP --pp PP (--prompt TEXT | --input FILE.jsonl) ...\n"
+        "      An offline batch on a cluster of shards: `shardlm run --help`.\n",
         slm_mkmodel_shape_names());
 }
 
@@ -177,7 +181,8 @@ static int cmd_generate(int argc, char **argv)
     SLM_CHECK_GOTO(slm_transformer_create(weights, NULL, &tf), rc, done);
     SLM_CHECK_GOTO(slm_sampler_create(cfg->vocab_size, &sp, &sampler), rc,
                    done);
-    SLM_CHECK_GOTO(slm_generate(tf, tok, sampler, prompt, (int32_t)steps,
+    const slm_model_runner runner = slm_runner_local(tf);
+    SLM_CHECK_GOTO(slm_generate(&runner, tok, sampler, prompt, (int32_t)steps,
                                 write_piece, NULL, &st),
                    rc, done);
     printf("\n");
@@ -301,6 +306,8 @@ int main(int argc, char **argv)
         return cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "mkmodel") == 0)
         return cmd_mkmodel(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return slm_run_main(argc - 1, argv + 1);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
         strcmp(cmd, "-h") == 0) {
         usage(stdout);

@@ -16,6 +16,11 @@ packages=(
     libcmocka-dev # unit tests
     openmpi-bin   # mpirun: launches the ranks of a cluster
     libopenmpi-dev # MPI: bootstrap and the CPU collectives
+    libzmq3-dev   # ZeroMQ: the control plane
+    libprotobuf-c-dev # protobuf-c runtime: control messages
+    protobuf-c-compiler # protoc-c: generates their C code
+    libjansson-dev # JSON: the JSONL batch format
+    jq            # tests: reading JSONL results
 )
 
 missing=()

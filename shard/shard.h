@@ -6,6 +6,7 @@
 #ifndef SLM_SHARD_SHARD_H
 #define SLM_SHARD_SHARD_H
 
+#include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,5 +42,14 @@ size_t slm_shard_weight_bytes(const slm_shard_t *s);
 /* The shard index whose forward returns the full logits and that therefore
  * picks the next token: the last stage's tensor rank 0. */
 int32_t slm_shard_decider(const slm_shard_t *s);
+
+/* The shard's control loop (shard/control.c): receives the control endpoint
+ * from rank 0 of `world` (MPI bootstrap), connects a DEALER, reports its
+ * slice (Hello), and runs Steps until Shutdown. Every message is validated
+ * (proto/wire.h) before use; a step that fails is reported to the
+ * coordinator, and a failed collective aborts the job so no rank is left
+ * waiting. timeout_ms bounds every wait for the coordinator. */
+slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
+                           int timeout_ms);
 
 #endif

@@ -1,0 +1,390 @@
+/*
+ * coordinator/run.c - `shardlm run`; see run.h.
+ *
+ * Order of events, chosen so that a bad job fails before any weight is read
+ * and no rank is ever left waiting:
+ *   1. rank 0 validates the checkpoint header, the split (plan), the
+ *      tokenizer and every input line, then broadcasts go / no-go (MPI);
+ *   2. on go, the shards load their slices, build their groups, and connect
+ *      to rank 0's control endpoint (handed out through MPI);
+ *   3. rank 0 drives generation over the control plane, writes JSONL, and
+ *      shuts the shards down.
+ * Any failure after (1) ends the whole job with MPI_Abort: a tensor group
+ * cannot continue without a member.
+ */
+#include "coordinator/run.h"
+
+#include <getopt.h>
+#include <mpi.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collectives/comm_mpi.h"
+#include "coordinator/batch.h"
+#include "coordinator/cli.h"
+#include "coordinator/cluster.h"
+#include "coordinator/generate.h"
+#include "model/checkpoint.h"
+#include "model/plan.h"
+#include "model/tokenizer.h"
+#include "shard/shard.h"
+
+typedef struct {
+    const char *model, *tokenizer, *prompt, *input, *output, *bind;
+    int64_t tp, pp, steps, threads, timeout_ms;
+    slm_sampling_params sampling;
+} run_options;
+
+static void run_usage(FILE *f)
+{
+    fprintf(
+        f,
+        "usage: mpirun -np $((1 + TP * PP)) shardlm run --model M "
+        "--tokenizer T\n"
+        "           [--tp TP] [--pp PP] (--prompt TEXT | --input FILE.jsonl)\n"
+        "           [--output FILE.jsonl] [-n STEPS] [--temperature F]\n"
+        "           [--top-k K] [--top-p F] [--repetition-penalty F]\n"
+        "           [--seed S] [--threads N] [--control-bind ENDPOINT]\n"
+        "           [--timeout-ms MS]\n"
+        "  Rank 0 coordinates; ranks 1..TP*PP are shards. Results are JSON\n"
+        "  lines (stdout by default). The control endpoint defaults to\n"
+        "  %s (loopback).\n",
+        SLM_CLUSTER_DEFAULT_BIND);
+}
+
+static slm_status parse_options(int argc, char **argv, run_options *o)
+{
+    enum {
+        O_MODEL = 256,
+        O_TOK,
+        O_TP,
+        O_PP,
+        O_PROMPT,
+        O_INPUT,
+        O_OUTPUT,
+        O_TEMP,
+        O_TOPK,
+        O_TOPP,
+        O_PEN,
+        O_SEED,
+        O_THREADS,
+        O_BIND,
+        O_TIMEOUT
+    };
+    static const struct option opts[] = {
+        {"model", required_argument, NULL, O_MODEL},
+        {"tokenizer", required_argument, NULL, O_TOK},
+        {"tp", required_argument, NULL, O_TP},
+        {"pp", required_argument, NULL, O_PP},
+        {"prompt", required_argument, NULL, O_PROMPT},
+        {"input", required_argument, NULL, O_INPUT},
+        {"output", required_argument, NULL, O_OUTPUT},
+        {"temperature", required_argument, NULL, O_TEMP},
+        {"top-k", required_argument, NULL, O_TOPK},
+        {"top-p", required_argument, NULL, O_TOPP},
+        {"repetition-penalty", required_argument, NULL, O_PEN},
+        {"seed", required_argument, NULL, O_SEED},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"control-bind", required_argument, NULL, O_BIND},
+        {"timeout-ms", required_argument, NULL, O_TIMEOUT},
+        {NULL, 0, NULL, 0},
+    };
+    memset(o, 0, sizeof *o);
+    o->tp = o->pp = 1;
+    o->steps = 256;
+    o->timeout_ms = 30000;
+    o->bind = SLM_CLUSTER_DEFAULT_BIND;
+    o->sampling = slm_sampling_defaults();
+    o->sampling.seed = 1; /* batch jobs are reproducible by default */
+    int c;
+    int64_t v = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
+        slm_status rc = SLM_OK;
+        switch (c) {
+        case O_MODEL:
+            o->model = optarg;
+            break;
+        case O_TOK:
+            o->tokenizer = optarg;
+            break;
+        case O_TP:
+            rc = slm_cli_int("--tp", optarg, 1, SLM_PLAN_MAX_TP, &o->tp);
+            break;
+        case O_PP:
+            rc = slm_cli_int("--pp", optarg, 1, SLM_PLAN_MAX_PP, &o->pp);
+            break;
+        case O_PROMPT:
+            o->prompt = optarg;
+            break;
+        case O_INPUT:
+            o->input = optarg;
+            break;
+        case O_OUTPUT:
+            o->output = optarg;
+            break;
+        case 'n':
+            rc = slm_cli_int("-n", optarg, 0, SLM_MAX_SEQ_LEN, &o->steps);
+            break;
+        case O_TEMP:
+            rc = slm_cli_float("--temperature", optarg,
+                               &o->sampling.temperature);
+            break;
+        case O_TOPK:
+            rc = slm_cli_int("--top-k", optarg, 0, SLM_MAX_VOCAB, &v);
+            o->sampling.top_k = (int32_t)v;
+            break;
+        case O_TOPP:
+            rc = slm_cli_float("--top-p", optarg, &o->sampling.top_p);
+            break;
+        case O_PEN:
+            rc = slm_cli_float("--repetition-penalty", optarg,
+                               &o->sampling.repetition_penalty);
+            break;
+        case O_SEED:
+            rc = slm_cli_u64("--seed", optarg, &o->sampling.seed);
+            break;
+        case O_THREADS:
+            rc = slm_cli_int("--threads", optarg, 1, 1024, &o->threads);
+            break;
+        case O_BIND:
+            o->bind = optarg;
+            break;
+        case O_TIMEOUT:
+            rc = slm_cli_int("--timeout-ms", optarg, 100, 3600000,
+                             &o->timeout_ms);
+            break;
+        default:
+            return slm_fail(SLM_ERR_INVALID, "unknown option (see --help)");
+        }
+        SLM_CHECK(rc);
+    }
+    if (optind != argc || !o->model || !o->tokenizer ||
+        (!o->prompt) == (!o->input))
+        return slm_fail(SLM_ERR_INVALID,
+                        "--model, --tokenizer and exactly one of --prompt and "
+                        "--input are required");
+    return slm_sampling_validate(&o->sampling);
+}
+
+/* Collects generated text for one request. */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} text_buf;
+
+static slm_status append_piece(void *user, const char *piece, size_t len,
+                               int32_t token)
+{
+    (void)token;
+    text_buf *t = user;
+    if (t->len + len + 1 > t->cap) {
+        size_t cap = (t->cap ? 2 * t->cap : 1024) + len;
+        char *b = realloc(t->buf, cap);
+        if (!b)
+            return slm_fail(SLM_ERR_NOMEM, "out of memory");
+        t->buf = b;
+        t->cap = cap;
+    }
+    memcpy(t->buf + t->len, piece, len);
+    t->len += len;
+    return SLM_OK;
+}
+
+/* Rank 0, step 1: everything that can be checked without the shards. */
+static slm_status validate_job(const run_options *o, int world_size,
+                               slm_model_config *cfg, int32_t *decider,
+                               slm_tokenizer_t **tok, slm_batch *batch)
+{
+    slm_checkpoint_t *ck = NULL;
+    slm_plan_t *plan = NULL;
+    slm_status rc = SLM_OK;
+    if ((int64_t)world_size != 1 + o->tp * o->pp) {
+        return slm_fail(SLM_ERR_INVALID,
+                        "--tp %lld --pp %lld needs %lld ranks (1 coordinator "
+                        "+ %lld shards) but mpirun started %d: use mpirun "
+                        "-np %lld",
+                        (long long)o->tp, (long long)o->pp,
+                        (long long)(1 + o->tp * o->pp),
+                        (long long)(o->tp * o->pp), world_size,
+                        (long long)(1 + o->tp * o->pp));
+    }
+    /* Mapped: the header and sizes are checked, no weight page is read. */
+    SLM_CHECK_GOTO(slm_checkpoint_open(o->model, SLM_WEIGHTS_MAPPED, &ck), rc,
+                   done);
+    *cfg = *slm_checkpoint_config(ck);
+    SLM_CHECK_GOTO(slm_plan_create(cfg, (int32_t)o->tp, (int32_t)o->pp, &plan),
+                   rc, done);
+    *decider = (slm_plan_pp(plan) - 1) * slm_plan_tp(plan);
+    SLM_CHECK_GOTO(slm_tokenizer_load(o->tokenizer, cfg->vocab_size, tok), rc,
+                   done);
+    if (o->input) {
+        SLM_CHECK_GOTO(
+            slm_batch_load(o->input, (int32_t)o->steps, &o->sampling, batch),
+            rc, done);
+    } else {
+        const char *p = o->prompt;
+        /* One request from --prompt, through the same parser's defaults. */
+        batch->items = calloc(1, sizeof *batch->items);
+        if (!batch->items || !(batch->items[0].prompt = strdup(p))) {
+            rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        batch->n = 1;
+        batch->items[0].steps = (int32_t)o->steps;
+        batch->items[0].sampling = o->sampling;
+    }
+done:
+    slm_plan_destroy(&plan);
+    slm_checkpoint_destroy(&ck);
+    return rc;
+}
+
+/* Rank 0, step 3. */
+static slm_status coordinate(const run_options *o, const slm_model_config *cfg,
+                             int32_t decider, const slm_tokenizer_t *tok,
+                             const slm_batch *batch)
+{
+    slm_cluster_t *cluster = NULL;
+    slm_sampler_t *sampler = NULL;
+    text_buf text = {NULL, 0, 0};
+    FILE *out = stdout;
+    slm_status rc = SLM_OK;
+    const int32_t n_shards = (int32_t)(o->tp * o->pp);
+    SLM_CHECK_GOTO(slm_cluster_create(MPI_COMM_WORLD, cfg, n_shards, decider,
+                                      o->bind, (int)o->timeout_ms, &cluster),
+                   rc, done);
+    uint64_t max_bytes = 0;
+    for (int32_t i = 0; i < n_shards; i++) {
+        uint64_t b = slm_cluster_shard_weight_bytes(cluster, i);
+        max_bytes = b > max_bytes ? b : max_bytes;
+    }
+    fprintf(stderr,
+            "shardlm run: %d shards ready (tp %lld x pp %lld), at most %.1f "
+            "MiB of weights each\n",
+            n_shards, (long long)o->tp, (long long)o->pp,
+            (double)max_bytes / 1048576.0);
+    if (o->output && !(out = fopen(o->output, "w"))) {
+        rc = slm_fail(SLM_ERR_IO, "%s: cannot create", o->output);
+        goto done;
+    }
+    const slm_model_runner runner = slm_cluster_runner(cluster);
+    for (size_t i = 0; i < batch->n; i++) {
+        const slm_batch_request *r = &batch->items[i];
+        slm_sampler_destroy(&sampler);
+        SLM_CHECK_GOTO(
+            slm_sampler_create(cfg->vocab_size, &r->sampling, &sampler), rc,
+            done);
+        text.len = 0;
+        slm_generate_stats st = {0};
+        rc = slm_generate(&runner, tok, sampler, r->prompt, r->steps,
+                          append_piece, &text, &st);
+        if (rc != SLM_OK) {
+            slm_error_prefix(rc, "request %zu", i + 1);
+            goto done;
+        }
+        char *line = NULL;
+        SLM_CHECK_GOTO(slm_batch_result_line(r, text.buf ? text.buf : "",
+                                             text.len, &st, &line),
+                       rc, done);
+        size_t n = strlen(line);
+        bool ok = fwrite(line, 1, n, out) == n && fflush(out) == 0;
+        free(line);
+        if (!ok) {
+            rc = slm_fail(SLM_ERR_IO, "writing results failed");
+            goto done;
+        }
+    }
+done:
+    slm_cluster_shutdown(cluster, rc == SLM_OK ? "done" : "failed");
+    slm_cluster_destroy(&cluster);
+    slm_sampler_destroy(&sampler);
+    free(text.buf);
+    if (out && out != stdout && fclose(out) != 0 && rc == SLM_OK)
+        rc = slm_fail(SLM_ERR_IO, "%s: close failed", o->output);
+    return rc;
+}
+
+/* Shards, step 2 and after. shards_mpi holds the shards only. */
+static slm_status serve_as_shard(const run_options *o, int world_rank,
+                                 MPI_Comm shards_mpi)
+{
+    slm_comm_t *shards = NULL;
+    slm_shard_t *shard = NULL;
+    slm_status rc = SLM_OK;
+    SLM_CHECK_GOTO(slm_comm_mpi_create(shards_mpi, &shards), rc, done);
+    SLM_CHECK_GOTO(slm_shard_create(shards, o->model, (int32_t)o->tp,
+                                    (int32_t)o->pp, &shard),
+                   rc, done);
+    SLM_CHECK_GOTO(slm_shard_serve(shard, MPI_COMM_WORLD, world_rank - 1,
+                                   (int)o->timeout_ms),
+                   rc, done);
+done:
+    slm_shard_destroy(&shard);
+    if (rc != SLM_OK)
+        return rc; /* the caller aborts; communicators die with the job */
+    slm_comm_destroy(&shards);
+    return rc;
+}
+
+int slm_run_main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            run_usage(stdout);
+            return 0;
+        }
+    MPI_Init(&argc, &argv);
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    run_options o;
+    slm_status rc = parse_options(argc, argv, &o);
+    if (o.threads > 0)
+        omp_set_num_threads((int)o.threads);
+
+    slm_model_config cfg = {0};
+    int32_t decider = 0;
+    slm_tokenizer_t *tok = NULL;
+    slm_batch batch = {NULL, 0};
+    if (rank == 0 && rc == SLM_OK)
+        rc = validate_job(&o, size, &cfg, &decider, &tok, &batch);
+    /* Every rank parsed the same command line; rank 0 also checked the
+     * model. One verdict for all, before any shard loads a weight. */
+    int go = rc == SLM_OK;
+    MPI_Allreduce(MPI_IN_PLACE, &go, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (!go) {
+        if (rc != SLM_OK && rank == 0)
+            fprintf(stderr, "shardlm run: %s (%s)\n", slm_error_message(),
+                    slm_status_str(rc));
+        if (rank == 0 && rc != SLM_OK && o.model == NULL)
+            run_usage(stderr);
+        slm_tokenizer_destroy(&tok);
+        slm_batch_free(&batch);
+        MPI_Finalize();
+        return 1;
+    }
+
+    /* Collective over the world: the coordinator takes no part in the
+     * shards' communicator. */
+    MPI_Comm shards_mpi = MPI_COMM_NULL;
+    MPI_Comm_split(MPI_COMM_WORLD, rank == 0 ? MPI_UNDEFINED : 0, rank,
+                   &shards_mpi);
+    if (rank == 0)
+        rc = coordinate(&o, &cfg, decider, tok, &batch);
+    else
+        rc = serve_as_shard(&o, rank, shards_mpi);
+    slm_tokenizer_destroy(&tok);
+    slm_batch_free(&batch);
+    if (rc != SLM_OK) {
+        fprintf(stderr, "shardlm run: rank %d: %s (%s)\n", rank,
+                slm_error_message(), slm_status_str(rc));
+        MPI_Abort(MPI_COMM_WORLD, 1); /* ends every rank of the job */
+    }
+    if (shards_mpi != MPI_COMM_NULL)
+        MPI_Comm_free(&shards_mpi);
+    MPI_Finalize();
+    return 0;
+}

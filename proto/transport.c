@@ -1,0 +1,94 @@
+/* proto/transport.c - see transport.h. */
+#include "proto/transport.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+slm_status slm_transport_configure(void *sock, int timeout_ms)
+{
+    const int64_t max = (int64_t)SLM_WIRE_MAX_CONTROL_BYTES;
+    const int zero = 0;
+    if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0 ||
+        zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms) !=
+            0 ||
+        zmq_setsockopt(sock, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms) != 0)
+        return slm_fail(SLM_ERR_IO, "zmq_setsockopt: %s", zmq_strerror(errno));
+    return SLM_OK;
+}
+
+size_t slm_transport_shard_id(int32_t index, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "shard-%d", index);
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
+slm_status slm_transport_send(void *sock, const void *peer, size_t peer_len,
+                              const slm_control_msg *m)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    SLM_CHECK(slm_wire_pack_control(m, &buf, &len));
+    int rc = 0;
+    if (peer)
+        rc = zmq_send(sock, peer, peer_len, ZMQ_SNDMORE);
+    if (rc >= 0)
+        rc = zmq_send(sock, buf, len, 0);
+    int err = errno;
+    free(buf);
+    if (rc < 0)
+        return slm_fail(SLM_ERR_IO, "control send: %s",
+                        err == EAGAIN ? "timed out" : zmq_strerror(err));
+    return SLM_OK;
+}
+
+slm_status slm_transport_recv(void *sock, char *peer, size_t peer_cap,
+                              size_t *peer_len, const slm_wire_limits *lim,
+                              slm_control_msg **out)
+{
+    zmq_msg_t frame;
+    *out = NULL;
+    if (peer) {
+        zmq_msg_init(&frame);
+        if (zmq_msg_recv(&frame, sock, 0) < 0) {
+            int err = errno;
+            zmq_msg_close(&frame);
+            return slm_fail(SLM_ERR_IO, "control receive: %s",
+                            err == EAGAIN ? "timed out" : zmq_strerror(err));
+        }
+        size_t n = zmq_msg_size(&frame);
+        *peer_len = n < peer_cap ? n : peer_cap;
+        memcpy(peer, zmq_msg_data(&frame), *peer_len);
+        int more = zmq_msg_more(&frame);
+        zmq_msg_close(&frame);
+        if (!more)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "control receive: routing id without a body");
+    }
+    zmq_msg_init(&frame);
+    if (zmq_msg_recv(&frame, sock, 0) < 0) {
+        int err = errno;
+        zmq_msg_close(&frame);
+        return slm_fail(SLM_ERR_IO, "control receive: %s",
+                        err == EAGAIN ? "timed out" : zmq_strerror(err));
+    }
+    slm_status rc = SLM_OK;
+    if (zmq_msg_more(&frame)) {
+        rc = slm_fail(SLM_ERR_FORMAT, "control receive: unexpected frames");
+        /* drain the rest so the next receive starts on a message boundary */
+        while (zmq_msg_more(&frame)) {
+            zmq_msg_close(&frame);
+            zmq_msg_init(&frame);
+            if (zmq_msg_recv(&frame, sock, 0) < 0)
+                break;
+        }
+    } else {
+        rc = slm_wire_unpack_control(zmq_msg_data(&frame), zmq_msg_size(&frame),
+                                     lim, out);
+    }
+    zmq_msg_close(&frame);
+    return rc;
+}

@@ -1,0 +1,38 @@
+/*
+ * proto/transport.h - control messages over ZeroMQ sockets.
+ *
+ * The coordinator holds a ROUTER; each shard a DEALER whose routing id is
+ * "shard-<index>". Every socket gets ZMQ_MAXMSGSIZE (so an oversized frame
+ * is dropped by ZeroMQ before we see it), no linger, and a receive timeout,
+ * so a lost peer turns into an error instead of a hang.
+ */
+#ifndef SLM_PROTO_TRANSPORT_H
+#define SLM_PROTO_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "proto/wire.h"
+
+/* Applies the limits above to a socket; timeout_ms < 0 waits forever. */
+slm_status slm_transport_configure(void *sock, int timeout_ms);
+
+/* Sends m; on a ROUTER, `peer` (peer_len bytes) is the routing id to send to,
+ * on a DEALER pass NULL. */
+slm_status slm_transport_send(void *sock, const void *peer, size_t peer_len,
+                              const slm_control_msg *m);
+
+/* Receives one message and validates it against lim (slm_wire_unpack_control).
+ * On a ROUTER the sender's routing id is copied into peer(peer_cap) and its
+ * length into *peer_len; on a DEALER pass NULL, 0, NULL. A timeout returns
+ * SLM_ERR_IO with "timed out" in the message. On success the caller owns *out
+ * (slm_wire_free_control). */
+slm_status slm_transport_recv(void *sock, char *peer, size_t peer_cap,
+                              size_t *peer_len, const slm_wire_limits *lim,
+                              slm_control_msg **out);
+
+/* "shard-<index>" into buf; returns its length. */
+size_t slm_transport_shard_id(int32_t index, char *buf, size_t cap);
+
+#endif

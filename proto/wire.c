@@ -1,0 +1,267 @@
+/*
+ * proto/wire.c - packing, bounded unpacking and validation of the control
+ * messages; the contract is in wire.h, the format in control.proto.
+ *
+ * protobuf-c allocates as it parses (the message structs, copies of strings,
+ * repeated arrays, unknown fields, and scratch for the fields it has seen),
+ * up to tens of bytes per input byte. To bound that, one unpack may allocate
+ * at most UNPACK_BUDGET(len) bytes in total; the allocator counts against a
+ * thread-local budget that is armed only for the duration of the unpack. Its
+ * alloc and free are otherwise plain malloc and free, so the same allocator
+ * frees the message later, long after the budget is disarmed.
+ */
+#include "proto/wire.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Strings a peer may send (StepResult.error, Shutdown.reason). */
+#define MAX_STRING_BYTES 1024
+
+/* Bounds on a Hello's layer and head ranges. They mirror SLM_MAX_LAYERS and
+ * SLM_MAX_HEADS of model/checkpoint.h, which proto/ may not include (it
+ * depends on common/ only); the receiver checks the ranges against its own
+ * model, these only keep the numbers sane. */
+#define MAX_LAYERS 1024u
+#define MAX_HEADS  1024u
+
+/* Total bytes one unpack of len input bytes may allocate: room for the
+ * logits (one float per 4 input bytes), the structs and protobuf-c's
+ * scratch. */
+#define UNPACK_BUDGET(len) ((len)*4 + ((size_t)64 << 10))
+
+static _Thread_local struct {
+    bool armed;
+    bool exceeded;
+    size_t left;
+} budget;
+
+static void *budget_alloc(void *data, size_t size)
+{
+    (void)data;
+    if (budget.armed) {
+        if (size > budget.left) {
+            budget.exceeded = true;
+            return NULL;
+        }
+        budget.left -= size;
+    }
+    return malloc(size ? size : 1);
+}
+
+static void budget_free(void *data, void *p)
+{
+    (void)data;
+    free(p);
+}
+
+static ProtobufCAllocator wire_allocator = {budget_alloc, budget_free, NULL};
+
+slm_status slm_wire_pack_control(const slm_control_msg *m, uint8_t **buf,
+                                 size_t *len)
+{
+    if (!m || !buf || !len)
+        return slm_fail(SLM_ERR_INVALID, "control message: NULL argument");
+    *buf = NULL;
+    *len = 0;
+    const size_t size = protobuf_c_message_get_packed_size(&m->base);
+    if (size > SLM_WIRE_MAX_CONTROL_BYTES)
+        return slm_fail(SLM_ERR_RANGE,
+                        "control message: packed size %zu exceeds the limit "
+                        "of %zu bytes",
+                        size, SLM_WIRE_MAX_CONTROL_BYTES);
+    uint8_t *p = malloc(size ? size : 1);
+    if (!p)
+        return slm_fail(SLM_ERR_NOMEM,
+                        "control message: cannot allocate %zu bytes", size);
+    if (protobuf_c_message_pack(&m->base, p) != size) {
+        free(p);
+        return slm_fail(SLM_ERR_INTERNAL,
+                        "control message: packed size changed while packing");
+    }
+    *buf = p;
+    *len = size;
+    return SLM_OK;
+}
+
+static slm_status check_shard(const char *msg, uint32_t shard,
+                              const slm_wire_limits *lim)
+{
+    if (shard >= lim->n_shards)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "control message: %s.shard = %u is not below "
+                        "n_shards = %u",
+                        msg, shard, lim->n_shards);
+    return SLM_OK;
+}
+
+static slm_status check_string(const char *field, const char *s)
+{
+    /* protobuf-c NUL-terminates every string it unpacks. */
+    const size_t n = strlen(s);
+    if (n > MAX_STRING_BYTES)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "control message: %s is %zu bytes, more than %d", field,
+                        n, MAX_STRING_BYTES);
+    return SLM_OK;
+}
+
+/* [begin, begin + count) within [0, limit), in 64-bit so nothing wraps. */
+static slm_status check_range(const char *field, uint32_t begin, uint32_t count,
+                              bool nonempty, uint32_t limit)
+{
+    if ((nonempty && count == 0) || (uint64_t)begin + count > limit)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "control message: Hello.%s_begin = %u, %s_count = %u "
+                        "is not a %srange within [0, %u)",
+                        field, begin, field, count,
+                        nonempty ? "non-empty " : "", limit);
+    return SLM_OK;
+}
+
+static slm_status check_hello(const Shardlm__Control__Hello *h,
+                              const slm_wire_limits *lim)
+{
+    SLM_CHECK(check_shard("Hello", h->shard, lim));
+    /* shard = stage * tp + tp_rank, so neither exceeds shard. */
+    if (h->stage > h->shard || h->tp_rank > h->shard)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "control message: Hello.stage = %u, tp_rank = %u "
+                        "cannot both hold for shard = %u",
+                        h->stage, h->tp_rank, h->shard);
+    SLM_CHECK(
+        check_range("layer", h->layer_begin, h->layer_count, true, MAX_LAYERS));
+    SLM_CHECK(
+        check_range("head", h->head_begin, h->head_count, true, MAX_HEADS));
+    SLM_CHECK(check_range("vocab", h->vocab_begin, h->vocab_count, false,
+                          lim->vocab_size));
+    return SLM_OK;
+}
+
+static slm_status check_step(const Shardlm__Control__Step *s,
+                             const slm_wire_limits *lim)
+{
+    if (s->seq < 1)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "control message: Step.seq = 0, must be at least 1");
+    if (s->token < 0 || (uint32_t)s->token >= lim->vocab_size)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "control message: Step.token = %d is out of range "
+                        "[0, %u)",
+                        s->token, lim->vocab_size);
+    if (s->pos < 0 || s->pos >= lim->seq_len)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "control message: Step.pos = %d is out of range "
+                        "[0, %d)",
+                        s->pos, lim->seq_len);
+    return SLM_OK;
+}
+
+static slm_status check_result(const Shardlm__Control__StepResult *r,
+                               const slm_wire_limits *lim)
+{
+    SLM_CHECK(check_shard("StepResult", r->shard, lim));
+    if (r->n_logits != 0 && r->n_logits != lim->vocab_size)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "control message: StepResult.logits has %zu values, "
+                        "expected 0 or vocab_size = %u",
+                        r->n_logits, lim->vocab_size);
+    for (size_t i = 0; i < r->n_logits; i++)
+        if (!isfinite(r->logits[i]))
+            return slm_fail(SLM_ERR_FORMAT,
+                            "control message: StepResult.logits[%zu] = %g is "
+                            "not finite",
+                            i, (double)r->logits[i]);
+    return check_string("StepResult.error", r->error);
+}
+
+/* Field number 0 does not exist in protobuf, but protobuf-c accepts it when
+ * the tag is encoded in more than one byte and keeps it as an unknown field,
+ * which it then packs into bytes that it refuses. Other unknown fields are
+ * ignored, as proto3 intends. */
+static slm_status check_unknown(const char *msg, const ProtobufCMessage *m)
+{
+    for (size_t i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "control message: %s has a field numbered 0", msg);
+    return SLM_OK;
+}
+
+static slm_status check_message(const slm_control_msg *m,
+                                const slm_wire_limits *lim)
+{
+    SLM_CHECK(check_unknown("ControlMessage", &m->base));
+    switch (m->body_case) {
+    case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_HELLO:
+        SLM_CHECK(check_unknown("Hello", &m->hello->base));
+        return check_hello(m->hello, lim);
+    case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP:
+        SLM_CHECK(check_unknown("Step", &m->step->base));
+        return check_step(m->step, lim);
+    case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_RESULT:
+        SLM_CHECK(check_unknown("StepResult", &m->result->base));
+        return check_result(m->result, lim);
+    case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_HEARTBEAT:
+        SLM_CHECK(check_unknown("Heartbeat", &m->heartbeat->base));
+        return check_shard("Heartbeat", m->heartbeat->shard, lim);
+    case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_SHUTDOWN:
+        SLM_CHECK(check_unknown("Shutdown", &m->shutdown->base));
+        return check_string("Shutdown.reason", m->shutdown->reason);
+    default:
+        return slm_fail(SLM_ERR_FORMAT,
+                        "control message: body = %d, expected one of "
+                        "hello, step, result, heartbeat, shutdown",
+                        (int)m->body_case);
+    }
+}
+
+slm_status slm_wire_unpack_control(const uint8_t *buf, size_t len,
+                                   const slm_wire_limits *lim,
+                                   slm_control_msg **out)
+{
+    static const uint8_t empty[1];
+    if (!out || !lim)
+        return slm_fail(SLM_ERR_INVALID, "control message: NULL argument");
+    *out = NULL;
+    if (len > SLM_WIRE_MAX_CONTROL_BYTES)
+        return slm_fail(SLM_ERR_RANGE,
+                        "control message: %zu bytes exceeds the limit of %zu",
+                        len, SLM_WIRE_MAX_CONTROL_BYTES);
+    if (!buf && len > 0)
+        return slm_fail(SLM_ERR_INVALID,
+                        "control message: NULL buffer of %zu bytes", len);
+
+    budget.armed = true;
+    budget.exceeded = false;
+    budget.left = UNPACK_BUDGET(len);
+    slm_control_msg *m = shardlm__control__control_message__unpack(
+        &wire_allocator, len, buf ? buf : empty);
+    budget.armed = false;
+    if (!m) {
+        if (budget.exceeded)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "control message: parsing %zu bytes needs more "
+                            "than %zu bytes of memory",
+                            len, UNPACK_BUDGET(len));
+        return slm_fail(SLM_ERR_FORMAT,
+                        "control message: malformed protobuf (%zu bytes)", len);
+    }
+    slm_status rc = check_message(m, lim);
+    if (rc != SLM_OK) {
+        slm_wire_free_control(&m);
+        return rc;
+    }
+    *out = m;
+    return SLM_OK;
+}
+
+void slm_wire_free_control(slm_control_msg **m)
+{
+    if (!m || !*m)
+        return;
+    shardlm__control__control_message__free_unpacked(*m, &wire_allocator);
+    *m = NULL;
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# `mpirun -np 1+TP*PP shardlm run`: rank 0 coordinates over the ZeroMQ
+# control plane, the shards hold their slices and move activations through
+# the collectives. The golden prompts go in as one JSONL batch at every split
+# the issue names; each result's text must equal NN.txt byte for byte and the
+# job must exit 0. Then the refusals: an impossible split, a wrong rank
+# count and a malformed input line each stop the job before any shard loads
+# a weight, with the reason.
+source "$(dirname "$0")/../lib.sh"
+require "$models/stories260K.bin" "$models/tok512.bin" "$golden/01.prompt"
+require_mpirun
+command -v jq >/dev/null || { echo "SKIP: jq not found"; exit 77; }
+# Up to 7 ranks share 2 cores: one thread each (see shard_golden.sh).
+export OMP_NUM_THREADS=1
+model="$models/stories260K.bin"
+tok="$models/tok512.bin"
+
+names=()
+for prompt in "$golden"/*.prompt; do
+    name=$(basename "$prompt" .prompt)
+    names+=("$name")
+    jq -cn --arg id "$name" --rawfile p "$prompt" \
+        '{id: $id, prompt: $p, n: 256, temperature: 0}' >>"$tmp/in.jsonl"
+done
+
+for split in "1 1" "2 1" "4 1" "8 1" "1 2" "2 2"; do
+    read -r tp pp <<<"$split"
+    if ! timeout 120 "${mpirun[@]}" -np $((1 + tp * pp)) "$bin" run \
+        --model "$model" --tokenizer "$tok" --tp "$tp" --pp "$pp" \
+        --input "$tmp/in.jsonl" --output "$tmp/out.jsonl" 2>"$tmp/err"; then
+        fail "tp=$tp pp=$pp: job failed"; tail -20 "$tmp/err"; continue
+    fi
+    check "tp=$tp pp=$pp: one result per request" \
+        test "$(wc -l <"$tmp/out.jsonl")" -eq "${#names[@]}"
+    for i in "${!names[@]}"; do
+        name=${names[$i]}
+        jq -j "select(.id == \"$name\") | .text" "$tmp/out.jsonl" >"$tmp/text"
+        printf '\n' >>"$tmp/text" # generate's final newline, as in NN.txt
+        if cmp -s "$tmp/text" "$golden/$name.txt"; then
+            echo "ok tp=$tp pp=$pp $name"
+            pass
+        else
+            fail "tp=$tp pp=$pp $name: text differs from $name.txt"
+        fi
+    done
+done
+
+# refusals, each before any weight is read
+expect_refusal() { # NAME PATTERN NP ARGS...
+    local name=$1 pattern=$2 np=$3 rc
+    shift 3
+    timeout 60 "${mpirun[@]}" -np "$np" "$bin" run --model "$model" \
+        --tokenizer "$tok" "$@" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if [ $rc -ne 0 ] && [ $rc -lt 124 ] && grep -qE -- "$pattern" "$tmp/err" &&
+        ! grep -q "shards ready" "$tmp/err"; then
+        pass
+    else
+        fail "$name: exit $rc"; tail -5 "$tmp/err"
+    fi
+}
+expect_refusal "tp=3" "cannot split n_heads = 8 over tp = 3.*1, 2, 4, 8" 4 \
+    --tp 3 --prompt "Once"
+expect_refusal "wrong rank count" "needs 3 ranks .* use mpirun -np 3" 2 \
+    --tp 2 --prompt "Once"
+printf '{"prompt": "ok"}\n{"prompt": 5}\n' >"$tmp/bad.jsonl"
+expect_refusal "malformed line" "bad.jsonl:2: \"prompt\" is required" 2 \
+    --input "$tmp/bad.jsonl"
+printf '{"prompt": "ok", "temperature": -1}\n' >"$tmp/bad2.jsonl"
+expect_refusal "bad sampling field" "bad2.jsonl:1: temperature = -1" 2 \
+    --input "$tmp/bad2.jsonl"
+finish
