@@ -231,33 +231,10 @@ static slm_status utf8_sanitize(const char *text, size_t len, char **out,
     return SLM_OK;
 }
 
-slm_status slm_batch_result_line(const slm_batch_request *r, const char *text,
-                                 size_t text_len, const slm_generate_stats *st,
-                                 char **line)
+/* Serialises o (consumed) as one compact ASCII line with its newline. */
+static slm_status dump_line(json_t *o, char **line)
 {
-    char *clean = NULL;
-    size_t clean_len = 0;
-    SLM_CHECK(utf8_sanitize(text, text_len, &clean, &clean_len));
-    json_t *o = json_object();
-    json_t *id = NULL;
-    if (r->id_json) {
-        json_error_t err;
-        id = json_loads(r->id_json, JSON_DECODE_ANY, &err);
-    }
-    json_t *jtext = json_stringn(clean, clean_len);
-    free(clean);
-    if (!o || !jtext || json_object_set_new(o, "id", id ? id : json_null()) ||
-        json_object_set_new(o, "text", jtext) ||
-        json_object_set_new(o, "prompt_tokens",
-                            json_integer((json_int_t)st->prompt_tokens)) ||
-        json_object_set_new(o, "completion_tokens",
-                            json_integer((json_int_t)st->generated_tokens)) ||
-        json_object_set_new(o, "finish_reason",
-                            json_string(st->stopped ? "stop" : "length"))) {
-        json_decref(o);
-        return slm_fail(SLM_ERR_NOMEM, "batch: cannot build a result");
-    }
-    char *s = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     json_decref(o);
     if (!s)
         return slm_fail(SLM_ERR_NOMEM, "batch: cannot encode a result");
@@ -271,4 +248,51 @@ slm_status slm_batch_result_line(const slm_batch_request *r, const char *text,
     withnl[n + 1] = '\0';
     *line = withnl;
     return SLM_OK;
+}
+
+/* The request's id as JSON, or null. */
+static json_t *id_value(const char *id_json)
+{
+    json_error_t err;
+    json_t *id = id_json ? json_loads(id_json, JSON_DECODE_ANY, &err) : NULL;
+    return id ? id : json_null();
+}
+
+slm_status slm_batch_error_line(const char *id_json, const char *message,
+                                char **line)
+{
+    char *clean = NULL;
+    size_t clean_len = 0;
+    SLM_CHECK(utf8_sanitize(message, strlen(message), &clean, &clean_len));
+    json_t *o = json_object();
+    if (o) {
+        json_object_set_new(o, "id", id_value(id_json));
+        json_object_set_new(o, "error", json_stringn(clean, clean_len));
+    }
+    free(clean);
+    return dump_line(o, line);
+}
+
+slm_status slm_batch_result_line(const slm_batch_request *r, const char *text,
+                                 size_t text_len, const slm_generate_stats *st,
+                                 char **line)
+{
+    char *clean = NULL;
+    size_t clean_len = 0;
+    SLM_CHECK(utf8_sanitize(text, text_len, &clean, &clean_len));
+    json_t *o = json_object();
+    json_t *jtext = json_stringn(clean, clean_len);
+    free(clean);
+    if (!o || !jtext || json_object_set_new(o, "id", id_value(r->id_json)) ||
+        json_object_set_new(o, "text", jtext) ||
+        json_object_set_new(o, "prompt_tokens",
+                            json_integer((json_int_t)st->prompt_tokens)) ||
+        json_object_set_new(o, "completion_tokens",
+                            json_integer((json_int_t)st->generated_tokens)) ||
+        json_object_set_new(o, "finish_reason",
+                            json_string(st->stopped ? "stop" : "length"))) {
+        json_decref(o);
+        return slm_fail(SLM_ERR_NOMEM, "batch: cannot build a result");
+    }
+    return dump_line(o, line);
 }

@@ -12,7 +12,8 @@
  *    "prompt_tokens": n, "completion_tokens": n,
  *    "finish_reason": "stop" | "length"}
  * A malformed line fails the whole batch before any generation, naming the
- * line and the field.
+ * line and the field. A request that cannot be answered (a prompt longer
+ * than the context) gets {"id": ..., "error": "..."} and the batch goes on.
  */
 #ifndef SLM_COORDINATOR_BATCH_H
 #define SLM_COORDINATOR_BATCH_H
@@ -56,5 +57,11 @@ void slm_batch_free(slm_batch *b);
 slm_status slm_batch_result_line(const slm_batch_request *r, const char *text,
                                  size_t text_len, const slm_generate_stats *st,
                                  char **line);
+
+/* One output line for a request that could not be answered:
+ *   {"id": ..., "error": "message"}
+ * id_json may be NULL. Caller frees *line with free(). */
+slm_status slm_batch_error_line(const char *id_json, const char *message,
+                                char **line);
 
 #endif

@@ -53,7 +53,10 @@ static void usage(FILE *f)
         "      Shapes: %s.\n"
         "  mpirun -np $((1 + TP * PP)) shardlm run --model M --tokenizer T\n"
         "         --tp TP --pp PP (--prompt TEXT | --input FILE.jsonl) ...\n"
-        "      An offline batch on a cluster of shards: `shardlm run --help`.\n",
+        "      An offline batch on a cluster of shards: `shardlm run --help`.\n"
+        "  mpirun -np $((1 + TP * PP)) shardlm serve --model M --tokenizer T\n"
+        "         --tp TP --pp PP ...\n"
+        "      Serves JSON-line requests from stdin until EOF, same options.\n",
         slm_mkmodel_shape_names());
 }
 
@@ -307,7 +310,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "mkmodel") == 0)
         return cmd_mkmodel(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
-        return slm_run_main(argc - 1, argv + 1);
+        return slm_run_main(argc - 1, argv + 1, false);
+    if (strcmp(cmd, "serve") == 0)
+        return slm_run_main(argc - 1, argv + 1, true);
     if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 ||
         strcmp(cmd, "-h") == 0) {
         usage(stdout);

@@ -35,26 +35,30 @@ typedef struct {
     const char *model, *tokenizer, *prompt, *input, *output, *bind;
     int64_t tp, pp, steps, threads, timeout_ms;
     slm_sampling_params sampling;
+    bool serve; /* requests from stdin until EOF, instead of a batch */
 } run_options;
 
 static void run_usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: mpirun -np $((1 + TP * PP)) shardlm run --model M "
+        "usage: mpirun -np $((1 + TP * PP)) shardlm run|serve --model M "
         "--tokenizer T\n"
         "           [--tp TP] [--pp PP] (--prompt TEXT | --input FILE.jsonl)\n"
         "           [--output FILE.jsonl] [-n STEPS] [--temperature F]\n"
         "           [--top-k K] [--top-p F] [--repetition-penalty F]\n"
         "           [--seed S] [--threads N] [--control-bind ENDPOINT]\n"
         "           [--timeout-ms MS]\n"
-        "  Rank 0 coordinates; ranks 1..TP*PP are shards. Results are JSON\n"
+        "  Rank 0 coordinates; ranks 1..TP*PP are shards. run answers\n"
+        "  --prompt or the --input batch; serve answers JSON lines from\n"
+        "  stdin until EOF (no --prompt/--input). Results are JSON\n"
         "  lines (stdout by default). The control endpoint defaults to\n"
         "  %s (loopback).\n",
         SLM_CLUSTER_DEFAULT_BIND);
 }
 
-static slm_status parse_options(int argc, char **argv, run_options *o)
+static slm_status parse_options(int argc, char **argv, bool serve,
+                                run_options *o)
 {
     enum {
         O_MODEL = 256,
@@ -98,6 +102,7 @@ static slm_status parse_options(int argc, char **argv, run_options *o)
     o->bind = SLM_CLUSTER_DEFAULT_BIND;
     o->sampling = slm_sampling_defaults();
     o->sampling.seed = 1; /* batch jobs are reproducible by default */
+    o->serve = serve;
     int c;
     int64_t v = 0;
     optind = 1;
@@ -161,11 +166,16 @@ static slm_status parse_options(int argc, char **argv, run_options *o)
         }
         SLM_CHECK(rc);
     }
-    if (optind != argc || !o->model || !o->tokenizer ||
-        (!o->prompt) == (!o->input))
+    if (optind != argc || !o->model || !o->tokenizer)
         return slm_fail(SLM_ERR_INVALID,
-                        "--model, --tokenizer and exactly one of --prompt and "
-                        "--input are required");
+                        "--model and --tokenizer are required");
+    if (o->serve && (o->prompt || o->input))
+        return slm_fail(SLM_ERR_INVALID,
+                        "serve reads its requests from stdin: no --prompt or "
+                        "--input");
+    if (!o->serve && (!o->prompt) == (!o->input))
+        return slm_fail(SLM_ERR_INVALID,
+                        "exactly one of --prompt and --input is required");
     return slm_sampling_validate(&o->sampling);
 }
 
@@ -220,7 +230,9 @@ static slm_status validate_job(const run_options *o, int world_size,
     *decider = (slm_plan_pp(plan) - 1) * slm_plan_tp(plan);
     SLM_CHECK_GOTO(slm_tokenizer_load(o->tokenizer, cfg->vocab_size, tok), rc,
                    done);
-    if (o->input) {
+    if (o->serve) {
+        /* requests come later, on stdin */
+    } else if (o->input) {
         SLM_CHECK_GOTO(
             slm_batch_load(o->input, (int32_t)o->steps, &o->sampling, batch),
             rc, done);
@@ -242,13 +254,92 @@ done:
     return rc;
 }
 
+static slm_status write_line(FILE *out, char *line)
+{
+    size_t n = strlen(line);
+    bool ok = fwrite(line, 1, n, out) == n && fflush(out) == 0;
+    free(line);
+    return ok ? SLM_OK : slm_fail(SLM_ERR_IO, "writing results failed");
+}
+
+/* Answers one request with a result line, or an error line when the request
+ * itself is at fault (its prompt does not fit); a failure of the cluster is
+ * returned, and ends the job. */
+static slm_status answer(const slm_model_runner *runner,
+                         const slm_model_config *cfg,
+                         const slm_tokenizer_t *tok, const slm_batch_request *r,
+                         text_buf *text, FILE *out)
+{
+    slm_sampler_t *sampler = NULL;
+    char *line = NULL;
+    SLM_CHECK(slm_sampler_create(cfg->vocab_size, &r->sampling, &sampler));
+    text->len = 0;
+    slm_generate_stats st = {0};
+    slm_status rc = slm_generate(runner, tok, sampler, r->prompt, r->steps,
+                                 append_piece, text, &st);
+    slm_sampler_destroy(&sampler);
+    if (rc == SLM_ERR_RANGE || rc == SLM_ERR_INVALID)
+        rc = slm_batch_error_line(r->id_json, slm_error_message(), &line);
+    else if (rc == SLM_OK)
+        rc = slm_batch_result_line(r, text->buf ? text->buf : "", text->len,
+                                   &st, &line);
+    SLM_CHECK(rc);
+    return write_line(out, line);
+}
+
+/* `serve`: requests arrive on stdin, one JSON object per line, until EOF;
+ * each is answered as soon as it is done. A bad line gets an error line and
+ * the server keeps serving. */
+#define SERVE_MAX_LINE ((size_t)1 << 20)
+static slm_status serve_stdin(const slm_model_runner *runner,
+                              const slm_model_config *cfg,
+                              const slm_tokenizer_t *tok, const run_options *o,
+                              text_buf *text, FILE *out)
+{
+    char *buf = malloc(SERVE_MAX_LINE + 2);
+    if (!buf)
+        return slm_fail(SLM_ERR_NOMEM, "serve: out of memory");
+    slm_status rc = SLM_OK;
+    size_t line_no = 0;
+    while (fgets(buf, (int)(SERVE_MAX_LINE + 2), stdin)) {
+        line_no++;
+        size_t n = strlen(buf);
+        char *line = NULL;
+        if (n > SERVE_MAX_LINE && buf[n - 1] != '\n') {
+            int c;
+            while ((c = getchar()) != EOF && c != '\n')
+                ; /* drop the rest of an over-long line */
+            rc = slm_batch_error_line(NULL, "request line longer than 1 MiB",
+                                      &line);
+        } else {
+            slm_batch b = {NULL, 0};
+            rc = slm_batch_parse(buf, n, "stdin", (int32_t)o->steps,
+                                 &o->sampling, &b);
+            if (rc == SLM_OK) {
+                for (size_t i = 0; i < b.n && rc == SLM_OK; i++)
+                    rc = answer(runner, cfg, tok, &b.items[i], text, out);
+                slm_batch_free(&b);
+                if (rc != SLM_OK)
+                    break;
+                continue;
+            }
+            rc = slm_batch_error_line(NULL, slm_error_message(), &line);
+        }
+        if (rc == SLM_OK)
+            rc = write_line(out, line);
+        if (rc != SLM_OK)
+            break;
+    }
+    free(buf);
+    return rc;
+}
+
 /* Rank 0, step 3. */
 static slm_status coordinate(const run_options *o, const slm_model_config *cfg,
                              int32_t decider, const slm_tokenizer_t *tok,
                              const slm_batch *batch)
 {
     slm_cluster_t *cluster = NULL;
-    slm_sampler_t *sampler = NULL;
     text_buf text = {NULL, 0, 0};
     FILE *out = stdout;
     slm_status rc = SLM_OK;
@@ -271,36 +362,17 @@ static slm_status coordinate(const run_options *o, const slm_model_config *cfg,
         goto done;
     }
     const slm_model_runner runner = slm_cluster_runner(cluster);
-    for (size_t i = 0; i < batch->n; i++) {
-        const slm_batch_request *r = &batch->items[i];
-        slm_sampler_destroy(&sampler);
-        SLM_CHECK_GOTO(
-            slm_sampler_create(cfg->vocab_size, &r->sampling, &sampler), rc,
-            done);
-        text.len = 0;
-        slm_generate_stats st = {0};
-        rc = slm_generate(&runner, tok, sampler, r->prompt, r->steps,
-                          append_piece, &text, &st);
-        if (rc != SLM_OK) {
-            slm_error_prefix(rc, "request %zu", i + 1);
-            goto done;
-        }
-        char *line = NULL;
-        SLM_CHECK_GOTO(slm_batch_result_line(r, text.buf ? text.buf : "",
-                                             text.len, &st, &line),
-                       rc, done);
-        size_t n = strlen(line);
-        bool ok = fwrite(line, 1, n, out) == n && fflush(out) == 0;
-        free(line);
-        if (!ok) {
-            rc = slm_fail(SLM_ERR_IO, "writing results failed");
-            goto done;
-        }
+    if (o->serve) {
+        SLM_CHECK_GOTO(serve_stdin(&runner, cfg, tok, o, &text, out), rc, done);
+    } else {
+        for (size_t i = 0; i < batch->n; i++)
+            SLM_CHECK_GOTO(
+                answer(&runner, cfg, tok, &batch->items[i], &text, out), rc,
+                done);
     }
 done:
     slm_cluster_shutdown(cluster, rc == SLM_OK ? "done" : "failed");
     slm_cluster_destroy(&cluster);
-    slm_sampler_destroy(&sampler);
     free(text.buf);
     if (out && out != stdout && fclose(out) != 0 && rc == SLM_OK)
         rc = slm_fail(SLM_ERR_IO, "%s: close failed", o->output);
@@ -329,7 +401,7 @@ done:
     return rc;
 }
 
-int slm_run_main(int argc, char **argv)
+int slm_run_main(int argc, char **argv, bool serve)
 {
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -341,7 +413,7 @@ int slm_run_main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     run_options o;
-    slm_status rc = parse_options(argc, argv, &o);
+    slm_status rc = parse_options(argc, argv, serve, &o);
     if (o.threads > 0)
         omp_set_num_threads((int)o.threads);
 
