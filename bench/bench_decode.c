@@ -17,18 +17,12 @@
 #include <time.h>
 
 #include "bench/membw.h"
+#include "common/clock.h"
 #include "coordinator/cli.h"
 #include "coordinator/sampler.h"
 #include "kernels/kernels.h"
 #include "model/checkpoint.h"
 #include "shard/transformer.h"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* Bytes of weights one decode step reads: every matrix and norm, the
  * classifier, and one embedding row. */
@@ -121,17 +115,17 @@ int main(int argc, char **argv)
                        fail_model);
         token = slm_sampler_sample(greedy, (float *)logits, NULL, 0);
     }
-    double best_step = 1e30, t0 = now_seconds();
+    double best_step = 1e30, t0 = slm_now_seconds();
     for (int i = 0; i < tokens; i++, pos++) {
-        double s0 = now_seconds();
+        double s0 = slm_now_seconds();
         SLM_CHECK_GOTO(slm_transformer_forward(t, token, pos, &logits), rc,
                        fail_model);
         token = slm_sampler_sample(greedy, (float *)logits, NULL, 0);
-        double dt = now_seconds() - s0;
+        double dt = slm_now_seconds() - s0;
         if (dt < best_step)
             best_step = dt;
     }
-    double elapsed = now_seconds() - t0;
+    double elapsed = slm_now_seconds() - t0;
     SLM_CHECK_GOTO(
         slm_bench_read_bandwidth(probe_bytes, (int)threads, 10, &bw_after), rc,
         fail_model);

@@ -20,17 +20,11 @@
 #include <time.h>
 
 #include "collectives/comm.h"
+#include "common/clock.h"
 #include "collectives/comm_mpi.h"
 #include "coordinator/cli.h"
 #include "coordinator/sampler.h"
 #include "shard/shard.h"
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* VmRSS of this process in bytes, 0 if unknown. */
 static double rss_bytes(void)
@@ -130,7 +124,7 @@ int main(int argc, char **argv)
             MPI_Barrier(MPI_COMM_WORLD);
             if (tpc)
                 slm_comm_reset_stats(tpc);
-            t0 = now_seconds();
+            t0 = slm_now_seconds();
         }
         const float *logits = NULL;
         SLM_CHECK_GOTO(slm_transformer_forward(t, token, (int32_t)pos, &logits),
@@ -141,7 +135,7 @@ int main(int argc, char **argv)
                                           decider, world, NULL),
                        rc, out);
     }
-    double elapsed = now_seconds() - t0;
+    double elapsed = slm_now_seconds() - t0;
     double coll = tpc ? slm_comm_seconds(tpc) : 0.0, coll_max = 0.0;
     MPI_Reduce(&coll, &coll_max, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
     if (rank == 0) {

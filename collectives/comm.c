@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "collectives/comm_impl.h"
+#include "common/clock.h"
 #include "common/checked.h"
 
 size_t slm_dtype_size(slm_dtype dt)
@@ -65,13 +66,6 @@ void slm__comm_set_max_count(slm_comm_t *comm, size_t n)
     assert(comm);
     comm->max_count =
         n == 0 || n > comm->max_count_limit ? comm->max_count_limit : n;
-}
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* --- validation: each helper fails with a message that names the
@@ -215,9 +209,9 @@ slm_status slm_comm_all_reduce(const void *send, void *recv, size_t count,
     if (count == 0)
         return SLM_OK;
     reduce_args a = {send, recv, dt, op, stream};
-    double t0 = now_seconds();
+    double t0 = slm_now_seconds();
     slm_status rc = in_pieces(comm, what, count, dt, reduce_piece, &a);
-    comm->seconds += now_seconds() - t0;
+    comm->seconds += slm_now_seconds() - t0;
     return rc;
 }
 
@@ -253,10 +247,10 @@ slm_status slm_comm_all_gather(const void *send, void *recv, size_t send_count,
                         "send_count = %zu is above the backend's limit of "
                         "%zu elements per rank",
                         send_count, comm->max_count);
-    double t0 = now_seconds();
+    double t0 = slm_now_seconds();
     slm_status rc = comm->ops->all_gather(comm, send, recv, send_count, dt,
                                           in_place, stream);
-    comm->seconds += now_seconds() - t0;
+    comm->seconds += slm_now_seconds() - t0;
     return rc;
 }
 
@@ -301,10 +295,10 @@ slm_status slm_comm_all_gather_v(const void *send, size_t send_count,
                         "the counts total %zu elements, above the backend's "
                         "limit of %zu",
                         total, comm->max_count);
-    double t0 = now_seconds();
+    double t0 = slm_now_seconds();
     slm_status rc =
         comm->ops->all_gather_v(comm, send, recv, counts, dt, in_place, stream);
-    comm->seconds += now_seconds() - t0;
+    comm->seconds += slm_now_seconds() - t0;
     return rc;
 }
 
@@ -348,9 +342,9 @@ slm_status slm_comm_broadcast(const void *send, void *recv, size_t count,
     if (count == 0)
         return SLM_OK;
     bcast_args a = {send, recv, dt, root, stream};
-    double t0 = now_seconds();
+    double t0 = slm_now_seconds();
     slm_status rc = in_pieces(comm, what, count, dt, bcast_piece, &a);
-    comm->seconds += now_seconds() - t0;
+    comm->seconds += slm_now_seconds() - t0;
     return rc;
 }
 
@@ -391,10 +385,10 @@ static slm_status p2p(const char *what, void *buf, size_t count, slm_dtype dt,
     size_t bytes = 0;
     SLM_CHECK(check_buffer(comm, what, "buf", buf, count, dt, &bytes));
     p2p_args a = {buf, dt, peer, stream};
-    double t0 = now_seconds();
+    double t0 = slm_now_seconds();
     slm_status rc =
         in_pieces(comm, what, count, dt, sending ? send_piece : recv_piece, &a);
-    comm->seconds += now_seconds() - t0;
+    comm->seconds += slm_now_seconds() - t0;
     return rc;
 }
 

@@ -1,6 +1,8 @@
 /* coordinator/cli.c - see cli.h. */
 #include "coordinator/cli.h"
 
+#include <getopt.h>
+
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -59,4 +61,30 @@ slm_status slm_cli_weights_mode(const char *text, slm_weights_mode *out)
                         "--weights: '%s' is neither 'resident' nor 'mapped'",
                         text);
     return SLM_OK;
+}
+
+slm_status slm_cli_sampling(int c, const char *arg, slm_sampling_params *sp,
+                            bool *handled, bool *seeded)
+{
+    int64_t v = 0;
+    *handled = true;
+    switch (c) {
+    case SLM_OPT_TEMPERATURE:
+        return slm_cli_float("--temperature", arg, &sp->temperature);
+    case SLM_OPT_TOP_K:
+        SLM_CHECK(slm_cli_int("--top-k", arg, 0, SLM_MAX_VOCAB, &v));
+        sp->top_k = (int32_t)v;
+        return SLM_OK;
+    case SLM_OPT_TOP_P:
+        return slm_cli_float("--top-p", arg, &sp->top_p);
+    case SLM_OPT_REPETITION_PENALTY:
+        return slm_cli_float("--repetition-penalty", arg,
+                             &sp->repetition_penalty);
+    case SLM_OPT_SEED:
+        *seeded = true;
+        return slm_cli_u64("--seed", arg, &sp->seed);
+    default:
+        *handled = false;
+        return SLM_OK;
+    }
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "common/status.h"
+#include "coordinator/sampler.h"
 #include "model/checkpoint.h"
 
 slm_status slm_cli_int(const char *flag, const char *text, int64_t lo,
@@ -16,5 +17,29 @@ slm_status slm_cli_u64(const char *flag, const char *text, uint64_t *out);
 slm_status slm_cli_float(const char *flag, const char *text, float *out);
 /* --weights: "resident" or "mapped". */
 slm_status slm_cli_weights_mode(const char *text, slm_weights_mode *out);
+
+/* The sampling flags shared by generate, run and serve: their getopt_long
+ * values, and the struct option entries to put in a command's table. */
+enum {
+    SLM_OPT_TEMPERATURE = 1000,
+    SLM_OPT_TOP_K,
+    SLM_OPT_TOP_P,
+    SLM_OPT_REPETITION_PENALTY,
+    SLM_OPT_SEED,
+};
+#define SLM_CLI_SAMPLING_OPTIONS                                               \
+    {"temperature", required_argument, NULL, SLM_OPT_TEMPERATURE},             \
+        {"top-k", required_argument, NULL, SLM_OPT_TOP_K},                     \
+        {"top-p", required_argument, NULL, SLM_OPT_TOP_P},                     \
+        {"repetition-penalty", required_argument, NULL,                        \
+         SLM_OPT_REPETITION_PENALTY},                                          \
+    {                                                                          \
+        "seed", required_argument, NULL, SLM_OPT_SEED                          \
+    }
+
+/* If getopt's `c` is a sampling flag, parses `arg` into sp and sets *handled
+ * (and *seeded for --seed); otherwise leaves everything as it is. */
+slm_status slm_cli_sampling(int c, const char *arg, slm_sampling_params *sp,
+                            bool *handled, bool *seeded);
 
 #endif

@@ -1,17 +1,11 @@
 /* coordinator/generate.c - see generate.h. */
 #include "coordinator/generate.h"
+#include "common/clock.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 /* A single control byte (escape, bell, backspace ...) is dropped; multi-byte
  * pieces and whitespace pass. UTF-8 bytes >= 0x80 pass, so byte-fallback
@@ -67,7 +61,7 @@ slm_status slm_generate(const slm_model_runner *m, const slm_tokenizer_t *tok,
     ids = history;
 
     slm_generate_stats st = {n_ids, 0, 0.0, 0.0, false};
-    double t0 = now_seconds(), t_prompt_end = t0;
+    double t0 = slm_now_seconds(), t_prompt_end = t0;
     size_t n = n_ids;
     int32_t token = ids[0];
     for (int32_t pos = 0; pos < steps; pos++) {
@@ -78,7 +72,7 @@ slm_status slm_generate(const slm_model_runner *m, const slm_tokenizer_t *tok,
             next = ids[pos + 1]; /* still inside the prompt */
         } else {
             if ((size_t)pos + 1 == n_ids)
-                t_prompt_end = now_seconds();
+                t_prompt_end = slm_now_seconds();
             /* The sampler may rewrite logits (penalty, temperature); the
              * transformer's buffer is rewritten by the next step anyway. */
             next = slm_sampler_sample(sampler, (float *)logits_ro, ids, n);
@@ -95,7 +89,7 @@ slm_status slm_generate(const slm_model_runner *m, const slm_tokenizer_t *tok,
             SLM_CHECK_GOTO(fn(user, piece, len, next), rc, done);
         token = next;
     }
-    double t_end = now_seconds();
+    double t_end = slm_now_seconds();
     st.prompt_seconds = t_prompt_end - t0;
     st.decode_seconds = t_end - t_prompt_end;
     if (stats)

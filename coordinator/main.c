@@ -72,27 +72,12 @@ static slm_status write_piece(void *user, const char *piece, size_t len,
 
 static int cmd_generate(int argc, char **argv)
 {
-    enum {
-        O_MODEL = 256,
-        O_TOK,
-        O_PROMPT,
-        O_TEMP,
-        O_TOPK,
-        O_TOPP,
-        O_PEN,
-        O_SEED,
-        O_THREADS,
-        O_WEIGHTS
-    };
+    enum { O_MODEL = 256, O_TOK, O_PROMPT, O_THREADS, O_WEIGHTS };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"tokenizer", required_argument, NULL, O_TOK},
         {"prompt", required_argument, NULL, O_PROMPT},
-        {"temperature", required_argument, NULL, O_TEMP},
-        {"top-k", required_argument, NULL, O_TOPK},
-        {"top-p", required_argument, NULL, O_TOPP},
-        {"repetition-penalty", required_argument, NULL, O_PEN},
-        {"seed", required_argument, NULL, O_SEED},
+        SLM_CLI_SAMPLING_OPTIONS,
         {"threads", required_argument, NULL, O_THREADS},
         {"weights", required_argument, NULL, O_WEIGHTS},
         {"help", no_argument, NULL, 'h'},
@@ -100,7 +85,7 @@ static int cmd_generate(int argc, char **argv)
     };
     const char *model = NULL, *tokenizer = NULL, *prompt = "";
     slm_weights_mode wmode = SLM_WEIGHTS_RESIDENT;
-    int64_t steps = 256, threads = 0, v = 0;
+    int64_t steps = 256, threads = 0;
     bool seeded = false;
     slm_sampling_params sp = slm_sampling_defaults();
     slm_status rc = SLM_OK;
@@ -120,24 +105,6 @@ static int cmd_generate(int argc, char **argv)
         case 'n':
             rc = slm_cli_int("-n", optarg, 0, SLM_MAX_SEQ_LEN, &steps);
             break;
-        case O_TEMP:
-            rc = slm_cli_float("--temperature", optarg, &sp.temperature);
-            break;
-        case O_TOPK:
-            rc = slm_cli_int("--top-k", optarg, 0, SLM_MAX_VOCAB, &v);
-            sp.top_k = (int32_t)v;
-            break;
-        case O_TOPP:
-            rc = slm_cli_float("--top-p", optarg, &sp.top_p);
-            break;
-        case O_PEN:
-            rc = slm_cli_float("--repetition-penalty", optarg,
-                               &sp.repetition_penalty);
-            break;
-        case O_SEED:
-            rc = slm_cli_u64("--seed", optarg, &sp.seed);
-            seeded = true;
-            break;
         case O_THREADS:
             rc = slm_cli_int("--threads", optarg, 1, 1024, &threads);
             break;
@@ -147,9 +114,14 @@ static int cmd_generate(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
-        default:
-            usage(stderr);
-            return 2;
+        default: {
+            bool handled = false;
+            rc = slm_cli_sampling(c, optarg, &sp, &handled, &seeded);
+            if (!handled) {
+                usage(stderr);
+                return 2;
+            }
+        }
         }
         if (rc != SLM_OK)
             return fail_exit(rc);

@@ -68,11 +68,6 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         O_PROMPT,
         O_INPUT,
         O_OUTPUT,
-        O_TEMP,
-        O_TOPK,
-        O_TOPP,
-        O_PEN,
-        O_SEED,
         O_THREADS,
         O_BIND,
         O_TIMEOUT
@@ -85,11 +80,7 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         {"prompt", required_argument, NULL, O_PROMPT},
         {"input", required_argument, NULL, O_INPUT},
         {"output", required_argument, NULL, O_OUTPUT},
-        {"temperature", required_argument, NULL, O_TEMP},
-        {"top-k", required_argument, NULL, O_TOPK},
-        {"top-p", required_argument, NULL, O_TOPP},
-        {"repetition-penalty", required_argument, NULL, O_PEN},
-        {"seed", required_argument, NULL, O_SEED},
+        SLM_CLI_SAMPLING_OPTIONS,
         {"threads", required_argument, NULL, O_THREADS},
         {"control-bind", required_argument, NULL, O_BIND},
         {"timeout-ms", required_argument, NULL, O_TIMEOUT},
@@ -104,7 +95,6 @@ static slm_status parse_options(int argc, char **argv, bool serve,
     o->sampling.seed = 1; /* batch jobs are reproducible by default */
     o->serve = serve;
     int c;
-    int64_t v = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
         slm_status rc = SLM_OK;
@@ -133,24 +123,6 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         case 'n':
             rc = slm_cli_int("-n", optarg, 0, SLM_MAX_SEQ_LEN, &o->steps);
             break;
-        case O_TEMP:
-            rc = slm_cli_float("--temperature", optarg,
-                               &o->sampling.temperature);
-            break;
-        case O_TOPK:
-            rc = slm_cli_int("--top-k", optarg, 0, SLM_MAX_VOCAB, &v);
-            o->sampling.top_k = (int32_t)v;
-            break;
-        case O_TOPP:
-            rc = slm_cli_float("--top-p", optarg, &o->sampling.top_p);
-            break;
-        case O_PEN:
-            rc = slm_cli_float("--repetition-penalty", optarg,
-                               &o->sampling.repetition_penalty);
-            break;
-        case O_SEED:
-            rc = slm_cli_u64("--seed", optarg, &o->sampling.seed);
-            break;
         case O_THREADS:
             rc = slm_cli_int("--threads", optarg, 1, 1024, &o->threads);
             break;
@@ -161,8 +133,12 @@ static slm_status parse_options(int argc, char **argv, bool serve,
             rc = slm_cli_int("--timeout-ms", optarg, 100, 3600000,
                              &o->timeout_ms);
             break;
-        default:
-            return slm_fail(SLM_ERR_INVALID, "unknown option (see --help)");
+        default: {
+            bool handled = false, seeded = false;
+            rc = slm_cli_sampling(c, optarg, &o->sampling, &handled, &seeded);
+            if (!handled)
+                return slm_fail(SLM_ERR_INVALID, "unknown option (see --help)");
+        }
         }
         SLM_CHECK(rc);
     }
