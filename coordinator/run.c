@@ -272,20 +272,30 @@ static slm_status serve_stdin(const slm_model_runner *runner,
                               const slm_tokenizer_t *tok, const run_options *o,
                               text_buf *text, FILE *out)
 {
-    char *buf = malloc(SERVE_MAX_LINE + 2);
+    char *buf = malloc(SERVE_MAX_LINE + 1);
     if (!buf)
         return slm_fail(SLM_ERR_NOMEM, "serve: out of memory");
     slm_status rc = SLM_OK;
-    size_t line_no = 0;
-    while (fgets(buf, (int)(SERVE_MAX_LINE + 2), stdin)) {
-        line_no++;
-        size_t n = strlen(buf);
+    for (;;) {
+        /* One line, whatever bytes it holds: a NUL must not split it into
+         * two requests, and an over-long one is consumed to its end. */
+        size_t n = 0;
+        bool too_long = false;
+        int c = EOF;
+        while ((c = getchar()) != EOF && c != '\n') {
+            if (n < SERVE_MAX_LINE)
+                buf[n++] = (char)c;
+            else
+                too_long = true;
+        }
+        if (c == EOF && n == 0 && !too_long)
+            break;
         char *line = NULL;
-        if (n > SERVE_MAX_LINE && buf[n - 1] != '\n') {
-            int c;
-            while ((c = getchar()) != EOF && c != '\n')
-                ; /* drop the rest of an over-long line */
+        if (too_long) {
             rc = slm_batch_error_line(NULL, "request line longer than 1 MiB",
+                                      &line);
+        } else if (memchr(buf, '\0', n)) {
+            rc = slm_batch_error_line(NULL, "request line contains a NUL byte",
                                       &line);
         } else {
             slm_batch b = {NULL, 0};
@@ -311,13 +321,12 @@ static slm_status serve_stdin(const slm_model_runner *runner,
 }
 
 /* Rank 0, step 3. */
-static slm_status coordinate(const run_options *o, const slm_model_config *cfg,
-                             int32_t decider, const slm_tokenizer_t *tok,
-                             const slm_batch *batch)
+static slm_status coordinate(const run_options *o, FILE *out,
+                             const slm_model_config *cfg, int32_t decider,
+                             const slm_tokenizer_t *tok, const slm_batch *batch)
 {
     slm_cluster_t *cluster = NULL;
     text_buf text = {NULL, 0, 0};
-    FILE *out = stdout;
     slm_status rc = SLM_OK;
     const int32_t n_shards = (int32_t)(o->tp * o->pp);
     SLM_CHECK_GOTO(slm_cluster_create(MPI_COMM_WORLD, cfg, n_shards, decider,
@@ -333,10 +342,6 @@ static slm_status coordinate(const run_options *o, const slm_model_config *cfg,
             "MiB of weights each\n",
             n_shards, (long long)o->tp, (long long)o->pp,
             (double)max_bytes / 1048576.0);
-    if (o->output && !(out = fopen(o->output, "w"))) {
-        rc = slm_fail(SLM_ERR_IO, "%s: cannot create", o->output);
-        goto done;
-    }
     const slm_model_runner runner = slm_cluster_runner(cluster);
     if (o->serve) {
         SLM_CHECK_GOTO(serve_stdin(&runner, cfg, tok, o, &text, out), rc, done);
@@ -350,8 +355,6 @@ done:
     slm_cluster_shutdown(cluster, rc == SLM_OK ? "done" : "failed");
     slm_cluster_destroy(&cluster);
     free(text.buf);
-    if (out && out != stdout && fclose(out) != 0 && rc == SLM_OK)
-        rc = slm_fail(SLM_ERR_IO, "%s: close failed", o->output);
     return rc;
 }
 
@@ -397,8 +400,12 @@ int slm_run_main(int argc, char **argv, bool serve)
     int32_t decider = 0;
     slm_tokenizer_t *tok = NULL;
     slm_batch batch = {NULL, 0};
+    FILE *out = stdout;
     if (rank == 0 && rc == SLM_OK)
         rc = validate_job(&o, size, &cfg, &decider, &tok, &batch);
+    /* The output file too is checked before any shard loads. */
+    if (rank == 0 && rc == SLM_OK && o.output && !(out = fopen(o.output, "w")))
+        rc = slm_fail(SLM_ERR_IO, "%s: cannot create", o.output);
     /* Every rank parsed the same command line; rank 0 also checked the
      * model. One verdict for all, before any shard loads a weight. */
     int go = rc == SLM_OK;
@@ -420,10 +427,13 @@ int slm_run_main(int argc, char **argv, bool serve)
     MPI_Comm shards_mpi = MPI_COMM_NULL;
     MPI_Comm_split(MPI_COMM_WORLD, rank == 0 ? MPI_UNDEFINED : 0, rank,
                    &shards_mpi);
-    if (rank == 0)
-        rc = coordinate(&o, &cfg, decider, tok, &batch);
-    else
+    if (rank == 0) {
+        rc = coordinate(&o, out, &cfg, decider, tok, &batch);
+        if (out && out != stdout && fclose(out) != 0 && rc == SLM_OK)
+            rc = slm_fail(SLM_ERR_IO, "%s: close failed", o.output);
+    } else {
         rc = serve_as_shard(&o, rank, shards_mpi);
+    }
     slm_tokenizer_destroy(&tok);
     slm_batch_free(&batch);
     if (rc != SLM_OK) {

@@ -167,9 +167,17 @@ int32_t slm_sampler_sample(slm_sampler_t *s, float *logits,
         if (s->p.top_k > 0 && s->p.top_k < kept)
             kept = s->p.top_k;
         if (s->p.top_p < 1.0f) {
-            double mass = 0.0, total = 0.0;
-            for (int32_t i = 0; i < kept; i++)
-                total += s->cand[i].prob;
+            /* The nucleus is measured against the whole distribution; only
+             * after a top-k cut is it the kept tokens' mass (renormalised).
+             * The cutoff filter above drops tokens that cannot be in the
+             * nucleus, not their share of the mass. */
+            double total = sum;
+            if (s->p.top_k > 0) {
+                total = 0.0;
+                for (int32_t i = 0; i < kept; i++)
+                    total += s->cand[i].prob;
+            }
+            double mass = 0.0;
             for (int32_t i = 0; i < kept; i++) {
                 mass += s->cand[i].prob;
                 if (mass >= s->p.top_p * total) {

@@ -73,6 +73,17 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
         goto done;
     }
     SLM_CHECK_GOTO(slm_transport_configure(sock, timeout_ms), rc, done);
+    /* Between steps a shard waits as long as the coordinator is idle (a
+     * server with no requests, a batch whose other shards still load): the
+     * coordinator is the watchdog, with a deadline on every step it sends,
+     * and if it dies mpirun ends the job. Heartbeats that let a shard see a
+     * hung coordinator come with the health checks (serving issue). */
+    const int forever = -1;
+    if (zmq_setsockopt(sock, ZMQ_RCVTIMEO, &forever, sizeof forever) != 0) {
+        rc = slm_fail(SLM_ERR_IO, "shard %d: zmq_setsockopt: %s", shard_index,
+                      zmq_strerror(zmq_errno()));
+        goto done;
+    }
     if (zmq_setsockopt(sock, ZMQ_ROUTING_ID, id, id_len) != 0 ||
         zmq_connect(sock, endpoint) != 0) {
         rc = slm_fail(SLM_ERR_IO, "shard %d: cannot connect to %s: %s",

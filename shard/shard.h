@@ -48,7 +48,9 @@ int32_t slm_shard_decider(const slm_shard_t *s);
  * slice (Hello), and runs Steps until Shutdown. Every message is validated
  * (proto/wire.h) before use; a step that fails is reported to the
  * coordinator, and a failed collective aborts the job so no rank is left
- * waiting. timeout_ms bounds every wait for the coordinator. */
+ * waiting. timeout_ms bounds sends to the coordinator; between steps the
+ * shard waits for it without a deadline, since an idle server is normal and
+ * the coordinator holds the deadline of every step it sends. */
 slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
                            int timeout_ms);
 

@@ -78,8 +78,12 @@ expect_fail "piece length 100000" "$model" "$tmp/t.bin" "100000"
 # missing files and bad flags
 expect_fail "missing model" "$tmp/nope.bin" "$tok" "nope.bin: cannot open"
 "$bin" generate --model "$model" --tokenizer "$tok" -n abc 2>"$tmp/err"
-check "-n abc refused" grep -q -- "-n: 'abc'" "$tmp/err"
+rc=$?
+check "-n abc refused (exit $rc)" test "$rc" -ne 0 -a "$rc" -lt 128
+check "-n abc names the flag" grep -q -- "-n: 'abc'" "$tmp/err"
 "$bin" generate --model "$model" --tokenizer "$tok" --top-p 2 2>"$tmp/err"
-check "--top-p 2 refused" grep -q "top_p" "$tmp/err"
+rc=$?
+check "--top-p 2 refused (exit $rc)" test "$rc" -ne 0 -a "$rc" -lt 128
+check "--top-p 2 names the field" grep -q "top_p" "$tmp/err"
 
 finish

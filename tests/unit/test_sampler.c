@@ -132,6 +132,29 @@ static void test_top_p_keeps_nucleus(void **state)
     slm_sampler_destroy(&s);
 }
 
+/* The nucleus is measured against the whole distribution, even after the
+ * pre-filter drops tokens: with p = 0.45, 0.35, 0.20 and top_p 0.5, the
+ * nucleus is {0, 1} (0.45 < 0.5), and token 1 must be drawn. */
+static void test_top_p_measures_the_whole_mass(void **state)
+{
+    (void)state;
+    float logits[3] = {logf(0.45f), logf(0.35f), logf(0.20f)};
+    for (int32_t k = 0; k <= 3; k += 3) { /* top-k off, and a no-op top-k */
+        slm_sampling_params sp = params(1.0f, k, 0.5f, 1.0f, 9);
+        slm_sampler_t *s = NULL;
+        assert_int_equal(slm_sampler_create(3, &sp, &s), SLM_OK);
+        int seen[3] = {0};
+        for (int i = 0; i < 4000; i++) {
+            float copy[3] = {logits[0], logits[1], logits[2]};
+            seen[slm_sampler_sample(s, copy, NULL, 0)]++;
+        }
+        assert_int_equal(seen[2], 0);
+        /* 0.45 : 0.35 between the two survivors */
+        assert_true(seen[1] > 1400 && seen[1] < 2100);
+        slm_sampler_destroy(&s);
+    }
+}
+
 static void test_repetition_penalty(void **state)
 {
     (void)state;
@@ -183,6 +206,7 @@ int main(void)
         cmocka_unit_test(test_low_temperature_sharpens),
         cmocka_unit_test(test_top_k_limits_candidates),
         cmocka_unit_test(test_top_p_keeps_nucleus),
+        cmocka_unit_test(test_top_p_measures_the_whole_mass),
         cmocka_unit_test(test_repetition_penalty),
         cmocka_unit_test(test_invalid_params),
     };
