@@ -1,0 +1,653 @@
+/*
+ * proto/client_wire.c - packing, bounded unpacking and validation of the
+ * client API messages; the contract is in client_wire.h, the format in
+ * client.proto.
+ *
+ * As in wire.c, protobuf-c allocates as it parses, up to tens of bytes per
+ * input byte; one unpack may allocate at most UNPACK_BUDGET(len) bytes in
+ * total, counted against a thread-local budget armed only for the duration
+ * of the unpack. (wire.c keeps its allocator private, so this file has its
+ * own.) Its alloc and free are otherwise plain malloc and free, so the same
+ * allocator frees the message later.
+ *
+ * protobuf-c copies a string's bytes and NUL-terminates them without looking
+ * inside, so a NUL in a string would silently cut it short. The request's
+ * strings are therefore also checked for NUL in the raw bytes (find_nul).
+ */
+#include "proto/client_wire.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Room for the token ids (four bytes of int32 per input byte at most), the
+ * string copies and pointers, the structs and protobuf-c's scratch, plus a
+ * fixed 1 MiB for messages made of many small sub-messages (a HealthResponse
+ * of SLM_CLIENT_MAX_RANKS ranks needs about 300 KiB from 32 KiB of input).
+ * At most 9 MiB per unpack. */
+#define UNPACK_BUDGET(len) ((len)*8 + ((size_t)1 << 20))
+
+static _Thread_local struct {
+    bool armed;
+    bool exceeded;
+    size_t left;
+} budget;
+
+static void *budget_alloc(void *data, size_t size)
+{
+    (void)data;
+    if (budget.armed) {
+        if (size > budget.left) {
+            budget.exceeded = true;
+            return NULL;
+        }
+        budget.left -= size;
+    }
+    return malloc(size ? size : 1);
+}
+
+static void budget_free(void *data, void *p)
+{
+    (void)data;
+    free(p);
+}
+
+static ProtobufCAllocator client_allocator = {budget_alloc, budget_free, NULL};
+
+slm_client_limits slm_client_default_limits(uint32_t vocab_size,
+                                            uint32_t max_tokens)
+{
+    slm_client_limits l = {
+        .vocab_size = vocab_size,
+        .max_tokens = max_tokens,
+        .max_prompt_bytes = 256u << 10,
+        .max_token_ids = 65536,
+        .max_stop = 16,
+        .max_stop_bytes = 256,
+        .max_request_id_bytes = 128,
+    };
+    return l;
+}
+
+static slm_status pack_any(const char *what, const ProtobufCMessage *m,
+                           uint8_t **buf, size_t *len)
+{
+    if (!m || !buf || !len)
+        return slm_fail(SLM_ERR_INVALID, "%s: NULL argument", what);
+    *buf = NULL;
+    *len = 0;
+    const size_t size = protobuf_c_message_get_packed_size(m);
+    if (size > SLM_CLIENT_MAX_MESSAGE_BYTES)
+        return slm_fail(SLM_ERR_RANGE,
+                        "%s: packed size %zu exceeds the limit of %zu bytes",
+                        what, size, SLM_CLIENT_MAX_MESSAGE_BYTES);
+    uint8_t *p = malloc(size ? size : 1);
+    if (!p)
+        return slm_fail(SLM_ERR_NOMEM, "%s: cannot allocate %zu bytes", what,
+                        size);
+    if (protobuf_c_message_pack(m, p) != size) {
+        free(p);
+        return slm_fail(SLM_ERR_INTERNAL,
+                        "%s: packed size changed while packing", what);
+    }
+    *buf = p;
+    *len = size;
+    return SLM_OK;
+}
+
+slm_status slm_client_pack_client(const slm_client_msg *m, uint8_t **buf,
+                                  size_t *len)
+{
+    return pack_any("client message", m ? &m->base : NULL, buf, len);
+}
+
+slm_status slm_client_pack_server(const slm_server_msg *m, uint8_t **buf,
+                                  size_t *len)
+{
+    return pack_any("server message", m ? &m->base : NULL, buf, len);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Field checks                                                              */
+
+/* The offset of the first byte of s(n) that is not well-formed UTF-8 (RFC
+ * 3629: no overlong forms, no surrogates, nothing above U+10FFFF), or n. */
+static size_t utf8_bad_offset(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        const unsigned c = s[i];
+        unsigned lo = 0x80, hi = 0xbf;
+        size_t k;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            k = 1;
+        } else if (c == 0xe0) {
+            k = 2;
+            lo = 0xa0;
+        } else if (c == 0xed) {
+            k = 2;
+            hi = 0x9f;
+        } else if (c >= 0xe1 && c <= 0xef) {
+            k = 2;
+        } else if (c == 0xf0) {
+            k = 3;
+            lo = 0x90;
+        } else if (c == 0xf4) {
+            k = 3;
+            hi = 0x8f;
+        } else if (c >= 0xf1 && c <= 0xf3) {
+            k = 3;
+        } else {
+            return i;
+        }
+        if (n - i - 1 < k)
+            return i;
+        for (size_t j = 1; j <= k; j++) {
+            const unsigned b = s[i + j];
+            if (b < (j == 1 ? lo : 0x80) || b > (j == 1 ? hi : 0xbf))
+                return i;
+        }
+        i += k + 1;
+    }
+    return n;
+}
+
+static slm_status check_request_id(const char *what, const char *field,
+                                   const char *id, bool nonempty,
+                                   const slm_client_limits *lim)
+{
+    const size_t n = strlen(id);
+    if (nonempty && n == 0)
+        return slm_fail(SLM_ERR_FORMAT, "%s: %s is empty", what, field);
+    if (n > lim->max_request_id_bytes)
+        return slm_fail(SLM_ERR_FORMAT, "%s: %s is %zu bytes, more than %u",
+                        what, field, n, lim->max_request_id_bytes);
+    for (size_t i = 0; i < n; i++)
+        if (id[i] < 0x20 || id[i] > 0x7e)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "%s: %s has byte 0x%02x at offset %zu, expected "
+                            "printable ASCII",
+                            what, field, (unsigned)(unsigned char)id[i], i);
+    return SLM_OK;
+}
+
+static slm_status check_string(const char *what, const char *field,
+                               const char *s, size_t max)
+{
+    const size_t n = strlen(s);
+    if (n > max)
+        return slm_fail(SLM_ERR_FORMAT, "%s: %s is %zu bytes, more than %zu",
+                        what, field, n, max);
+    return SLM_OK;
+}
+
+static slm_status check_utf8(const char *what, const char *field, const char *s)
+{
+    const size_t n = strlen(s);
+    const size_t bad = utf8_bad_offset(s, n);
+    if (bad != n)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: %s is not valid UTF-8 (byte 0x%02x at offset "
+                        "%zu)",
+                        what, field, (unsigned)(unsigned char)s[bad], bad);
+    return SLM_OK;
+}
+
+/* Field number 0 does not exist in protobuf, but protobuf-c accepts it when
+ * the tag is encoded in more than one byte and keeps it as an unknown field,
+ * which it then packs into bytes that it refuses (see wire.c). This walks
+ * every sub-message through the descriptors; the schema is not recursive, so
+ * the depth is that of client.proto. Other unknown fields are ignored, as
+ * proto3 intends. */
+static slm_status check_unknown(const char *what, const ProtobufCMessage *m)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (size_t i = 0; i < m->n_unknown_fields; i++)
+        if (m->unknown_fields[i].tag == 0)
+            return slm_fail(SLM_ERR_FORMAT, "%s: %s has a field numbered 0",
+                            what, d->short_name);
+    for (unsigned f = 0; f < d->n_fields; f++) {
+        const ProtobufCFieldDescriptor *fd = &d->fields[f];
+        if (fd->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *base = (const char *)m;
+        if (fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+            uint32_t which;
+            memcpy(&which, base + fd->quantifier_offset, sizeof which);
+            if (which != fd->id)
+                continue;
+        }
+        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n;
+            ProtobufCMessage **subs;
+            memcpy(&n, base + fd->quantifier_offset, sizeof n);
+            memcpy(&subs, base + fd->offset, sizeof subs);
+            for (size_t j = 0; j < n; j++)
+                SLM_CHECK(check_unknown(what, subs[j]));
+        } else {
+            ProtobufCMessage *sub;
+            memcpy(&sub, base + fd->offset, sizeof sub);
+            if (sub)
+                SLM_CHECK(check_unknown(what, sub));
+        }
+    }
+    return SLM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* NUL bytes in the request's strings, found in the raw bytes                */
+
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+        const uint8_t b = *(*p)++;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return true;
+        }
+    }
+    return false;
+}
+
+enum { IN_CLIENT_MESSAGE, IN_GENERATE, IN_CANCEL };
+
+/* The name of the first string field of the request in p(n) that holds a
+ * NUL byte, or NULL. `in` says which message p(n) is. Bytes it cannot walk
+ * end the search quietly: protobuf-c has already accepted the message, and
+ * the walk only needs to be as lenient. */
+static const char *find_nul(const uint8_t *p, size_t n, int in)
+{
+    const uint8_t *end = p + n;
+    while (p < end) {
+        uint64_t key, len;
+        if (!read_varint(&p, end, &key))
+            return NULL;
+        switch (key & 7) {
+        case 0:
+            if (!read_varint(&p, end, &len))
+                return NULL;
+            continue;
+        case 1:
+        case 5: {
+            const size_t w = (key & 7) == 1 ? 8 : 4;
+            if ((size_t)(end - p) < w)
+                return NULL;
+            p += w;
+            continue;
+        }
+        case 2:
+            break;
+        default:
+            return NULL;
+        }
+        if (!read_varint(&p, end, &len) || len > (uint64_t)(end - p))
+            return NULL;
+        const uint64_t field = key >> 3;
+        const char *name = NULL;
+        if (in == IN_CLIENT_MESSAGE && field == 1)
+            name = find_nul(p, (size_t)len, IN_GENERATE);
+        else if (in == IN_CLIENT_MESSAGE && field == 2)
+            name = find_nul(p, (size_t)len, IN_CANCEL);
+        else if (memchr(p, 0, (size_t)len)) {
+            if (in == IN_GENERATE && field == 1)
+                name = "GenerateRequest.request_id";
+            else if (in == IN_GENERATE && field == 2)
+                name = "GenerateRequest.prompt";
+            else if (in == IN_GENERATE && field == 6)
+                name = "GenerateRequest.stop";
+            else if (in == IN_CANCEL && field == 1)
+                name = "CancelRequest.request_id";
+        }
+        if (name)
+            return name;
+        p += len;
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Requests                                                                  */
+
+#define REQ "client message"
+
+static slm_status check_sampling(Shardlm__Client__SamplingParams *s)
+{
+    /* proto3 zero defaults: 0 means unset for these two (client_wire.h). */
+    if (s->top_p == 0.0f)
+        s->top_p = 1.0f;
+    if (s->repetition_penalty == 0.0f)
+        s->repetition_penalty = 1.0f;
+    if (!(s->temperature >= 0.0f) || !isfinite(s->temperature))
+        return slm_fail(SLM_ERR_FORMAT,
+                        REQ ": SamplingParams.temperature = %g must be finite "
+                            "and >= 0",
+                        (double)s->temperature);
+    if (s->top_k < 0)
+        return slm_fail(SLM_ERR_FORMAT,
+                        REQ ": SamplingParams.top_k = %d must be >= 0",
+                        s->top_k);
+    if (!(s->top_p > 0.0f && s->top_p <= 1.0f))
+        return slm_fail(SLM_ERR_FORMAT,
+                        REQ ": SamplingParams.top_p = %g must be in (0, 1]",
+                        (double)s->top_p);
+    if (!(s->repetition_penalty > 0.0f) || !isfinite(s->repetition_penalty))
+        return slm_fail(SLM_ERR_FORMAT,
+                        REQ ": SamplingParams.repetition_penalty = %g must be "
+                            "finite and > 0",
+                        (double)s->repetition_penalty);
+    return SLM_OK;
+}
+
+static slm_status check_generate(Shardlm__Client__GenerateRequest *g,
+                                 const slm_client_limits *lim)
+{
+    SLM_CHECK(check_request_id(REQ, "GenerateRequest.request_id", g->request_id,
+                               true, lim));
+    switch (g->input_case) {
+    case SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_PROMPT:
+        SLM_CHECK(check_string(REQ, "GenerateRequest.prompt", g->prompt,
+                               lim->max_prompt_bytes));
+        SLM_CHECK(check_utf8(REQ, "GenerateRequest.prompt", g->prompt));
+        break;
+    case SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_TOKEN_IDS: {
+        const Shardlm__Client__TokenIds *t = g->token_ids;
+        if (t->n_ids < 1 || t->n_ids > lim->max_token_ids)
+            return slm_fail(SLM_ERR_FORMAT,
+                            REQ ": GenerateRequest.token_ids has %zu ids, "
+                                "expected 1 to %u",
+                            t->n_ids, lim->max_token_ids);
+        for (size_t i = 0; i < t->n_ids; i++)
+            if (t->ids[i] < 0 || (uint32_t)t->ids[i] >= lim->vocab_size)
+                return slm_fail(SLM_ERR_FORMAT,
+                                REQ ": GenerateRequest.token_ids[%zu] = %d is "
+                                    "out of range [0, %u)",
+                                i, t->ids[i], lim->vocab_size);
+        break;
+    }
+    default:
+        return slm_fail(SLM_ERR_FORMAT,
+                        REQ ": GenerateRequest.input = %d, expected prompt or "
+                            "token_ids",
+                        (int)g->input_case);
+    }
+    if (g->sampling)
+        SLM_CHECK(check_sampling(g->sampling));
+    if (g->max_tokens > lim->max_tokens)
+        return slm_fail(SLM_ERR_FORMAT,
+                        REQ ": GenerateRequest.max_tokens = %u exceeds the "
+                            "limit of %u",
+                        g->max_tokens, lim->max_tokens);
+    if (g->n_stop > lim->max_stop)
+        return slm_fail(SLM_ERR_FORMAT,
+                        REQ ": GenerateRequest.stop has %zu sequences, more "
+                            "than %u",
+                        g->n_stop, lim->max_stop);
+    for (size_t i = 0; i < g->n_stop; i++) {
+        if (g->stop[i][0] == '\0')
+            return slm_fail(SLM_ERR_FORMAT,
+                            REQ ": GenerateRequest.stop[%zu] is empty", i);
+        SLM_CHECK(check_string(REQ, "GenerateRequest.stop", g->stop[i],
+                               lim->max_stop_bytes));
+        SLM_CHECK(check_utf8(REQ, "GenerateRequest.stop", g->stop[i]));
+    }
+    if (g->deadline_ms > SLM_CLIENT_MAX_DEADLINE_MS)
+        return slm_fail(SLM_ERR_FORMAT,
+                        REQ ": GenerateRequest.deadline_ms = %llu exceeds 24 "
+                            "hours (%llu)",
+                        (unsigned long long)g->deadline_ms,
+                        SLM_CLIENT_MAX_DEADLINE_MS);
+    return SLM_OK;
+}
+
+static slm_status check_request(slm_client_msg *m, const uint8_t *buf,
+                                size_t len, const slm_client_limits *lim)
+{
+    SLM_CHECK(check_unknown(REQ, &m->base));
+    const char *nul = find_nul(buf, len, IN_CLIENT_MESSAGE);
+    if (nul)
+        return slm_fail(SLM_ERR_FORMAT, REQ ": %s contains a NUL byte", nul);
+    switch (m->body_case) {
+    case SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_GENERATE:
+        return check_generate(m->generate, lim);
+    case SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_CANCEL:
+        return check_request_id(REQ, "CancelRequest.request_id",
+                                m->cancel->request_id, true, lim);
+    case SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_HEALTH:
+    case SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_INFO:
+        return SLM_OK;
+    default:
+        return slm_fail(SLM_ERR_FORMAT,
+                        REQ ": body = %d, expected one of generate, cancel, "
+                            "health, info",
+                        (int)m->body_case);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Responses                                                                 */
+
+#define RESP "server message"
+
+static slm_status check_time(const char *field, double v)
+{
+    if (!(v >= 0.0) || !isfinite(v))
+        return slm_fail(SLM_ERR_FORMAT,
+                        RESP ": Final.%s = %g must be finite and >= 0", field,
+                        v);
+    return SLM_OK;
+}
+
+static slm_status check_state(const char *field, int state)
+{
+    if (state < SHARDLM__CLIENT__HEALTH_RESPONSE__STATE__STATE_UNSPECIFIED ||
+        state > SHARDLM__CLIENT__HEALTH_RESPONSE__STATE__FAILING)
+        return slm_fail(SLM_ERR_FORMAT, RESP ": %s = %d is not a known state",
+                        field, state);
+    return SLM_OK;
+}
+
+static slm_status check_chunk(const Shardlm__Client__Chunk *c,
+                              const slm_client_limits *lim)
+{
+    SLM_CHECK(
+        check_request_id(RESP, "Chunk.request_id", c->request_id, true, lim));
+    if (c->n_token_ids > SLM_CLIENT_MAX_CHUNK_TOKENS)
+        return slm_fail(SLM_ERR_FORMAT,
+                        RESP ": Chunk.token_ids has %zu ids, more than %u",
+                        c->n_token_ids, SLM_CLIENT_MAX_CHUNK_TOKENS);
+    for (size_t i = 0; i < c->n_token_ids; i++)
+        if (c->token_ids[i] < 0 ||
+            (lim->vocab_size && (uint32_t)c->token_ids[i] >= lim->vocab_size))
+            return slm_fail(SLM_ERR_FORMAT,
+                            RESP ": Chunk.token_ids[%zu] = %d is out of range "
+                                 "[0, %u)",
+                            i, c->token_ids[i], lim->vocab_size);
+    return check_string(RESP, "Chunk.text", c->text, SLM_CLIENT_MAX_TEXT_BYTES);
+}
+
+static slm_status check_final(const Shardlm__Client__Final *f,
+                              const slm_client_limits *lim)
+{
+    SLM_CHECK(
+        check_request_id(RESP, "Final.request_id", f->request_id, true, lim));
+    if ((int)f->finish_reason < 0 ||
+        (int)f->finish_reason >
+            SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP_SEQUENCE)
+        return slm_fail(SLM_ERR_FORMAT,
+                        RESP ": Final.finish_reason = %d is not a known "
+                             "reason",
+                        (int)f->finish_reason);
+    SLM_CHECK(check_time("queue_ms", f->queue_ms));
+    SLM_CHECK(check_time("prefill_ms", f->prefill_ms));
+    return check_time("decode_ms", f->decode_ms);
+}
+
+static slm_status check_error(const Shardlm__Client__Error *e,
+                              const slm_client_limits *lim)
+{
+    SLM_CHECK(
+        check_request_id(RESP, "Error.request_id", e->request_id, false, lim));
+    if ((int)e->code < 0 ||
+        (int)e->code > SHARDLM__CLIENT__ERROR__CODE__INTERNAL)
+        return slm_fail(SLM_ERR_FORMAT,
+                        RESP ": Error.code = %d is not a known code",
+                        (int)e->code);
+    return check_string(RESP, "Error.message", e->message,
+                        SLM_CLIENT_MAX_STRING_BYTES);
+}
+
+static slm_status check_health(const Shardlm__Client__HealthResponse *h)
+{
+    SLM_CHECK(check_state("HealthResponse.state", (int)h->state));
+    if (h->n_ranks > SLM_CLIENT_MAX_RANKS)
+        return slm_fail(SLM_ERR_FORMAT,
+                        RESP ": HealthResponse.ranks has %zu entries, more "
+                             "than %u",
+                        h->n_ranks, SLM_CLIENT_MAX_RANKS);
+    for (size_t i = 0; i < h->n_ranks; i++) {
+        SLM_CHECK(check_state("RankHealth.state", (int)h->ranks[i]->state));
+        SLM_CHECK(check_string(RESP, "RankHealth.detail", h->ranks[i]->detail,
+                               SLM_CLIENT_MAX_STRING_BYTES));
+    }
+    return SLM_OK;
+}
+
+static slm_status check_response(const slm_server_msg *m,
+                                 const slm_client_limits *lim)
+{
+    SLM_CHECK(check_unknown(RESP, &m->base));
+    switch (m->body_case) {
+    case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_CHUNK:
+        return check_chunk(m->chunk, lim);
+    case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_FINAL:
+        return check_final(m->final, lim);
+    case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_ERROR:
+        return check_error(m->error, lim);
+    case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_HEALTH:
+        return check_health(m->health);
+    case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_INFO:
+        SLM_CHECK(check_string(RESP, "InfoResponse.model", m->info->model,
+                               SLM_CLIENT_MAX_STRING_BYTES));
+        return check_string(RESP, "InfoResponse.version", m->info->version,
+                            SLM_CLIENT_MAX_STRING_BYTES);
+    default:
+        return slm_fail(SLM_ERR_FORMAT,
+                        RESP ": body = %d, expected one of chunk, final, "
+                             "error, health, info",
+                        (int)m->body_case);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bounded unpacking                                                         */
+
+/* Checks the arguments and the size, then unpacks with the budget armed. */
+static slm_status unpack_bounded(const char *what,
+                                 const ProtobufCMessageDescriptor *d,
+                                 const uint8_t *buf, size_t len,
+                                 const slm_client_limits *lim,
+                                 ProtobufCMessage **out)
+{
+    static const uint8_t empty[1];
+    *out = NULL;
+    if (!lim)
+        return slm_fail(SLM_ERR_INVALID, "%s: NULL argument", what);
+    if (len > SLM_CLIENT_MAX_MESSAGE_BYTES)
+        return slm_fail(SLM_ERR_RANGE, "%s: %zu bytes exceeds the limit of %zu",
+                        what, len, SLM_CLIENT_MAX_MESSAGE_BYTES);
+    if (!buf && len > 0)
+        return slm_fail(SLM_ERR_INVALID, "%s: NULL buffer of %zu bytes", what,
+                        len);
+    budget.armed = true;
+    budget.exceeded = false;
+    budget.left = UNPACK_BUDGET(len);
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(d, &client_allocator, len, buf ? buf : empty);
+    budget.armed = false;
+    if (!m) {
+        if (budget.exceeded)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "%s: parsing %zu bytes needs more than %zu bytes "
+                            "of memory",
+                            what, len, UNPACK_BUDGET(len));
+        return slm_fail(SLM_ERR_FORMAT, "%s: malformed protobuf (%zu bytes)",
+                        what, len);
+    }
+    *out = m;
+    return SLM_OK;
+}
+
+slm_status slm_client_unpack_request(const uint8_t *buf, size_t len,
+                                     const slm_client_limits *lim,
+                                     slm_client_msg **out)
+{
+    if (!out)
+        return slm_fail(SLM_ERR_INVALID, REQ ": NULL argument");
+    *out = NULL;
+    ProtobufCMessage *pm;
+    SLM_CHECK(unpack_bounded(REQ, &shardlm__client__client_message__descriptor,
+                             buf, len, lim, &pm));
+    slm_client_msg *m = (slm_client_msg *)pm;
+    slm_status rc = check_request(m, buf, len, lim);
+    if (rc != SLM_OK) {
+        slm_client_free_request(&m);
+        return rc;
+    }
+    *out = m;
+    return SLM_OK;
+}
+
+slm_status slm_client_unpack_response(const uint8_t *buf, size_t len,
+                                      const slm_client_limits *lim,
+                                      slm_server_msg **out)
+{
+    if (!out)
+        return slm_fail(SLM_ERR_INVALID, RESP ": NULL argument");
+    *out = NULL;
+    ProtobufCMessage *pm;
+    SLM_CHECK(unpack_bounded(RESP, &shardlm__client__server_message__descriptor,
+                             buf, len, lim, &pm));
+    slm_server_msg *m = (slm_server_msg *)pm;
+    slm_status rc = check_response(m, lim);
+    if (rc != SLM_OK) {
+        slm_client_free_response(&m);
+        return rc;
+    }
+    *out = m;
+    return SLM_OK;
+}
+
+void slm_client_free_request(slm_client_msg **m)
+{
+    if (!m || !*m)
+        return;
+    shardlm__client__client_message__free_unpacked(*m, &client_allocator);
+    *m = NULL;
+}
+
+void slm_client_free_response(slm_server_msg **m)
+{
+    if (!m || !*m)
+        return;
+    shardlm__client__server_message__free_unpacked(*m, &client_allocator);
+    *m = NULL;
+}
+
+const char *slm_client_code_name(int code)
+{
+    static const char *const names[] = {
+        "CODE_UNSPECIFIED", "INVALID_ARGUMENT",  "RESOURCE_EXHAUSTED",
+        "UNAVAILABLE",      "DEADLINE_EXCEEDED", "CANCELLED",
+        "INTERNAL",
+    };
+    if (code < 0 || code >= (int)(sizeof names / sizeof names[0]))
+        return "UNKNOWN";
+    return names[code];
+}
