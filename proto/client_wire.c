@@ -15,6 +15,7 @@
  * strings are therefore also checked for NUL in the raw bytes (find_nul).
  */
 #include "proto/client_wire.h"
+#include "proto/pbuf.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -27,33 +28,6 @@
  * of SLM_CLIENT_MAX_RANKS ranks needs about 300 KiB from 32 KiB of input).
  * At most 9 MiB per unpack. */
 #define UNPACK_BUDGET(len) ((len)*8 + ((size_t)1 << 20))
-
-static _Thread_local struct {
-    bool armed;
-    bool exceeded;
-    size_t left;
-} budget;
-
-static void *budget_alloc(void *data, size_t size)
-{
-    (void)data;
-    if (budget.armed) {
-        if (size > budget.left) {
-            budget.exceeded = true;
-            return NULL;
-        }
-        budget.left -= size;
-    }
-    return malloc(size ? size : 1);
-}
-
-static void budget_free(void *data, void *p)
-{
-    (void)data;
-    free(p);
-}
-
-static ProtobufCAllocator client_allocator = {budget_alloc, budget_free, NULL};
 
 slm_client_limits slm_client_default_limits(uint32_t vocab_size,
                                             uint32_t max_tokens)
@@ -195,47 +169,6 @@ static slm_status check_utf8(const char *what, const char *field, const char *s)
                         "%s: %s is not valid UTF-8 (byte 0x%02x at offset "
                         "%zu)",
                         what, field, (unsigned)(unsigned char)s[bad], bad);
-    return SLM_OK;
-}
-
-/* Field number 0 does not exist in protobuf, but protobuf-c accepts it when
- * the tag is encoded in more than one byte and keeps it as an unknown field,
- * which it then packs into bytes that it refuses (see wire.c). This walks
- * every sub-message through the descriptors; the schema is not recursive, so
- * the depth is that of client.proto. Other unknown fields are ignored, as
- * proto3 intends. */
-static slm_status check_unknown(const char *what, const ProtobufCMessage *m)
-{
-    const ProtobufCMessageDescriptor *d = m->descriptor;
-    for (size_t i = 0; i < m->n_unknown_fields; i++)
-        if (m->unknown_fields[i].tag == 0)
-            return slm_fail(SLM_ERR_FORMAT, "%s: %s has a field numbered 0",
-                            what, d->short_name);
-    for (unsigned f = 0; f < d->n_fields; f++) {
-        const ProtobufCFieldDescriptor *fd = &d->fields[f];
-        if (fd->type != PROTOBUF_C_TYPE_MESSAGE)
-            continue;
-        const char *base = (const char *)m;
-        if (fd->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
-            uint32_t which;
-            memcpy(&which, base + fd->quantifier_offset, sizeof which);
-            if (which != fd->id)
-                continue;
-        }
-        if (fd->label == PROTOBUF_C_LABEL_REPEATED) {
-            size_t n;
-            ProtobufCMessage **subs;
-            memcpy(&n, base + fd->quantifier_offset, sizeof n);
-            memcpy(&subs, base + fd->offset, sizeof subs);
-            for (size_t j = 0; j < n; j++)
-                SLM_CHECK(check_unknown(what, subs[j]));
-        } else {
-            ProtobufCMessage *sub;
-            memcpy(&sub, base + fd->offset, sizeof sub);
-            if (sub)
-                SLM_CHECK(check_unknown(what, sub));
-        }
-    }
     return SLM_OK;
 }
 
@@ -409,7 +342,7 @@ static slm_status check_generate(Shardlm__Client__GenerateRequest *g,
 static slm_status check_request(slm_client_msg *m, const uint8_t *buf,
                                 size_t len, const slm_client_limits *lim)
 {
-    SLM_CHECK(check_unknown(REQ, &m->base));
+    SLM_CHECK(slm_pb_check_field_zero(REQ, &m->base));
     const char *nul = find_nul(buf, len, IN_CLIENT_MESSAGE);
     if (nul)
         return slm_fail(SLM_ERR_FORMAT, REQ ": %s contains a NUL byte", nul);
@@ -522,7 +455,7 @@ static slm_status check_health(const Shardlm__Client__HealthResponse *h)
 static slm_status check_response(const slm_server_msg *m,
                                  const slm_client_limits *lim)
 {
-    SLM_CHECK(check_unknown(RESP, &m->base));
+    SLM_CHECK(slm_pb_check_field_zero(RESP, &m->base));
     switch (m->body_case) {
     case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_CHUNK:
         return check_chunk(m->chunk, lim);
@@ -555,7 +488,6 @@ static slm_status unpack_bounded(const char *what,
                                  const slm_client_limits *lim,
                                  ProtobufCMessage **out)
 {
-    static const uint8_t empty[1];
     *out = NULL;
     if (!lim)
         return slm_fail(SLM_ERR_INVALID, "%s: NULL argument", what);
@@ -565,23 +497,7 @@ static slm_status unpack_bounded(const char *what,
     if (!buf && len > 0)
         return slm_fail(SLM_ERR_INVALID, "%s: NULL buffer of %zu bytes", what,
                         len);
-    budget.armed = true;
-    budget.exceeded = false;
-    budget.left = UNPACK_BUDGET(len);
-    ProtobufCMessage *m =
-        protobuf_c_message_unpack(d, &client_allocator, len, buf ? buf : empty);
-    budget.armed = false;
-    if (!m) {
-        if (budget.exceeded)
-            return slm_fail(SLM_ERR_FORMAT,
-                            "%s: parsing %zu bytes needs more than %zu bytes "
-                            "of memory",
-                            what, len, UNPACK_BUDGET(len));
-        return slm_fail(SLM_ERR_FORMAT, "%s: malformed protobuf (%zu bytes)",
-                        what, len);
-    }
-    *out = m;
-    return SLM_OK;
+    return slm_pb_unpack(d, buf, len, UNPACK_BUDGET(len), what, out);
 }
 
 slm_status slm_client_unpack_request(const uint8_t *buf, size_t len,
@@ -628,7 +544,7 @@ void slm_client_free_request(slm_client_msg **m)
 {
     if (!m || !*m)
         return;
-    shardlm__client__client_message__free_unpacked(*m, &client_allocator);
+    slm_pb_free(&(*m)->base);
     *m = NULL;
 }
 
@@ -636,7 +552,7 @@ void slm_client_free_response(slm_server_msg **m)
 {
     if (!m || !*m)
         return;
-    shardlm__client__server_message__free_unpacked(*m, &client_allocator);
+    slm_pb_free(&(*m)->base);
     *m = NULL;
 }
 

@@ -2,15 +2,10 @@
  * proto/wire.c - packing, bounded unpacking and validation of the control
  * messages; the contract is in wire.h, the format in control.proto.
  *
- * protobuf-c allocates as it parses (the message structs, copies of strings,
- * repeated arrays, unknown fields, and scratch for the fields it has seen),
- * up to tens of bytes per input byte. To bound that, one unpack may allocate
- * at most UNPACK_BUDGET(len) bytes in total; the allocator counts against a
- * thread-local budget that is armed only for the duration of the unpack. Its
- * alloc and free are otherwise plain malloc and free, so the same allocator
- * frees the message later, long after the budget is disarmed.
+ * One unpack may allocate at most UNPACK_BUDGET(len) bytes (proto/pbuf.h).
  */
 #include "proto/wire.h"
+#include "proto/pbuf.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -31,33 +26,6 @@
  * logits (one float per 4 input bytes), the structs and protobuf-c's
  * scratch. */
 #define UNPACK_BUDGET(len) ((len)*4 + ((size_t)64 << 10))
-
-static _Thread_local struct {
-    bool armed;
-    bool exceeded;
-    size_t left;
-} budget;
-
-static void *budget_alloc(void *data, size_t size)
-{
-    (void)data;
-    if (budget.armed) {
-        if (size > budget.left) {
-            budget.exceeded = true;
-            return NULL;
-        }
-        budget.left -= size;
-    }
-    return malloc(size ? size : 1);
-}
-
-static void budget_free(void *data, void *p)
-{
-    (void)data;
-    free(p);
-}
-
-static ProtobufCAllocator wire_allocator = {budget_alloc, budget_free, NULL};
 
 slm_status slm_wire_pack_control(const slm_control_msg *m, uint8_t **buf,
                                  size_t *len)
@@ -177,38 +145,20 @@ static slm_status check_result(const Shardlm__Control__StepResult *r,
     return check_string("StepResult.error", r->error);
 }
 
-/* Field number 0 does not exist in protobuf, but protobuf-c accepts it when
- * the tag is encoded in more than one byte and keeps it as an unknown field,
- * which it then packs into bytes that it refuses. Other unknown fields are
- * ignored, as proto3 intends. */
-static slm_status check_unknown(const char *msg, const ProtobufCMessage *m)
-{
-    for (size_t i = 0; i < m->n_unknown_fields; i++)
-        if (m->unknown_fields[i].tag == 0)
-            return slm_fail(SLM_ERR_FORMAT,
-                            "control message: %s has a field numbered 0", msg);
-    return SLM_OK;
-}
-
 static slm_status check_message(const slm_control_msg *m,
                                 const slm_wire_limits *lim)
 {
-    SLM_CHECK(check_unknown("ControlMessage", &m->base));
+    SLM_CHECK(slm_pb_check_field_zero("control message", &m->base));
     switch (m->body_case) {
     case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_HELLO:
-        SLM_CHECK(check_unknown("Hello", &m->hello->base));
         return check_hello(m->hello, lim);
     case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP:
-        SLM_CHECK(check_unknown("Step", &m->step->base));
         return check_step(m->step, lim);
     case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_RESULT:
-        SLM_CHECK(check_unknown("StepResult", &m->result->base));
         return check_result(m->result, lim);
     case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_HEARTBEAT:
-        SLM_CHECK(check_unknown("Heartbeat", &m->heartbeat->base));
         return check_shard("Heartbeat", m->heartbeat->shard, lim);
     case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_SHUTDOWN:
-        SLM_CHECK(check_unknown("Shutdown", &m->shutdown->base));
         return check_string("Shutdown.reason", m->shutdown->reason);
     default:
         return slm_fail(SLM_ERR_FORMAT,
@@ -222,7 +172,6 @@ slm_status slm_wire_unpack_control(const uint8_t *buf, size_t len,
                                    const slm_wire_limits *lim,
                                    slm_control_msg **out)
 {
-    static const uint8_t empty[1];
     if (!out || !lim)
         return slm_fail(SLM_ERR_INVALID, "control message: NULL argument");
     *out = NULL;
@@ -234,21 +183,10 @@ slm_status slm_wire_unpack_control(const uint8_t *buf, size_t len,
         return slm_fail(SLM_ERR_INVALID,
                         "control message: NULL buffer of %zu bytes", len);
 
-    budget.armed = true;
-    budget.exceeded = false;
-    budget.left = UNPACK_BUDGET(len);
-    slm_control_msg *m = shardlm__control__control_message__unpack(
-        &wire_allocator, len, buf ? buf : empty);
-    budget.armed = false;
-    if (!m) {
-        if (budget.exceeded)
-            return slm_fail(SLM_ERR_FORMAT,
-                            "control message: parsing %zu bytes needs more "
-                            "than %zu bytes of memory",
-                            len, UNPACK_BUDGET(len));
-        return slm_fail(SLM_ERR_FORMAT,
-                        "control message: malformed protobuf (%zu bytes)", len);
-    }
+    ProtobufCMessage *pm = NULL;
+    SLM_CHECK(slm_pb_unpack(&shardlm__control__control_message__descriptor, buf,
+                            len, UNPACK_BUDGET(len), "control message", &pm));
+    slm_control_msg *m = (slm_control_msg *)pm;
     slm_status rc = check_message(m, lim);
     if (rc != SLM_OK) {
         slm_wire_free_control(&m);
@@ -262,6 +200,6 @@ void slm_wire_free_control(slm_control_msg **m)
 {
     if (!m || !*m)
         return;
-    shardlm__control__control_message__free_unpacked(*m, &wire_allocator);
+    slm_pb_free(&(*m)->base);
     *m = NULL;
 }

@@ -25,9 +25,9 @@ typedef Shardlm__Control__ControlMessage slm_control_msg;
 
 /* What a receiver knows, to bound the fields it will use. */
 typedef struct {
-    uint32_t n_shards;  /* shard ids must be below this */
+    uint32_t n_shards;   /* shard ids must be below this */
     uint32_t vocab_size; /* a logits array must be empty or exactly this */
-    int32_t seq_len;    /* positions must be in [0, seq_len) */
+    int32_t seq_len;     /* positions must be in [0, seq_len) */
 } slm_wire_limits;
 
 /* Serialises m into a new buffer. The caller owns *buf (free()). Fails with

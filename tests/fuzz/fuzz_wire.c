@@ -11,7 +11,7 @@
  *
  * Build (bash; <build> is a CMake build dir, which holds the generated code):
  *   clang -g -fsanitize=fuzzer,address,undefined -I. -I<build> \
- *     tests/fuzz/fuzz_wire.c proto/wire.c <build>/proto/control.pb-c.c \
+ *     tests/fuzz/fuzz_wire.c proto/wire.c proto/pbuf.c <build>/proto/control.pb-c.c \
  *     common/status.c -lprotobuf-c
  * Seeds: tests/fuzz/corpus/wire/.
  */
