@@ -924,6 +924,7 @@ static void test_reject_responses(void **state)
     c = good_chunk();
     ids[1] = 1000000;
     c.token_ids = ids;
+    c.n_token_ids = 2; /* ids holds two */
     slm_server_msg m = wrap_s(S_CHUNK, &c);
     uint8_t *buf;
     size_t len;
