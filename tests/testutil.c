@@ -88,3 +88,53 @@ void slm_test_write_temp(const void *data, size_t len, char *buf, size_t cap)
     }
     assert_int_equal(close(fd), 0);
 }
+
+/* Parses an exactly-sized heap copy of buf(len). */
+static void try_copy(const uint8_t *buf, size_t len,
+                     void (*try_parse)(const uint8_t *, size_t))
+{
+    uint8_t *p = malloc(len ? len : 1);
+    assert_non_null(p);
+    memcpy(p, buf, len);
+    try_parse(p, len);
+    free(p);
+}
+
+void slm_test_hostile_bytes(uint8_t *const *valid, const size_t *lens, int n,
+                            int randoms, int mutations, uint64_t seed,
+                            void (*try_parse)(const uint8_t *buf, size_t len))
+{
+    for (int i = 0; i < n; i++)
+        for (size_t cut = 0; cut < lens[i]; cut++)
+            try_copy(valid[i], cut, try_parse);
+
+    uint64_t rng = seed;
+    uint8_t buf[256];
+    for (int i = 0; i < randoms; i++) {
+        size_t len = slm_test_rand_u64(&rng) % sizeof buf;
+        for (size_t j = 0; j < len; j++) {
+            uint64_t r = slm_test_rand_u64(&rng);
+            buf[j] = (uint8_t)r;
+            if (j == 0 && (i & 1))
+                buf[j] = (uint8_t)(((1 + r % 5) << 3) | 2);
+            if (j == 1 && (i & 1))
+                buf[j] = (uint8_t)(len - 2);
+        }
+        try_copy(buf, len, try_parse);
+    }
+
+    for (int i = 0; i < mutations && n > 0; i++) {
+        const int k = i % n;
+        if (lens[k] == 0)
+            continue;
+        uint8_t *p = malloc(lens[k]);
+        assert_non_null(p);
+        memcpy(p, valid[k], lens[k]);
+        uint64_t r = slm_test_rand_u64(&rng);
+        size_t at = (r & 1) ? (r >> 8) % lens[k] : (r >> 8) % 24 % lens[k];
+        p[at] = (r & 2) ? (uint8_t)(r >> 40)
+                        : (uint8_t)(p[at] ^ (1u << (r >> 4 & 7)));
+        try_parse(p, lens[k]);
+        free(p);
+    }
+}

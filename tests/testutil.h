@@ -37,4 +37,17 @@ int slm_test_golden_path(const char *name, char *buf, size_t cap);
  * caller unlinks it). Fails the test on error. */
 void slm_test_write_temp(const void *data, size_t len, char *buf, size_t cap);
 
+/* Feeds a parser hostile bytes derived from valid messages; each input goes
+ * to try_parse in a heap copy of exactly its length, so ASan sees any
+ * over-read. The parser must not crash; try_parse asserts what it must.
+ *   - every truncation of every valid buffer;
+ *   - `randoms` random buffers of up to 255 bytes, half of them starting like
+ *     a protobuf message body (a length-delimited field 1..5);
+ *   - `mutations` single-byte changes of the valid buffers, mostly in the
+ *     first 24 bytes (the framing), sometimes anywhere.
+ * valid(n) and lens(n) are borrowed. */
+void slm_test_hostile_bytes(uint8_t *const *valid, const size_t *lens, int n,
+                            int randoms, int mutations, uint64_t seed,
+                            void (*try_parse)(const uint8_t *buf, size_t len));
+
 #endif
