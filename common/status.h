@@ -26,7 +26,8 @@ extern "C" {
     X(SLM_ERR_FORMAT, -4, "malformed input")                                   \
     X(SLM_ERR_RANGE, -5, "value out of range")                                 \
     X(SLM_ERR_UNSUPPORTED, -6, "unsupported")                                  \
-    X(SLM_ERR_INTERNAL, -7, "internal error")
+    X(SLM_ERR_INTERNAL, -7, "internal error")                                 \
+    X(SLM_ERR_UNAVAILABLE, -8, "unavailable")
 
 typedef enum {
 #define SLM__STATUS_ENUM(name, value, text) name = value,

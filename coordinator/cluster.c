@@ -1,28 +1,50 @@
 /* coordinator/cluster.c - see cluster.h. */
 #include "coordinator/cluster.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
 #include "collectives/comm_mpi.h"
+#include "common/clock.h"
 #include "proto/transport.h"
 
 struct slm_cluster {
     void *ctx;
-    void *sock; /* ROUTER */
+    void *sock;    /* ROUTER */
+    void *monitor; /* PAIR: the ROUTER's disconnect events */
     int32_t n_shards;
     int32_t decider;
     slm_model_config cfg;
     slm_wire_limits lim;
+    slm_cluster_timing timing;
     uint64_t seq;           /* last step sent */
     uint64_t *weight_bytes; /* (n_shards) from each Hello */
+    double *last_beat;      /* (n_shards) when each was last heard from */
     uint8_t *answered;      /* (n_shards) who answered the current step */
-    float *logits;          /* (vocab) the last step's logits */
+    int32_t n_answered;
+    bool have_logits;
+    float *logits; /* (vocab) the last step's logits */
+    /* A connection dropped at this time (0: none pending): whichever shard
+     * has not beaten since is the one that went. */
+    double disconnect_at;
+    int32_t lost;       /* -1 while every shard is healthy */
+    char lost_why[256]; /* why, once lost >= 0 */
+    void *watch_sock;
+    slm_cluster_watch_fn watch_fn;
+    void *watch_user;
 };
 
-/* Maps a routing id "shard-<i>" to i, or -1 if it names no shard. */
+slm_cluster_timing slm_cluster_default_timing(void)
+{
+    slm_cluster_timing t = {30000, 200, 1000};
+    return t;
+}
+
+/* Maps a routing id "shard-<i>" or "hb-<i>" to i, or -1 if it names no
+ * shard. */
 static int32_t shard_of(const slm_cluster_t *c, const char *id, size_t len)
 {
     for (int32_t i = 0; i < c->n_shards; i++) {
@@ -30,46 +52,201 @@ static int32_t shard_of(const slm_cluster_t *c, const char *id, size_t len)
         size_t n = slm_transport_shard_id(i, want, sizeof want);
         if (n == len && memcmp(want, id, len) == 0)
             return i;
+        n = slm_transport_heartbeat_id(i, want, sizeof want);
+        if (n == len && memcmp(want, id, len) == 0)
+            return i;
     }
     return -1;
 }
 
-/* Stray messages tolerated in one wait before it gives up: enough for
- * noise, few enough that a flood cannot hold a step past its deadline for
- * long (each receive has the full timeout). */
+static slm_status lost_status(const slm_cluster_t *c)
+{
+    return slm_fail(SLM_ERR_UNAVAILABLE, "%s", c->lost_why);
+}
+
+static void mark_lost(slm_cluster_t *c, int32_t shard, const char *what,
+                      double age)
+{
+    if (c->lost >= 0)
+        return;
+    c->lost = shard;
+    snprintf(c->lost_why, sizeof c->lost_why,
+             "rank %d (shard %d) %s; its last heartbeat was %.0f ms ago",
+             shard + 1, shard, what, age * 1000.0);
+}
+
+/* The liveness rule, applied after every wake-up. */
+static slm_status check_health(slm_cluster_t *c, double now)
+{
+    if (c->lost >= 0)
+        return lost_status(c);
+    const double beat = c->timing.heartbeat_ms / 1000.0;
+    const double limit = c->timing.heartbeat_timeout_ms / 1000.0;
+    /* After a disconnect every live shard beats within an interval; two
+     * intervals of grace, then the silent one is named. */
+    if (c->disconnect_at > 0 && now - c->disconnect_at >= 2.0 * beat) {
+        for (int32_t i = 0; i < c->n_shards; i++)
+            if (c->last_beat[i] < c->disconnect_at) {
+                mark_lost(c, i, "disconnected (the process died)",
+                          now - c->last_beat[i]);
+                return lost_status(c);
+            }
+        c->disconnect_at = 0; /* some other peer left */
+    }
+    for (int32_t i = 0; i < c->n_shards; i++)
+        if (now - c->last_beat[i] > limit) {
+            mark_lost(c, i, "stopped sending heartbeats (stopped or hung)",
+                      now - c->last_beat[i]);
+            return lost_status(c);
+        }
+    return SLM_OK;
+}
+
+static void drain_monitor(slm_cluster_t *c, double now)
+{
+    for (;;) {
+        zmq_msg_t frame;
+        zmq_msg_init(&frame);
+        int n = zmq_msg_recv(&frame, c->monitor, ZMQ_DONTWAIT);
+        int more = n >= 0 && zmq_msg_more(&frame);
+        zmq_msg_close(&frame);
+        if (n < 0)
+            return;
+        if (more) { /* the event's second frame: the endpoint */
+            zmq_msg_init(&frame);
+            (void)zmq_msg_recv(&frame, c->monitor, ZMQ_DONTWAIT);
+            zmq_msg_close(&frame);
+        }
+        if (c->disconnect_at == 0)
+            c->disconnect_at = now;
+    }
+}
+
+/* Handles one valid message from shard `shard`. Anything from a peer that
+ * is not one of our shards (another local process on the port; issue 6 adds
+ * authentication before this point) was dropped before this. */
+static slm_status handle(slm_cluster_t *c, int32_t shard, bool from_hb,
+                         slm_control_msg *r, double now)
+{
+    if (r->body_case == SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_HEARTBEAT) {
+        if (r->heartbeat->shard == (uint32_t)shard)
+            c->last_beat[shard] = now;
+        return SLM_OK;
+    }
+    if (from_hb)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "shard %d sent a step result on its heartbeat socket",
+                        shard);
+    c->last_beat[shard] = now; /* any word from it is a sign of life */
+    if (r->body_case != SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_RESULT ||
+        r->result->seq != c->seq || r->result->shard != (uint32_t)shard ||
+        c->answered[shard] || c->n_answered == c->n_shards)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "step %llu: shard %d answered out of turn",
+                        (unsigned long long)c->seq, shard);
+    c->answered[shard] = 1;
+    c->n_answered++;
+    if (r->result->error && r->result->error[0])
+        return slm_fail(SLM_ERR_INTERNAL, "step %llu: shard %d failed: %s",
+                        (unsigned long long)c->seq, shard, r->result->error);
+    if (shard == c->decider) {
+        /* wire.c checked: exactly vocab_size finite floats, or none */
+        if (r->result->n_logits != (size_t)c->cfg.vocab_size)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "step %llu: the decider sent no logits",
+                            (unsigned long long)c->seq);
+        memcpy(c->logits, r->result->logits,
+               r->result->n_logits * sizeof(float));
+        c->have_logits = true;
+    }
+    return SLM_OK;
+}
+
+/* Stray messages tolerated per wake-up: enough for noise, few enough that a
+ * flood cannot starve the rest of the loop. */
 #define SLM_CLUSTER_MAX_STRAYS 64
 
-/* Receives one valid message from a known shard. Anything from a peer that
- * is not one of our shards (another local process on the port; issue 6 adds
- * authentication before this point) is dropped with a warning, so a stray
- * packet cannot end the job; a malformed message from a shard is an error. */
-static slm_status recv_from_shard(slm_cluster_t *c, int32_t *shard,
-                                  slm_control_msg **m)
+/* Receives everything waiting on the control socket. Results for the step in
+ * flight are recorded; a Hello is returned in *hello (if hello is non-NULL)
+ * for the bootstrap to check. */
+static slm_status drain_control(slm_cluster_t *c, double now,
+                                slm_control_msg **hello, int32_t *hello_shard)
 {
-    for (int strays = 0;; strays++) {
+    for (int strays = 0;;) {
+        int events = 0;
+        size_t len = sizeof events;
+        if (zmq_getsockopt(c->sock, ZMQ_EVENTS, &events, &len) != 0)
+            return slm_fail(SLM_ERR_IO, "control: %s",
+                            zmq_strerror(zmq_errno()));
+        if (!(events & ZMQ_POLLIN))
+            return SLM_OK;
         char id[64];
         size_t id_len = 0;
+        slm_control_msg *m = NULL;
         slm_status rc =
-            slm_transport_recv(c->sock, id, sizeof id, &id_len, &c->lim, m);
-        *shard = id_len ? shard_of(c, id, id_len) : -1;
-        if (*shard >= 0 || (rc != SLM_OK && id_len == 0))
-            return rc; /* a shard's message, or the socket failed */
-        slm_wire_free_control(m);
-        if (strays == SLM_CLUSTER_MAX_STRAYS)
-            return slm_fail(SLM_ERR_IO,
-                            "control: %d messages from unknown "
-                            "peers in one wait",
-                            SLM_CLUSTER_MAX_STRAYS);
-        fprintf(stderr,
-                "shardlm: control: dropped a message from an unknown "
-                "peer (%zu-byte id)\n",
-                id_len);
+            slm_transport_recv(c->sock, id, sizeof id, &id_len, &c->lim, &m);
+        int32_t shard = id_len ? shard_of(c, id, id_len) : -1;
+        if (shard < 0) {
+            slm_wire_free_control(&m);
+            if (rc != SLM_OK && id_len == 0)
+                return rc; /* the socket failed */
+            if (++strays == SLM_CLUSTER_MAX_STRAYS)
+                return SLM_OK;
+            fprintf(stderr,
+                    "shardlm: control: dropped a message from an unknown "
+                    "peer (%zu-byte id)\n",
+                    id_len);
+            continue;
+        }
+        if (rc != SLM_OK)
+            return slm_error_prefix(rc, "shard %d", shard);
+        bool from_hb = id[0] == 'h';
+        if (hello &&
+            m->body_case == SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_HELLO &&
+            !from_hb) {
+            c->last_beat[shard] = now;
+            *hello = m;
+            *hello_shard = shard;
+            return SLM_OK;
+        }
+        rc = handle(c, shard, from_hb, m, now);
+        slm_wire_free_control(&m);
+        SLM_CHECK(rc);
     }
+}
+
+/* One wake-up: waits up to timeout_ms, then handles whatever arrived. */
+static slm_status wait_once(slm_cluster_t *c, int timeout_ms,
+                            slm_control_msg **hello, int32_t *hello_shard)
+{
+    zmq_pollitem_t items[3] = {
+        {c->sock, 0, ZMQ_POLLIN, 0},
+        {c->monitor, 0, ZMQ_POLLIN, 0},
+        {c->watch_sock, 0, ZMQ_POLLIN, 0},
+    };
+    int n_items = c->watch_sock ? 3 : 2;
+    if (timeout_ms > SLM_CLUSTER_TICK_MS)
+        timeout_ms = SLM_CLUSTER_TICK_MS;
+    if (zmq_poll(items, n_items, timeout_ms) < 0 && zmq_errno() != EINTR)
+        return slm_fail(SLM_ERR_IO, "control: poll: %s",
+                        zmq_strerror(zmq_errno()));
+    double now = slm_now_seconds();
+    drain_monitor(c, now);
+    SLM_CHECK(drain_control(c, now, hello, hello_shard));
+    if (hello && *hello)
+        return SLM_OK;
+    if (c->watch_fn)
+        SLM_CHECK(c->watch_fn(
+            c->watch_user, c->watch_sock && (items[2].revents & ZMQ_POLLIN)));
+    if (hello) /* still loading: the Hello deadline is the only rule */
+        return SLM_OK;
+    return check_health(c, slm_now_seconds());
 }
 
 slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
                               int32_t n_shards, int32_t decider,
-                              const char *bind, int timeout_ms,
+                              const char *bind,
+                              const slm_cluster_timing *timing,
                               slm_cluster_t **out)
 {
     slm_cluster_t *c = calloc(1, sizeof *c);
@@ -77,23 +254,39 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
         return slm_fail(SLM_ERR_NOMEM, "cluster: out of memory");
     slm_status rc = SLM_OK;
     char endpoint[SLM_CLUSTER_ENDPOINT_MAX] = "";
+    char monitor_ep[64];
+    snprintf(monitor_ep, sizeof monitor_ep, "inproc://slm-cluster-%p",
+             (void *)c);
     c->n_shards = n_shards;
     c->decider = decider;
     c->cfg = *cfg;
+    c->timing = *timing;
+    c->lost = -1;
     c->lim = (slm_wire_limits){(uint32_t)n_shards, (uint32_t)cfg->vocab_size,
                                cfg->seq_len};
     c->weight_bytes = calloc((size_t)n_shards, sizeof *c->weight_bytes);
+    c->last_beat = calloc((size_t)n_shards, sizeof *c->last_beat);
     c->logits = calloc((size_t)cfg->vocab_size, sizeof *c->logits);
     c->answered = calloc((size_t)n_shards, 1);
     c->ctx = zmq_ctx_new();
     c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_ROUTER) : NULL;
-    if (!c->weight_bytes || !c->logits || !c->answered || !c->sock) {
+    if (!c->weight_bytes || !c->last_beat || !c->logits || !c->answered ||
+        !c->sock) {
         rc = slm_fail(SLM_ERR_NOMEM, "cluster: cannot set up the control "
                                      "socket");
         goto fail_bootstrap;
     }
-    SLM_CHECK_GOTO(slm_transport_configure(c->sock, timeout_ms), rc,
+    SLM_CHECK_GOTO(slm_transport_configure(c->sock, timing->timeout_ms), rc,
                    fail_bootstrap);
+    if (zmq_socket_monitor(c->sock, monitor_ep, ZMQ_EVENT_DISCONNECTED) != 0 ||
+        !(c->monitor = zmq_socket(c->ctx, ZMQ_PAIR)) ||
+        zmq_connect(c->monitor, monitor_ep) != 0) {
+        rc = slm_fail(SLM_ERR_IO,
+                      "cluster: cannot monitor the control "
+                      "socket: %s",
+                      zmq_strerror(zmq_errno()));
+        goto fail_bootstrap;
+    }
     size_t len = sizeof endpoint;
     if (zmq_bind(c->sock, bind) != 0 ||
         zmq_getsockopt(c->sock, ZMQ_LAST_ENDPOINT, endpoint, &len) != 0) {
@@ -107,17 +300,22 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
         slm_comm_mpi_bcast_string(world, 0, endpoint, sizeof endpoint), rc,
         fail);
 
+    const double deadline = slm_now_seconds() + timing->timeout_ms / 1000.0;
     for (int32_t seen = 0; seen < n_shards;) {
         slm_control_msg *m = NULL;
         int32_t shard = -1;
-        rc = recv_from_shard(c, &shard, &m);
+        rc = wait_once(c, SLM_CLUSTER_TICK_MS, &m, &shard);
+        if (rc == SLM_OK && !m && slm_now_seconds() > deadline)
+            rc = slm_fail(SLM_ERR_IO, "timed out after %d ms",
+                          timing->timeout_ms);
         if (rc != SLM_OK) {
             slm_error_prefix(rc, "waiting for %d shards to load (%d ready)",
                              n_shards, seen);
             goto fail;
         }
-        if (m->body_case != SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_HELLO ||
-            m->hello->shard != (uint32_t)shard || c->weight_bytes[shard]) {
+        if (!m)
+            continue;
+        if (m->hello->shard != (uint32_t)shard || c->weight_bytes[shard]) {
             slm_wire_free_control(&m);
             rc = slm_fail(SLM_ERR_FORMAT,
                           "cluster: shard %d sent something other than one "
@@ -131,6 +329,11 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
         seen++;
         slm_wire_free_control(&m);
     }
+    /* The liveness clock starts once all are up: loading is not beating. */
+    const double now = slm_now_seconds();
+    for (int32_t i = 0; i < n_shards; i++)
+        c->last_beat[i] = now;
+    c->disconnect_at = 0;
     *out = c;
     return SLM_OK;
 fail_bootstrap:
@@ -144,13 +347,29 @@ fail:
     return rc;
 }
 
+void slm_cluster_watch(slm_cluster_t *c, void *sock, slm_cluster_watch_fn fn,
+                       void *user)
+{
+    c->watch_sock = sock;
+    c->watch_fn = fn;
+    c->watch_user = user;
+}
+
+slm_status slm_cluster_pump(slm_cluster_t *c, int timeout_ms)
+{
+    return wait_once(c, timeout_ms, NULL, NULL);
+}
+
 /* One position on every shard: Step out to all, one StepResult back from
- * each, the decider's carrying the logits. */
+ * each, the decider's carrying the logits; heartbeats and the watched socket
+ * are served while waiting. */
 static slm_status cluster_forward(void *ctx, int32_t token, int32_t pos,
                                   const float **logits)
 {
     slm_cluster_t *c = ctx;
     *logits = NULL;
+    if (c->lost >= 0)
+        return lost_status(c);
     Shardlm__Control__Step step = SHARDLM__CONTROL__STEP__INIT;
     step.seq = ++c->seq;
     step.token = token;
@@ -158,50 +377,29 @@ static slm_status cluster_forward(void *ctx, int32_t token, int32_t pos,
     slm_control_msg m = SHARDLM__CONTROL__CONTROL_MESSAGE__INIT;
     m.body_case = SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP;
     m.step = &step;
+    memset(c->answered, 0, (size_t)c->n_shards);
+    c->n_answered = 0;
+    c->have_logits = false;
     for (int32_t i = 0; i < c->n_shards; i++) {
         char id[32];
         size_t n = slm_transport_shard_id(i, id, sizeof id);
         SLM_CHECK(slm_transport_send(c->sock, id, n, &m));
     }
-    bool have_logits = false;
-    memset(c->answered, 0, (size_t)c->n_shards);
-    for (int32_t answered = 0; answered < c->n_shards; answered++) {
-        slm_control_msg *r = NULL;
-        int32_t shard = -1;
-        slm_status rc = recv_from_shard(c, &shard, &r);
+    const double deadline = slm_now_seconds() + c->timing.timeout_ms / 1000.0;
+    while (c->n_answered < c->n_shards) {
+        double left_ms = (deadline - slm_now_seconds()) * 1000.0;
+        if (left_ms <= 0)
+            return slm_fail(SLM_ERR_UNAVAILABLE,
+                            "step %llu (position %d): %d of %d shards "
+                            "answered within %d ms",
+                            (unsigned long long)c->seq, pos, c->n_answered,
+                            c->n_shards, c->timing.timeout_ms);
+        slm_status rc = wait_once(c, (int)left_ms + 1, NULL, NULL);
         if (rc != SLM_OK)
             return slm_error_prefix(rc, "step %llu (position %d)",
                                     (unsigned long long)c->seq, pos);
-        if (r->body_case != SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_RESULT ||
-            r->result->seq != c->seq || r->result->shard != (uint32_t)shard ||
-            c->answered[shard]) {
-            slm_wire_free_control(&r);
-            return slm_fail(SLM_ERR_FORMAT,
-                            "step %llu: shard %d answered out of turn",
-                            (unsigned long long)c->seq, shard);
-        }
-        c->answered[shard] = 1;
-        if (r->result->error && r->result->error[0]) {
-            rc = slm_fail(SLM_ERR_INTERNAL, "step %llu: shard %d failed: %s",
-                          (unsigned long long)c->seq, shard, r->result->error);
-            slm_wire_free_control(&r);
-            return rc;
-        }
-        if (shard == c->decider) {
-            /* wire.c checked: exactly vocab_size finite floats, or none */
-            if (r->result->n_logits != (size_t)c->cfg.vocab_size) {
-                slm_wire_free_control(&r);
-                return slm_fail(SLM_ERR_FORMAT,
-                                "step %llu: the decider sent no logits",
-                                (unsigned long long)c->seq);
-            }
-            memcpy(c->logits, r->result->logits,
-                   r->result->n_logits * sizeof(float));
-            have_logits = true;
-        }
-        slm_wire_free_control(&r);
     }
-    if (!have_logits)
+    if (!c->have_logits)
         return slm_fail(SLM_ERR_INTERNAL, "step: no logits");
     *logits = c->logits;
     return SLM_OK;
@@ -216,6 +414,21 @@ slm_model_runner slm_cluster_runner(slm_cluster_t *c)
 uint64_t slm_cluster_shard_weight_bytes(const slm_cluster_t *c, int32_t shard)
 {
     return c->weight_bytes[shard];
+}
+
+int32_t slm_cluster_lost_shard(const slm_cluster_t *c)
+{
+    return c->lost;
+}
+
+double slm_cluster_heartbeat_age_ms(const slm_cluster_t *c, int32_t shard)
+{
+    return (slm_now_seconds() - c->last_beat[shard]) * 1000.0;
+}
+
+int32_t slm_cluster_shards(const slm_cluster_t *c)
+{
+    return c->n_shards;
 }
 
 void slm_cluster_shutdown(slm_cluster_t *c, const char *reason)
@@ -243,11 +456,16 @@ void slm_cluster_destroy(slm_cluster_t **cp)
     if (!cp || !*cp)
         return;
     slm_cluster_t *c = *cp;
-    if (c->sock)
+    if (c->sock) {
+        (void)zmq_socket_monitor(c->sock, NULL, 0);
         zmq_close(c->sock);
+    }
+    if (c->monitor)
+        zmq_close(c->monitor);
     if (c->ctx)
         zmq_ctx_term(c->ctx);
     free(c->weight_bytes);
+    free(c->last_beat);
     free(c->logits);
     free(c->answered);
     free(c);

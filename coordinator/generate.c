@@ -7,10 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-/* A single control byte (escape, bell, backspace ...) is dropped; multi-byte
- * pieces and whitespace pass. UTF-8 bytes >= 0x80 pass, so byte-fallback
- * tokens still reassemble characters. */
-static bool printable(const char *piece, size_t len)
+bool slm_piece_printable(const char *piece, size_t len)
 {
     if (len != 1)
         return len > 0;
@@ -85,7 +82,7 @@ slm_status slm_generate(const slm_model_runner *m, const slm_tokenizer_t *tok,
         }
         size_t len = 0;
         const char *piece = slm_tokenizer_decode(tok, token, next, &len);
-        if (printable(piece, len))
+        if (slm_piece_printable(piece, len))
             SLM_CHECK_GOTO(fn(user, piece, len, next), rc, done);
         token = next;
     }

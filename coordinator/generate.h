@@ -28,6 +28,12 @@ typedef struct {
 /* The runner of a whole model in this process; t is borrowed. */
 slm_model_runner slm_runner_local(slm_transformer_t *t);
 
+/* Whether a decoded piece may be shown: a single control byte (escape,
+ * bell, backspace ...) may not, so a model cannot drive a terminal;
+ * whitespace, multi-byte pieces and bytes >= 0x80 (byte-fallback tokens that
+ * reassemble UTF-8) may. */
+bool slm_piece_printable(const char *piece, size_t len);
+
 /* Called with each piece of text (not NUL-terminated, borrowed for the call)
  * and its token id. A non-OK return stops generation with that status. */
 typedef slm_status (*slm_piece_fn)(void *user, const char *piece, size_t len,

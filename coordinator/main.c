@@ -55,8 +55,9 @@ static void usage(FILE *f)
         "         --tp TP --pp PP (--prompt TEXT | --input FILE.jsonl) ...\n"
         "      An offline batch on a cluster of shards: `shardlm run --help`.\n"
         "  mpirun -np $((1 + TP * PP)) shardlm serve --model M --tokenizer T\n"
-        "         --tp TP --pp PP ...\n"
-        "      Serves JSON-line requests from stdin until EOF, same options.\n",
+        "         --tp TP --pp PP [--listen ENDPOINT] ...\n"
+        "      Serves shardlm-client requests over ZeroMQ (default\n"
+        "      tcp://127.0.0.1:5555) until SIGTERM: `shardlm serve --help`.\n",
         slm_mkmodel_shape_names());
 }
 

@@ -26,35 +26,49 @@
 #include "coordinator/cli.h"
 #include "coordinator/cluster.h"
 #include "coordinator/generate.h"
+#include "coordinator/server.h"
 #include "model/checkpoint.h"
 #include "model/plan.h"
 #include "model/tokenizer.h"
 #include "shard/shard.h"
 
 typedef struct {
-    const char *model, *tokenizer, *prompt, *input, *output, *bind;
+    const char *model, *tokenizer, *prompt, *input, *output, *bind, *listen;
     int64_t tp, pp, steps, threads, timeout_ms;
+    int64_t heartbeat_ms, heartbeat_timeout_ms, queue_depth, max_tokens;
     slm_sampling_params sampling;
-    bool serve; /* requests from stdin until EOF, instead of a batch */
+    bool serve; /* clients over ZeroMQ until a signal, instead of a batch */
 } run_options;
 
 static void run_usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: mpirun -np $((1 + TP * PP)) shardlm run|serve --model M "
+        "usage: mpirun -np $((1 + TP * PP)) shardlm run --model M "
         "--tokenizer T\n"
         "           [--tp TP] [--pp PP] (--prompt TEXT | --input FILE.jsonl)\n"
         "           [--output FILE.jsonl] [-n STEPS] [--temperature F]\n"
         "           [--top-k K] [--top-p F] [--repetition-penalty F]\n"
-        "           [--seed S] [--threads N] [--control-bind ENDPOINT]\n"
-        "           [--timeout-ms MS]\n"
+        "           [--seed S] [common options]\n"
+        "       mpirun -np $((1 + TP * PP)) shardlm serve --model M "
+        "--tokenizer T\n"
+        "           [--tp TP] [--pp PP] [--listen ENDPOINT] [-n TOKENS]\n"
+        "           [--queue-depth N] [--max-tokens N] [common options]\n"
+        "  common options: [--threads N] [--control-bind ENDPOINT]\n"
+        "           [--timeout-ms MS] [--heartbeat-ms MS]\n"
+        "           [--heartbeat-timeout-ms MS]\n"
         "  Rank 0 coordinates; ranks 1..TP*PP are shards. run answers\n"
-        "  --prompt or the --input batch; serve answers JSON lines from\n"
-        "  stdin until EOF (no --prompt/--input). Results are JSON\n"
-        "  lines (stdout by default). The control endpoint defaults to\n"
-        "  %s (loopback).\n",
-        SLM_CLUSTER_DEFAULT_BIND);
+        "  --prompt or the --input batch as JSON lines (stdout by default;\n"
+        "  -n counts positions, prompt included). serve answers clients\n"
+        "  (shardlm-client) on --listen, default %s, until\n"
+        "  SIGTERM; -n is the completion length of a request that sets\n"
+        "  none (default 256), --max-tokens the most one may ask\n"
+        "  (default 65536; the model's context caps it too), --queue-depth\n"
+        "  the requests that may wait (default 64; more are refused with\n"
+        "  RESOURCE_EXHAUSTED). Shards beat every --heartbeat-ms (200); one\n"
+        "  silent for --heartbeat-timeout-ms (1000) is lost and the job\n"
+        "  ends. The control endpoint defaults to %s (loopback).\n",
+        SLM_SERVER_DEFAULT_LISTEN, SLM_CLUSTER_DEFAULT_BIND);
 }
 
 static slm_status parse_options(int argc, char **argv, bool serve,
@@ -70,7 +84,12 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         O_OUTPUT,
         O_THREADS,
         O_BIND,
-        O_TIMEOUT
+        O_TIMEOUT,
+        O_LISTEN,
+        O_HEARTBEAT,
+        O_HEARTBEAT_TIMEOUT,
+        O_QUEUE,
+        O_MAX_TOKENS
     };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
@@ -84,13 +103,24 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         {"threads", required_argument, NULL, O_THREADS},
         {"control-bind", required_argument, NULL, O_BIND},
         {"timeout-ms", required_argument, NULL, O_TIMEOUT},
+        {"listen", required_argument, NULL, O_LISTEN},
+        {"heartbeat-ms", required_argument, NULL, O_HEARTBEAT},
+        {"heartbeat-timeout-ms", required_argument, NULL, O_HEARTBEAT_TIMEOUT},
+        {"queue-depth", required_argument, NULL, O_QUEUE},
+        {"max-tokens", required_argument, NULL, O_MAX_TOKENS},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
     o->tp = o->pp = 1;
     o->steps = 256;
-    o->timeout_ms = 30000;
+    const slm_cluster_timing timing = slm_cluster_default_timing();
+    o->timeout_ms = timing.timeout_ms;
+    o->heartbeat_ms = timing.heartbeat_ms;
+    o->heartbeat_timeout_ms = timing.heartbeat_timeout_ms;
+    o->queue_depth = 64;
+    o->max_tokens = 65536;
     o->bind = SLM_CLUSTER_DEFAULT_BIND;
+    o->listen = SLM_SERVER_DEFAULT_LISTEN;
     o->sampling = slm_sampling_defaults();
     o->sampling.seed = 1; /* batch jobs are reproducible by default */
     o->serve = serve;
@@ -133,6 +163,25 @@ static slm_status parse_options(int argc, char **argv, bool serve,
             rc = slm_cli_int("--timeout-ms", optarg, 100, 3600000,
                              &o->timeout_ms);
             break;
+        case O_LISTEN:
+            o->listen = optarg;
+            break;
+        case O_HEARTBEAT:
+            rc = slm_cli_int("--heartbeat-ms", optarg, 10, 60000,
+                             &o->heartbeat_ms);
+            break;
+        case O_HEARTBEAT_TIMEOUT:
+            rc = slm_cli_int("--heartbeat-timeout-ms", optarg, 50, 3600000,
+                             &o->heartbeat_timeout_ms);
+            break;
+        case O_QUEUE:
+            rc = slm_cli_int("--queue-depth", optarg, 0, 1 << 20,
+                             &o->queue_depth);
+            break;
+        case O_MAX_TOKENS:
+            rc =
+                slm_cli_int("--max-tokens", optarg, 1, 1 << 24, &o->max_tokens);
+            break;
         default: {
             bool handled = false, seeded = false;
             rc = slm_cli_sampling(c, optarg, &o->sampling, &handled, &seeded);
@@ -145,10 +194,19 @@ static slm_status parse_options(int argc, char **argv, bool serve,
     if (optind != argc || !o->model || !o->tokenizer)
         return slm_fail(SLM_ERR_INVALID,
                         "--model and --tokenizer are required");
-    if (o->serve && (o->prompt || o->input))
+    if (o->serve && (o->prompt || o->input || o->output))
         return slm_fail(SLM_ERR_INVALID,
-                        "serve reads its requests from stdin: no --prompt or "
-                        "--input");
+                        "serve takes its requests from clients on --listen: "
+                        "no --prompt, --input or --output");
+    if (o->heartbeat_timeout_ms < 2 * o->heartbeat_ms)
+        return slm_fail(SLM_ERR_INVALID,
+                        "--heartbeat-timeout-ms %lld must be at least twice "
+                        "--heartbeat-ms %lld",
+                        (long long)o->heartbeat_timeout_ms,
+                        (long long)o->heartbeat_ms);
+    /* serve: -n is a request's default completion length, 0 = 256 */
+    if (o->serve && o->steps == 0)
+        o->steps = 256;
     if (!o->serve && (!o->prompt) == (!o->input))
         return slm_fail(SLM_ERR_INVALID,
                         "exactly one of --prompt and --input is required");
@@ -263,63 +321,6 @@ static slm_status answer(const slm_model_runner *runner,
     return write_line(out, line);
 }
 
-/* `serve`: requests arrive on stdin, one JSON object per line, until EOF;
- * each is answered as soon as it is done. A bad line gets an error line and
- * the server keeps serving. */
-#define SERVE_MAX_LINE ((size_t)1 << 20)
-static slm_status serve_stdin(const slm_model_runner *runner,
-                              const slm_model_config *cfg,
-                              const slm_tokenizer_t *tok, const run_options *o,
-                              text_buf *text, FILE *out)
-{
-    char *buf = malloc(SERVE_MAX_LINE + 1);
-    if (!buf)
-        return slm_fail(SLM_ERR_NOMEM, "serve: out of memory");
-    slm_status rc = SLM_OK;
-    for (;;) {
-        /* One line, whatever bytes it holds: a NUL must not split it into
-         * two requests, and an over-long one is consumed to its end. */
-        size_t n = 0;
-        bool too_long = false;
-        int c = EOF;
-        while ((c = getchar()) != EOF && c != '\n') {
-            if (n < SERVE_MAX_LINE)
-                buf[n++] = (char)c;
-            else
-                too_long = true;
-        }
-        if (c == EOF && n == 0 && !too_long)
-            break;
-        char *line = NULL;
-        if (too_long) {
-            rc = slm_batch_error_line(NULL, "request line longer than 1 MiB",
-                                      &line);
-        } else if (memchr(buf, '\0', n)) {
-            rc = slm_batch_error_line(NULL, "request line contains a NUL byte",
-                                      &line);
-        } else {
-            slm_batch b = {NULL, 0};
-            rc = slm_batch_parse(buf, n, "stdin", (int32_t)o->steps,
-                                 &o->sampling, &b);
-            if (rc == SLM_OK) {
-                for (size_t i = 0; i < b.n && rc == SLM_OK; i++)
-                    rc = answer(runner, cfg, tok, &b.items[i], text, out);
-                slm_batch_free(&b);
-                if (rc != SLM_OK)
-                    break;
-                continue;
-            }
-            rc = slm_batch_error_line(NULL, slm_error_message(), &line);
-        }
-        if (rc == SLM_OK)
-            rc = write_line(out, line);
-        if (rc != SLM_OK)
-            break;
-    }
-    free(buf);
-    return rc;
-}
-
 /* Rank 0, step 3. */
 static slm_status coordinate(const run_options *o, FILE *out,
                              const slm_model_config *cfg, int32_t decider,
@@ -329,8 +330,10 @@ static slm_status coordinate(const run_options *o, FILE *out,
     text_buf text = {NULL, 0, 0};
     slm_status rc = SLM_OK;
     const int32_t n_shards = (int32_t)(o->tp * o->pp);
+    const slm_cluster_timing timing = {(int)o->timeout_ms, (int)o->heartbeat_ms,
+                                       (int)o->heartbeat_timeout_ms};
     SLM_CHECK_GOTO(slm_cluster_create(MPI_COMM_WORLD, cfg, n_shards, decider,
-                                      o->bind, (int)o->timeout_ms, &cluster),
+                                      o->bind, &timing, &cluster),
                    rc, done);
     uint64_t max_bytes = 0;
     for (int32_t i = 0; i < n_shards; i++) {
@@ -344,7 +347,16 @@ static slm_status coordinate(const run_options *o, FILE *out,
             (double)max_bytes / 1048576.0);
     const slm_model_runner runner = slm_cluster_runner(cluster);
     if (o->serve) {
-        SLM_CHECK_GOTO(serve_stdin(&runner, cfg, tok, o, &text, out), rc, done);
+        const slm_server_options so = {
+            o->listen,
+            o->model,
+            (int32_t)o->tp,
+            (int32_t)o->pp,
+            (uint32_t)o->queue_depth,
+            (uint32_t)o->max_tokens,
+            (uint32_t)(o->steps < o->max_tokens ? o->steps : o->max_tokens),
+        };
+        SLM_CHECK_GOTO(slm_server_run(cluster, cfg, tok, &so), rc, done);
     } else {
         for (size_t i = 0; i < batch->n; i++)
             SLM_CHECK_GOTO(
@@ -370,7 +382,7 @@ static slm_status serve_as_shard(const run_options *o, int world_rank,
                                     (int32_t)o->pp, &shard),
                    rc, done);
     SLM_CHECK_GOTO(slm_shard_serve(shard, MPI_COMM_WORLD, world_rank - 1,
-                                   (int)o->timeout_ms),
+                                   (int)o->timeout_ms, (int)o->heartbeat_ms),
                    rc, done);
 done:
     slm_shard_destroy(&shard);

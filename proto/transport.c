@@ -26,6 +26,12 @@ size_t slm_transport_shard_id(int32_t index, char *buf, size_t cap)
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
+size_t slm_transport_heartbeat_id(int32_t index, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "hb-%d", index);
+    return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+}
+
 slm_status slm_transport_send(void *sock, const void *peer, size_t peer_len,
                               const slm_control_msg *m)
 {

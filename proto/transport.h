@@ -35,4 +35,8 @@ slm_status slm_transport_recv(void *sock, char *peer, size_t peer_cap,
 /* "shard-<index>" into buf; returns its length. */
 size_t slm_transport_shard_id(int32_t index, char *buf, size_t cap);
 
+/* "hb-<index>": the routing id of a shard's heartbeat socket, a second
+ * DEALER owned by its heartbeat thread (ZeroMQ sockets are single-thread). */
+size_t slm_transport_heartbeat_id(int32_t index, char *buf, size_t cap);
+
 #endif

@@ -2,6 +2,9 @@
  * shard/control.c - a shard's control loop: Hello once loaded, then one
  * StepResult per Step, until Shutdown. See slm_shard_serve in shard.h.
  */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <zmq.h>
@@ -49,8 +52,66 @@ static slm_status send_result(void *sock, uint64_t seq, int32_t index,
     return slm_transport_send(sock, NULL, 0, &m);
 }
 
+/* The heartbeat thread: its own DEALER ("hb-<index>") beating at a fixed
+ * interval whatever the main thread is doing - computing a long prefill or
+ * waiting in a collective for a peer that is gone. So the beats stop only
+ * when this process stops (killed, SIGSTOPped, or hung as a whole), which is
+ * exactly what the coordinator needs to tell. */
+typedef struct {
+    void *ctx;
+    const char *endpoint;
+    int32_t index;
+    int interval_ms;
+    atomic_bool stop;
+    pthread_t thread;
+    bool started;
+} heartbeat;
+
+static void *heartbeat_main(void *arg)
+{
+    heartbeat *hb = arg;
+    void *sock = zmq_socket(hb->ctx, ZMQ_DEALER);
+    char id[32];
+    size_t id_len = slm_transport_heartbeat_id(hb->index, id, sizeof id);
+    if (!sock || slm_transport_configure(sock, hb->interval_ms) != SLM_OK ||
+        zmq_setsockopt(sock, ZMQ_ROUTING_ID, id, id_len) != 0 ||
+        zmq_connect(sock, hb->endpoint) != 0) {
+        /* The coordinator sees no beats and reports this shard lost. */
+        fprintf(stderr, "shardlm: shard %d: heartbeat socket failed\n",
+                hb->index);
+        if (sock)
+            zmq_close(sock);
+        return NULL;
+    }
+    Shardlm__Control__Heartbeat beat = SHARDLM__CONTROL__HEARTBEAT__INIT;
+    beat.shard = (uint32_t)hb->index;
+    slm_control_msg m = SHARDLM__CONTROL__CONTROL_MESSAGE__INIT;
+    m.body_case = SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_HEARTBEAT;
+    m.heartbeat = &beat;
+    while (!atomic_load(&hb->stop)) {
+        beat.seq++;
+        /* A beat that cannot leave within the interval is dropped: the next
+         * one says the same thing. */
+        (void)slm_transport_send(sock, NULL, 0, &m);
+        for (int slept = 0; slept < hb->interval_ms && !atomic_load(&hb->stop);
+             slept += 20)
+            (void)zmq_poll(NULL, 0, 20);
+    }
+    zmq_close(sock);
+    return NULL;
+}
+
+static void heartbeat_stop(heartbeat *hb)
+{
+    if (!hb->started)
+        return;
+    atomic_store(&hb->stop, true);
+    pthread_join(hb->thread, NULL);
+    hb->started = false;
+}
+
 slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
-                           int timeout_ms)
+                           int timeout_ms, int heartbeat_ms)
 {
     char endpoint[256];
     SLM_CHECK(slm_comm_mpi_bcast_string(world, 0, endpoint, sizeof endpoint));
@@ -63,6 +124,7 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
     const slm_wire_limits lim = {(uint32_t)(shard_index + 1),
                                  (uint32_t)cfg->vocab_size, cfg->seq_len};
     slm_status rc = SLM_OK;
+    heartbeat hb = {.index = shard_index, .interval_ms = heartbeat_ms};
     void *ctx = zmq_ctx_new();
     void *sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
     char id[32];
@@ -75,9 +137,9 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
     SLM_CHECK_GOTO(slm_transport_configure(sock, timeout_ms), rc, done);
     /* Between steps a shard waits as long as the coordinator is idle (a
      * server with no requests, a batch whose other shards still load): the
-     * coordinator is the watchdog, with a deadline on every step it sends,
-     * and if it dies mpirun ends the job. Heartbeats that let a shard see a
-     * hung coordinator come with the health checks (serving issue). */
+     * coordinator is the watchdog, with a deadline on every step it sends
+     * and the heartbeats of every shard to watch; if it dies mpirun ends
+     * the job. */
     const int forever = -1;
     if (zmq_setsockopt(sock, ZMQ_RCVTIMEO, &forever, sizeof forever) != 0) {
         rc = slm_fail(SLM_ERR_IO, "shard %d: zmq_setsockopt: %s", shard_index,
@@ -90,6 +152,16 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
                       shard_index, endpoint, zmq_strerror(zmq_errno()));
         goto done;
     }
+    hb.ctx = ctx;
+    hb.endpoint = endpoint;
+    atomic_init(&hb.stop, false);
+    if (pthread_create(&hb.thread, NULL, heartbeat_main, &hb) != 0) {
+        rc = slm_fail(SLM_ERR_INTERNAL,
+                      "shard %d: cannot start the heartbeat thread",
+                      shard_index);
+        goto done;
+    }
+    hb.started = true;
     SLM_CHECK_GOTO(send_hello(sock, s, shard_index, slm_shard_weight_bytes(s)),
                    rc, done);
 
@@ -129,6 +201,7 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
                        rc, done);
     }
 done:
+    heartbeat_stop(&hb);
     if (sock)
         zmq_close(sock);
     if (ctx)

@@ -44,7 +44,8 @@ size_t slm_shard_weight_bytes(const slm_shard_t *s);
 int32_t slm_shard_decider(const slm_shard_t *s);
 
 /* The shard's control loop (shard/control.c): receives the control endpoint
- * from rank 0 of `world` (MPI bootstrap), connects a DEALER, reports its
+ * from rank 0 of `world` (MPI bootstrap), connects a DEALER, starts a thread
+ * that sends a Heartbeat every heartbeat_ms from its own socket, reports its
  * slice (Hello), and runs Steps until Shutdown. Every message is validated
  * (proto/wire.h) before use; a step that fails is reported to the
  * coordinator, and a failed collective aborts the job so no rank is left
@@ -52,6 +53,6 @@ int32_t slm_shard_decider(const slm_shard_t *s);
  * shard waits for it without a deadline, since an idle server is normal and
  * the coordinator holds the deadline of every step it sends. */
 slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
-                           int timeout_ms);
+                           int timeout_ms, int heartbeat_ms);
 
 #endif

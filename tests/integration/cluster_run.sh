@@ -45,34 +45,6 @@ for split in "1 1" "2 1" "4 1" "8 1" "1 2" "2 2"; do
     done
 done
 
-# serve: requests on stdin until EOF; bad ones get an error line and the
-# server keeps serving the rest.
-{
-    head -n 1 "$tmp/in.jsonl"
-    echo 'not json'
-    echo '{"id": "long", "prompt": "Once upon a time there was", "n": 3}'
-    tail -n 1 "$tmp/in.jsonl"
-} >"$tmp/serve.in"
-# An idle server is normal: the last request comes after a pause longer than
-# the step deadline (--timeout-ms), and must still be answered.
-if { head -n 3 "$tmp/serve.in"; sleep 2; tail -n 1 "$tmp/serve.in"; } |
-    timeout 120 "${mpirun[@]}" -np 3 "$bin" serve --model "$model" \
-    --tokenizer "$tok" --tp 2 --timeout-ms 500 >"$tmp/serve.out" 2>"$tmp/err"; then
-    pass
-else
-    fail "serve: job failed"; tail -5 "$tmp/err"
-fi
-check "serve: four answers" test "$(wc -l <"$tmp/serve.out")" -eq 4
-check "serve: malformed line answered with an error" \
-    test "$(sed -n 2p "$tmp/serve.out" | jq -r 'has("error")')" = true
-check "serve: over-long prompt answered with an error" grep -q \
-    '"id":"long","error":"the prompt is 7 tokens but only 3 positions' "$tmp/serve.out"
-for line in 1 4; do
-    name=$(sed -n ${line}p "$tmp/serve.out" | jq -r .id)
-    { sed -n ${line}p "$tmp/serve.out" | jq -j .text; printf '\n'; } >"$tmp/text"
-    check "serve: $name after the bad lines is golden" cmp -s "$tmp/text" "$golden/$name.txt"
-done
-
 # refusals, each before any weight is read
 expect_refusal() { # NAME PATTERN NP ARGS...
     local name=$1 pattern=$2 np=$3 rc

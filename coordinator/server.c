@@ -1,0 +1,781 @@
+/* coordinator/server.c - see server.h. */
+#define _GNU_SOURCE /* memmem */
+#include "coordinator/server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "common/clock.h"
+#include "coordinator/generate.h"
+#include "coordinator/sampler.h"
+#include "proto/client_wire.h"
+
+#ifndef SLM_VERSION
+#define SLM_VERSION "unknown"
+#endif
+
+#define PEER_MAX 256 /* ZeroMQ routing ids are at most 255 bytes */
+
+typedef Shardlm__Client__Error__Code error_code;
+typedef Shardlm__Client__Final__FinishReason finish_reason;
+
+typedef struct request {
+    struct request *next; /* in the queue */
+    uint8_t peer[PEER_MAX];
+    size_t peer_len;
+    char *id;
+    int32_t *ids; /* BOS, the prompt, then what was sampled */
+    size_t n, n_prompt;
+    int32_t pos;                /* the next position to run */
+    uint32_t max_new, produced; /* completion tokens allowed, made */
+    slm_sampler_t *sampler;
+    char **stops;
+    size_t n_stops;
+    char *held; /* text not sent yet: it may begin a stop sequence */
+    size_t held_len, held_cap;
+    double arrived, started, first_token, deadline; /* deadline 0: none */
+    bool cancelled, gone; /* gone: the client cannot be reached */
+} request;
+
+typedef struct {
+    void *ctx, *sock;
+    char endpoint[256]; /* as bound: a "*" port resolved */
+    slm_cluster_t *cluster;
+    slm_model_runner runner;
+    const slm_model_config *cfg;
+    const slm_tokenizer_t *tok;
+    const slm_server_options *o;
+    slm_client_limits lim;
+    request *head, *tail; /* the queue */
+    uint32_t queued;
+    request *active;
+    uint64_t served, rejected, malformed;
+} server;
+
+static volatile sig_atomic_t g_signal;
+
+static void on_signal(int sig)
+{
+    g_signal = sig;
+}
+
+static void request_free(request *r)
+{
+    if (!r)
+        return;
+    free(r->id);
+    free(r->ids);
+    slm_sampler_destroy(&r->sampler);
+    for (size_t i = 0; i < r->n_stops; i++)
+        free(r->stops[i]);
+    free(r->stops);
+    free(r->held);
+    free(r);
+}
+
+/* Sends m to one client without ever blocking the server: a client that is
+ * gone (ROUTER_MANDATORY reports it) or does not read its replies (its
+ * queue is full) loses the message, and the caller drops its request. */
+static bool send_to(server *s, const uint8_t *peer, size_t peer_len,
+                    const slm_server_msg *m)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (slm_client_pack_server(m, &buf, &len) != SLM_OK)
+        return false;
+    bool ok =
+        zmq_send(s->sock, peer, peer_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0 &&
+        zmq_send(s->sock, buf, len, ZMQ_DONTWAIT) >= 0;
+    free(buf);
+    return ok;
+}
+
+static void send_error(server *s, const uint8_t *peer, size_t peer_len,
+                       const char *request_id, error_code code,
+                       const char *message)
+{
+    Shardlm__Client__Error e = SHARDLM__CLIENT__ERROR__INIT;
+    e.request_id = (char *)(request_id ? request_id : "");
+    e.code = code;
+    char text[SLM_CLIENT_MAX_STRING_BYTES];
+    snprintf(text, sizeof text, "%s", message); /* the wire's length cap */
+    e.message = text;
+    slm_server_msg m = SHARDLM__CLIENT__SERVER_MESSAGE__INIT;
+    m.body_case = SHARDLM__CLIENT__SERVER_MESSAGE__BODY_ERROR;
+    m.error = &e;
+    (void)send_to(s, peer, peer_len, &m);
+}
+
+/* Ends r with an Error and frees it. */
+static void finish_error(server *s, request *r, error_code code,
+                         const char *message)
+{
+    if (!r->gone)
+        send_error(s, r->peer, r->peer_len, r->id, code, message);
+    request_free(r);
+}
+
+static void send_chunk(server *s, request *r, const int32_t *ids, size_t n_ids,
+                       const char *text, size_t len)
+{
+    if (r->gone)
+        return;
+    char *t = malloc(len + 1);
+    if (!t) {
+        r->gone = true;
+        return;
+    }
+    memcpy(t, text, len);
+    t[len] = '\0';
+    Shardlm__Client__Chunk c = SHARDLM__CLIENT__CHUNK__INIT;
+    c.request_id = r->id;
+    c.token_ids = (int32_t *)ids;
+    c.n_token_ids = n_ids;
+    c.text = t;
+    slm_server_msg m = SHARDLM__CLIENT__SERVER_MESSAGE__INIT;
+    m.body_case = SHARDLM__CLIENT__SERVER_MESSAGE__BODY_CHUNK;
+    m.chunk = &c;
+    if (!send_to(s, r->peer, r->peer_len, &m))
+        r->gone = true;
+    free(t);
+}
+
+static double ms(double seconds)
+{
+    return seconds > 0 ? seconds * 1000.0 : 0.0;
+}
+
+/* Ends r normally: what is still held is sent, then Final. */
+static void finish_final(server *s, request *r, finish_reason why)
+{
+    if (r->held_len &&
+        why != SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP_SEQUENCE)
+        send_chunk(s, r, NULL, 0, r->held, r->held_len);
+    const double now = slm_now_seconds();
+    const double first = r->first_token > 0 ? r->first_token : now;
+    Shardlm__Client__Final f = SHARDLM__CLIENT__FINAL__INIT;
+    f.request_id = r->id;
+    f.finish_reason = why;
+    f.prompt_tokens = (uint32_t)r->n_prompt;
+    f.completion_tokens = r->produced;
+    f.queue_ms = ms(r->started - r->arrived);
+    f.prefill_ms = ms(first - r->started);
+    f.decode_ms = ms(now - first);
+    slm_server_msg m = SHARDLM__CLIENT__SERVER_MESSAGE__INIT;
+    m.body_case = SHARDLM__CLIENT__SERVER_MESSAGE__BODY_FINAL;
+    m.final = &f;
+    if (!r->gone)
+        (void)send_to(s, r->peer, r->peer_len, &m);
+    s->served++;
+    request_free(r);
+}
+
+/* ---- taking requests in ---- */
+
+static bool same_request(const request *r, const uint8_t *peer, size_t peer_len,
+                         const char *id)
+{
+    return r->peer_len == peer_len && memcmp(r->peer, peer, peer_len) == 0 &&
+           strcmp(r->id, id) == 0;
+}
+
+static request *find(server *s, const uint8_t *peer, size_t peer_len,
+                     const char *id, request **prev)
+{
+    *prev = NULL;
+    for (request *r = s->head; r; *prev = r, r = r->next)
+        if (same_request(r, peer, peer_len, id))
+            return r;
+    return NULL;
+}
+
+static void unlink_queued(server *s, request *r, request *prev)
+{
+    if (prev)
+        prev->next = r->next;
+    else
+        s->head = r->next;
+    if (s->tail == r)
+        s->tail = prev;
+    r->next = NULL;
+    s->queued--;
+}
+
+/* Builds a request from a validated GenerateRequest; a request the model
+ * cannot take (its prompt does not fit) is INVALID_ARGUMENT with *why. */
+static slm_status make_request(server *s, const uint8_t *peer, size_t peer_len,
+                               const Shardlm__Client__GenerateRequest *g,
+                               double now, request **out)
+{
+    request *r = calloc(1, sizeof *r);
+    if (!r)
+        return slm_fail(SLM_ERR_NOMEM, "out of memory");
+    slm_status rc = SLM_OK;
+    memcpy(r->peer, peer, peer_len);
+    r->peer_len = peer_len;
+    r->arrived = now;
+    if (g->deadline_ms)
+        r->deadline = now + (double)g->deadline_ms / 1000.0;
+    if (!(r->id = strdup(g->request_id))) {
+        rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    const int32_t seq_len = s->cfg->seq_len;
+    if (g->input_case == SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_TOKEN_IDS) {
+        /* Ids are the prompt as given; BOS is put in front unless there. */
+        const Shardlm__Client__TokenIds *t = g->token_ids;
+        const bool bos = t->ids[0] != SLM_TOKEN_BOS;
+        if (t->n_ids + bos > (size_t)seq_len) {
+            rc = slm_fail(SLM_ERR_INVALID,
+                          "the prompt is %zu tokens but the model's context "
+                          "is %d",
+                          t->n_ids + bos, seq_len);
+            goto fail;
+        }
+        r->ids = malloc(((size_t)seq_len + 1) * sizeof *r->ids);
+        if (!r->ids) {
+            rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        r->ids[0] = SLM_TOKEN_BOS;
+        memcpy(r->ids + bos, t->ids, t->n_ids * sizeof *t->ids);
+        r->n = t->n_ids + bos;
+    } else {
+        const char *p = g->prompt ? g->prompt : "";
+        SLM_CHECK_GOTO(slm_tokenizer_encode(s->tok, p, strlen(p), true, false,
+                                            &r->ids, &r->n),
+                       rc, fail);
+        if (r->n > (size_t)seq_len) {
+            rc = slm_fail(SLM_ERR_INVALID,
+                          "the prompt is %zu tokens but the model's context "
+                          "is %d",
+                          r->n, seq_len);
+            goto fail;
+        }
+        int32_t *grown = realloc(r->ids, ((size_t)seq_len + 1) * sizeof *grown);
+        if (!grown) {
+            rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        r->ids = grown;
+    }
+    r->n_prompt = r->n;
+    r->max_new = g->max_tokens ? g->max_tokens : s->o->default_tokens;
+    if (r->max_new > s->o->max_tokens)
+        r->max_new = s->o->max_tokens;
+    slm_sampling_params sp = {0.0f, 0, 1.0f, 1.0f, 0};
+    const Shardlm__Client__SamplingParams *q = g->sampling;
+    if (q) { /* client_wire resolved the zero defaults and checked ranges */
+        sp.temperature = q->temperature;
+        sp.top_k = q->top_k;
+        sp.top_p = q->top_p;
+        sp.repetition_penalty = q->repetition_penalty;
+    }
+    /* No seed given: one from the clock, different per request. */
+    sp.seed = q && q->has_seed ? q->seed
+                               : (uint64_t)(now * 1e9) ^ (uint64_t)(uintptr_t)r;
+    SLM_CHECK_GOTO(slm_sampler_create(s->cfg->vocab_size, &sp, &r->sampler), rc,
+                   fail);
+    if (g->n_stop) {
+        r->stops = calloc(g->n_stop, sizeof *r->stops);
+        if (!r->stops) {
+            rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+        for (; r->n_stops < g->n_stop; r->n_stops++)
+            if (!(r->stops[r->n_stops] = strdup(g->stop[r->n_stops]))) {
+                rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
+                goto fail;
+            }
+    }
+    *out = r;
+    return SLM_OK;
+fail:
+    request_free(r);
+    return rc;
+}
+
+static void on_generate(server *s, const uint8_t *peer, size_t peer_len,
+                        const Shardlm__Client__GenerateRequest *g, double now)
+{
+    request *prev = NULL;
+    if (find(s, peer, peer_len, g->request_id, &prev) ||
+        (s->active && same_request(s->active, peer, peer_len, g->request_id))) {
+        send_error(s, peer, peer_len, g->request_id,
+                   SHARDLM__CLIENT__ERROR__CODE__INVALID_ARGUMENT,
+                   "request_id is already in use by a running request");
+        return;
+    }
+    if (s->queued >= s->o->queue_depth) {
+        char msg[128];
+        snprintf(msg, sizeof msg,
+                 "the server is busy: %u requests are queued (the limit); "
+                 "retry later",
+                 s->queued);
+        s->rejected++;
+        send_error(s, peer, peer_len, g->request_id,
+                   SHARDLM__CLIENT__ERROR__CODE__RESOURCE_EXHAUSTED, msg);
+        return;
+    }
+    request *r = NULL;
+    slm_status rc = make_request(s, peer, peer_len, g, now, &r);
+    if (rc != SLM_OK) {
+        send_error(s, peer, peer_len, g->request_id,
+                   rc == SLM_ERR_NOMEM
+                       ? SHARDLM__CLIENT__ERROR__CODE__RESOURCE_EXHAUSTED
+                       : SHARDLM__CLIENT__ERROR__CODE__INVALID_ARGUMENT,
+                   slm_error_message());
+        return;
+    }
+    if (s->tail)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+    s->queued++;
+}
+
+static void on_cancel(server *s, const uint8_t *peer, size_t peer_len,
+                      const char *id)
+{
+    request *prev = NULL;
+    request *r = find(s, peer, peer_len, id, &prev);
+    if (r) {
+        unlink_queued(s, r, prev);
+        finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__CANCELLED,
+                     "cancelled by the client while queued");
+    } else if (s->active && same_request(s->active, peer, peer_len, id)) {
+        s->active->cancelled = true; /* ends before its next step */
+    }
+}
+
+static void on_health(server *s, const uint8_t *peer, size_t peer_len)
+{
+    const int32_t n = slm_cluster_shards(s->cluster);
+    const int32_t lost = slm_cluster_lost_shard(s->cluster);
+    const double beat_ms = 2.0 * slm_cluster_default_timing().heartbeat_ms;
+    Shardlm__Client__HealthResponse h = SHARDLM__CLIENT__HEALTH_RESPONSE__INIT;
+    Shardlm__Client__HealthResponse__RankHealth *ranks =
+        calloc((size_t)n + 1, sizeof *ranks);
+    Shardlm__Client__HealthResponse__RankHealth **list =
+        calloc((size_t)n + 1, sizeof *list);
+    char(*detail)[96] = calloc((size_t)n + 1, sizeof *detail);
+    if (!ranks || !list || !detail) {
+        send_error(s, peer, peer_len, "",
+                   SHARDLM__CLIENT__ERROR__CODE__RESOURCE_EXHAUSTED,
+                   "out of memory");
+        goto done;
+    }
+    h.state = SHARDLM__CLIENT__HEALTH_RESPONSE__STATE__SERVING;
+    for (int32_t i = 0; i <= n; i++) {
+        Shardlm__Client__HealthResponse__RankHealth *rk = &ranks[i];
+        shardlm__client__health_response__rank_health__init(rk);
+        rk->rank = (uint32_t)i;
+        rk->state = SHARDLM__CLIENT__HEALTH_RESPONSE__STATE__SERVING;
+        if (i == 0) {
+            snprintf(detail[i], sizeof detail[i],
+                     "coordinator: %u queued, %s, %llu served, %llu "
+                     "rejected",
+                     s->queued, s->active ? "1 running" : "idle",
+                     (unsigned long long)s->served,
+                     (unsigned long long)s->rejected);
+        } else {
+            const double age = slm_cluster_heartbeat_age_ms(s->cluster, i - 1);
+            rk->last_heartbeat_ms = age > 0 ? (uint64_t)age : 0;
+            const char *what = "shard";
+            if (lost == i - 1) {
+                rk->state = SHARDLM__CLIENT__HEALTH_RESPONSE__STATE__FAILING;
+                what = "shard lost";
+            } else if (age > beat_ms) {
+                /* a beat or more late: not lost yet, but slow */
+                rk->state = SHARDLM__CLIENT__HEALTH_RESPONSE__STATE__DEGRADED;
+                what = "shard, heartbeat late";
+            }
+            snprintf(detail[i], sizeof detail[i], "%s %d", what, i - 1);
+            if (rk->state > h.state)
+                h.state = rk->state;
+        }
+        rk->detail = detail[i];
+        list[i] = rk;
+    }
+    h.ranks = list;
+    h.n_ranks = (size_t)n + 1;
+    slm_server_msg m = SHARDLM__CLIENT__SERVER_MESSAGE__INIT;
+    m.body_case = SHARDLM__CLIENT__SERVER_MESSAGE__BODY_HEALTH;
+    m.health = &h;
+    (void)send_to(s, peer, peer_len, &m);
+done:
+    free(ranks);
+    free(list);
+    free(detail);
+}
+
+static void on_info(server *s, const uint8_t *peer, size_t peer_len)
+{
+    Shardlm__Client__InfoResponse i = SHARDLM__CLIENT__INFO_RESPONSE__INIT;
+    char model[SLM_CLIENT_MAX_STRING_BYTES];
+    snprintf(model, sizeof model, "%s", s->o->model_name);
+    i.model = model;
+    i.tp = (uint32_t)s->o->tp;
+    i.pp = (uint32_t)s->o->pp;
+    i.vocab_size = (uint32_t)s->cfg->vocab_size;
+    i.seq_len = (uint32_t)s->cfg->seq_len;
+    i.version = (char *)SLM_VERSION;
+    slm_server_msg m = SHARDLM__CLIENT__SERVER_MESSAGE__INIT;
+    m.body_case = SHARDLM__CLIENT__SERVER_MESSAGE__BODY_INFO;
+    m.info = &i;
+    (void)send_to(s, peer, peer_len, &m);
+}
+
+/* One message from a client: [routing id][body]. Anything else is dropped
+ * whole; a body that does not validate gets INVALID_ARGUMENT. */
+static void take_one(server *s, double now)
+{
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&body);
+    if (zmq_msg_recv(&id, s->sock, ZMQ_DONTWAIT) < 0)
+        goto done;
+    uint8_t peer[PEER_MAX];
+    size_t peer_len = zmq_msg_size(&id);
+    if (peer_len > sizeof peer)
+        peer_len = sizeof peer;
+    memcpy(peer, zmq_msg_data(&id), peer_len);
+    bool more = zmq_msg_more(&id);
+    int frames = 0;
+    while (more) { /* keep the first body frame, count the rest */
+        zmq_msg_t *into = frames == 0 ? &body : &id;
+        if (zmq_msg_recv(into, s->sock, ZMQ_DONTWAIT) < 0)
+            break;
+        frames++;
+        more = zmq_msg_more(into);
+    }
+    if (frames != 1) {
+        s->malformed++;
+        send_error(s, peer, peer_len, "",
+                   SHARDLM__CLIENT__ERROR__CODE__INVALID_ARGUMENT,
+                   frames ? "a message must be exactly one frame"
+                          : "empty message");
+        goto done;
+    }
+    slm_client_msg *m = NULL;
+    if (slm_client_unpack_request(zmq_msg_data(&body), zmq_msg_size(&body),
+                                  &s->lim, &m) != SLM_OK) {
+        s->malformed++;
+        send_error(s, peer, peer_len, "",
+                   SHARDLM__CLIENT__ERROR__CODE__INVALID_ARGUMENT,
+                   slm_error_message());
+        goto done;
+    }
+    switch (m->body_case) {
+    case SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_GENERATE:
+        on_generate(s, peer, peer_len, m->generate, now);
+        break;
+    case SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_CANCEL:
+        on_cancel(s, peer, peer_len, m->cancel->request_id);
+        break;
+    case SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_HEALTH:
+        on_health(s, peer, peer_len);
+        break;
+    case SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_INFO:
+        on_info(s, peer, peer_len);
+        break;
+    default: /* client_wire admits only the four */
+        break;
+    }
+    slm_client_free_request(&m);
+done:
+    zmq_msg_close(&id);
+    zmq_msg_close(&body);
+}
+
+/* Messages taken per wake-up: bounded so that a flood of clients cannot
+ * starve the running request's steps. */
+#define TAKE_PER_WAKEUP 256
+
+static slm_status on_wakeup(void *user, bool readable)
+{
+    server *s = user;
+    const double now = slm_now_seconds();
+    for (int i = 0; readable && i < TAKE_PER_WAKEUP; i++) {
+        int events = 0;
+        size_t len = sizeof events;
+        if (zmq_getsockopt(s->sock, ZMQ_EVENTS, &events, &len) != 0 ||
+            !(events & ZMQ_POLLIN))
+            break;
+        take_one(s, now);
+    }
+    return SLM_OK;
+}
+
+/* ---- running requests ---- */
+
+/* Adds piece to r's held text and moves out what can no longer be the start
+ * of a stop sequence into *send / *send_len (pointing into r->held, valid
+ * until the next call). Returns true when a stop sequence appeared: *send
+ * is then the text before it. */
+static bool hold_piece(request *r, const char *piece, size_t len,
+                       const char **send, size_t *send_len)
+{
+    if (r->held_len + len > r->held_cap) {
+        size_t cap = 2 * (r->held_len + len) + 64;
+        char *h = realloc(r->held, cap);
+        if (!h) { /* give the text out unmatched rather than lose it */
+            *send = piece;
+            *send_len = len;
+            return false;
+        }
+        r->held = h;
+        r->held_cap = cap;
+    }
+    memcpy(r->held + r->held_len, piece, len);
+    r->held_len += len;
+    /* What was sent before could not begin a stop, so a stop that appears
+     * now lies wholly in the held text. */
+    size_t first = r->held_len;
+    for (size_t i = 0; i < r->n_stops; i++) {
+        const char *at =
+            memmem(r->held, r->held_len, r->stops[i], strlen(r->stops[i]));
+        if (at && (size_t)(at - r->held) < first)
+            first = (size_t)(at - r->held);
+    }
+    if (first < r->held_len) {
+        *send = r->held;
+        *send_len = first;
+        return true;
+    }
+    size_t keep = 0; /* the longest tail that begins some stop */
+    for (size_t i = 0; i < r->n_stops; i++) {
+        size_t sl = strlen(r->stops[i]);
+        for (size_t k = sl - 1 < r->held_len ? sl - 1 : r->held_len; k > keep;
+             k--)
+            if (memcmp(r->held + r->held_len - k, r->stops[i], k) == 0) {
+                keep = k;
+                break;
+            }
+    }
+    /* Send the head; the tail moves to the front after the send. */
+    *send = r->held;
+    *send_len = r->held_len - keep;
+    return false;
+}
+
+static void drop_sent(request *r, size_t sent)
+{
+    memmove(r->held, r->held + sent, r->held_len - sent);
+    r->held_len -= sent;
+}
+
+/* Runs one position of the active request. A failure of the cluster is
+ * returned (and the request is left for the caller to fail). */
+static slm_status step_active(server *s)
+{
+    request *r = s->active;
+    const double now = slm_now_seconds();
+    if (r->gone || r->cancelled || (r->deadline > 0 && now >= r->deadline)) {
+        s->active = NULL;
+        if (r->gone) {
+            request_free(r);
+        } else if (r->cancelled) {
+            finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__CANCELLED,
+                         "cancelled by the client");
+        } else {
+            finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__DEADLINE_EXCEEDED,
+                         "the request's deadline passed while it ran");
+        }
+        return SLM_OK;
+    }
+    if (r->max_new == 0) {
+        s->active = NULL;
+        finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__LENGTH);
+        return SLM_OK;
+    }
+    const float *logits_ro = NULL;
+    const int32_t token = r->ids[r->pos];
+    SLM_CHECK(s->runner.forward(s->runner.ctx, token, r->pos, &logits_ro));
+    if ((size_t)r->pos + 1 < r->n_prompt) {
+        r->pos++; /* still inside the prompt */
+        return SLM_OK;
+    }
+    if (r->first_token == 0)
+        r->first_token = slm_now_seconds();
+    /* The sampler may rewrite the logits; the next step rewrites them. */
+    const int32_t next =
+        slm_sampler_sample(r->sampler, (float *)logits_ro, r->ids, r->n);
+    if (next == SLM_TOKEN_BOS || next == SLM_TOKEN_EOS) {
+        s->active = NULL;
+        finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP);
+        return SLM_OK;
+    }
+    r->ids[r->n++] = next;
+    r->produced++;
+    size_t len = 0;
+    const char *piece = slm_tokenizer_decode(s->tok, token, next, &len);
+    if (!slm_piece_printable(piece, len))
+        len = 0;
+    const char *send = piece;
+    size_t send_len = len;
+    bool stopped = false;
+    if (r->n_stops)
+        stopped = hold_piece(r, piece, len, &send, &send_len);
+    send_chunk(s, r, &next, 1, send, send_len);
+    if (r->n_stops && !stopped)
+        drop_sent(r, send_len);
+    if (stopped) {
+        s->active = NULL;
+        finish_final(s, r,
+                     SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP_SEQUENCE);
+    } else if (r->produced >= r->max_new || r->n >= (size_t)s->cfg->seq_len) {
+        s->active = NULL;
+        finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__LENGTH);
+    } else {
+        r->pos++;
+    }
+    return SLM_OK;
+}
+
+/* Queued requests whose deadline passed, or whose client is gone, leave. */
+static void sweep_queue(server *s, double now)
+{
+    request *prev = NULL;
+    for (request *r = s->head; r;) {
+        request *next = r->next;
+        if (r->deadline > 0 && now >= r->deadline) {
+            unlink_queued(s, r, prev);
+            finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__DEADLINE_EXCEEDED,
+                         "the request's deadline passed while it was queued");
+        } else {
+            prev = r;
+        }
+        r = next;
+    }
+}
+
+static void start_next(server *s)
+{
+    request *r = s->head;
+    if (!r)
+        return;
+    unlink_queued(s, r, NULL);
+    r->started = slm_now_seconds();
+    s->active = r;
+}
+
+/* Every request still open ends with `code` and `message`. */
+static void fail_all(server *s, error_code code, const char *message)
+{
+    if (s->active) {
+        finish_error(s, s->active, code, message);
+        s->active = NULL;
+    }
+    while (s->head) {
+        request *r = s->head;
+        unlink_queued(s, r, NULL);
+        finish_error(s, r, code, message);
+    }
+}
+
+static slm_status open_socket(server *s)
+{
+    const int64_t max = (int64_t)SLM_CLIENT_MAX_MESSAGE_BYTES;
+    const int zero = 0, one = 1;
+    s->ctx = zmq_ctx_new();
+    s->sock = s->ctx ? zmq_socket(s->ctx, ZMQ_ROUTER) : NULL;
+    if (!s->sock)
+        return slm_fail(SLM_ERR_IO, "serve: cannot create the client socket");
+    /* An oversized frame drops its sender's connection inside ZeroMQ,
+     * before a byte of it reaches us. */
+    if (zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0 ||
+        zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0)
+        return slm_fail(SLM_ERR_IO, "serve: zmq_setsockopt: %s",
+                        zmq_strerror(zmq_errno()));
+    size_t len = sizeof s->endpoint;
+    if (zmq_bind(s->sock, s->o->listen) != 0 ||
+        zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, s->endpoint, &len) != 0)
+        return slm_fail(SLM_ERR_IO, "serve: cannot listen on %s: %s",
+                        s->o->listen, zmq_strerror(zmq_errno()));
+    return SLM_OK;
+}
+
+slm_status slm_server_run(slm_cluster_t *cluster, const slm_model_config *cfg,
+                          const slm_tokenizer_t *tok,
+                          const slm_server_options *o)
+{
+    server s = {0};
+    s.cluster = cluster;
+    s.runner = slm_cluster_runner(cluster);
+    s.cfg = cfg;
+    s.tok = tok;
+    s.o = o;
+    s.lim = slm_client_default_limits((uint32_t)cfg->vocab_size, o->max_tokens);
+    slm_status rc = open_socket(&s);
+    if (rc != SLM_OK)
+        goto close;
+
+    struct sigaction sa, old_term, old_int;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal; /* no SA_RESTART: wake the poll */
+    sigemptyset(&sa.sa_mask);
+    g_signal = 0;
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGINT, &sa, &old_int);
+    slm_cluster_watch(cluster, s.sock, on_wakeup, &s);
+    /* The bound endpoint, so that "tcp://127.0.0.1:*" can be found. */
+    fprintf(stderr,
+            "shardlm serve: listening on %s (queue %u, max_tokens %u)\n",
+            s.endpoint, o->queue_depth, o->max_tokens);
+
+    while (!g_signal && rc == SLM_OK) {
+        sweep_queue(&s, slm_now_seconds());
+        if (!s.active)
+            start_next(&s);
+        if (s.active)
+            rc = step_active(&s);
+        else
+            rc = slm_cluster_pump(cluster, SLM_CLUSTER_TICK_MS);
+    }
+    char why[512];
+    if (rc != SLM_OK) {
+        snprintf(why, sizeof why, "the cluster failed: %s",
+                 slm_error_message());
+    } else {
+        /* mpirun sends SIGTERM when a rank died: give the heartbeats a moment
+         * to name it, so clients learn which rank went. */
+        const double until = slm_now_seconds() + 0.5;
+        while (slm_now_seconds() < until && rc == SLM_OK)
+            rc = slm_cluster_pump(cluster, SLM_CLUSTER_TICK_MS);
+        if (rc != SLM_OK)
+            snprintf(why, sizeof why, "the cluster failed: %s",
+                     slm_error_message());
+        else
+            snprintf(why, sizeof why, "the server is shutting down (signal %d)",
+                     (int)g_signal);
+    }
+    fail_all(&s, SHARDLM__CLIENT__ERROR__CODE__UNAVAILABLE, why);
+    slm_cluster_watch(cluster, NULL, NULL, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    fprintf(stderr,
+            "shardlm serve: %s; %llu served, %llu rejected, %llu malformed "
+            "messages\n",
+            why, (unsigned long long)s.served, (unsigned long long)s.rejected,
+            (unsigned long long)s.malformed);
+    if (rc != SLM_OK)
+        slm_fail(rc, "%s", why); /* the caller reports it */
+close:
+    if (s.sock) {
+        /* Let the last replies leave, but never wait long for a client. */
+        const int linger_ms = 1000;
+        (void)zmq_setsockopt(s.sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
+        zmq_close(s.sock);
+    }
+    if (s.ctx)
+        zmq_ctx_term(s.ctx);
+    return rc;
+}

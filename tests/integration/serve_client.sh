@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# shardlm serve + shardlm-client under mpirun (TP=2): golden text streamed to
+# a client, 50 concurrent clients, a full queue (RESOURCE_EXHAUSTED), cancel,
+# deadlines (running and queued), health and info, an idle pause longer than
+# the step deadline, and hostile client messages - with the server still
+# serving after each.
+source "$(dirname "$0")/../lib.sh"
+require_mpirun
+model=$models/stories260K.bin
+tok=$models/tok512.bin
+require "$model" "$tok" "$golden/01.txt" "$golden/02.txt"
+client=$(dirname "$bin")/client/shardlm-client
+garbage=${SHARDLM_TEST_BIN_DIR:-}/client_garbage
+require "$client"
+export OMP_NUM_THREADS=1
+
+# start_server NAME ARGS...: mpirun in the background; sets $ep and $pid.
+start_server() {
+    local name=$1
+    shift
+    "${mpirun[@]}" -np 3 "$bin" serve --tp 2 --tokenizer "$tok" \
+        --listen 'tcp://127.0.0.1:*' "$@" 2>"$tmp/$name.err" &
+    pid=$!
+    ep=
+    for _ in $(seq 600); do
+        ep=$(sed -n 's/^shardlm serve: listening on \([^ ]*\) .*/\1/p' "$tmp/$name.err")
+        [ -n "$ep" ] && return 0
+        kill -0 $pid 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "server $name did not start:"
+    cat "$tmp/$name.err"
+    return 1
+}
+
+stop_server() { # PID: the job is torn down by signal, as Slurm would
+    kill -TERM "$1" 2>/dev/null
+    wait "$1" 2>/dev/null
+}
+
+# golden_prefix NN FILE: FILE (the completion) after the prompt begins with
+# the reference text (256 positions; FILE may be longer).
+golden_prefix() {
+    local want=$golden/$1.txt n
+    n=$(($(wc -c <"$want") - 1)) # the reference ends with a newline
+    { cat "$golden/$1.prompt"; cat "$2"; } | head -c $n | cmp -s - <(head -c $n "$want")
+}
+
+gen() { "$client" --connect "$ep" generate "$@"; }
+
+# ---- stories260K: text, concurrency, hostile input ----
+start_server main --model "$model" --queue-depth 64 --timeout-ms 500 || exit 1
+for nn in 01 02; do
+    gen --prompt "$(cat "$golden/$nn.prompt")" -n 300 --temperature 0 \
+        >"$tmp/g$nn.out" 2>"$tmp/g$nn.err"
+    check "golden $nn: exit 0" test $? -eq 0
+    check "golden $nn: streamed text equals the reference" golden_prefix $nn "$tmp/g$nn.out"
+done
+
+# 50 clients at once, each its own process and connection.
+pids=()
+for i in $(seq 50); do
+    nn=$(printf '%02d' $((i % 2 + 1)))
+    gen --prompt "$(cat "$golden/$nn.prompt")" -n 300 --temperature 0 \
+        >"$tmp/c$i.out" 2>"$tmp/c$i.err" &
+    pids+=($!)
+done
+ok=0
+for i in $(seq 50); do
+    nn=$(printf '%02d' $((i % 2 + 1)))
+    if wait "${pids[$((i - 1))]}" && golden_prefix $nn "$tmp/c$i.out"; then
+        ok=$((ok + 1))
+    else
+        echo "client $i: $(cat "$tmp/c$i.err")"
+    fi
+done
+check "50 concurrent clients: all complete and golden ($ok/50)" test $ok -eq 50
+
+# An idle server is normal: a pause longer than the step deadline.
+sleep 1.5
+gen --prompt "$(cat "$golden/01.prompt")" -n 300 --temperature 0 >"$tmp/idle.out" 2>/dev/null
+check "after an idle pause: golden" golden_prefix 01 "$tmp/idle.out"
+
+gen --prompt "Once upon a time" -n 40 --temperature 0 --stop "Lily" \
+    >"$tmp/stop.out" 2>/dev/null
+check "stop sequence: exit 0" test $? -eq 0
+check "stop sequence: text ends before it" \
+    test "$(cat "$tmp/stop.out")" = ", there was a little girl named "
+
+gen --prompt "$(printf 'a %.0s' $(seq 1000))" -n 5 >/dev/null 2>"$tmp/long.err"
+rc=$?
+check "prompt longer than the context: INVALID_ARGUMENT" \
+    bash -c "[ $rc -ne 0 ] && grep -q INVALID_ARGUMENT '$tmp/long.err'"
+
+if [ -x "$garbage" ]; then
+    "$garbage" "$ep" >"$tmp/garbage.out" 2>&1
+    check "hostile client messages: answered or dropped, never a crash" test $? -eq 0
+    [ $? -eq 0 ] || tail -5 "$tmp/garbage.out"
+else
+    fail "client_garbage not built ($garbage)"
+fi
+gen --prompt "$(cat "$golden/02.prompt")" -n 300 --temperature 0 >"$tmp/after.out" 2>/dev/null
+check "after the hostile messages: golden" golden_prefix 02 "$tmp/after.out"
+
+"$client" --connect "$ep" info >"$tmp/info.out" 2>&1
+check "info: exit 0" test $? -eq 0
+check "info: names the model and the split" \
+    bash -c "grep -q stories260K '$tmp/info.out' && grep -Eiq 'tp[^0-9]*2' '$tmp/info.out'"
+"$client" --connect "$ep" health >"$tmp/health.out" 2>&1
+check "health: SERVING, exit 0" bash -c "[ $? -eq 0 ] && grep -q SERVING '$tmp/health.out'"
+check "health: one line per rank" test "$(grep -Eic 'rank' "$tmp/health.out")" -ge 3
+stop_server $pid
+
+# ---- a slower model: queue overflow, cancel, deadlines ----
+"$bin" mkmodel --out "$tmp/slow.bin" --dim 512 --hidden 1536 --layers 8 \
+    --heads 8 --kv-heads 8 --vocab 512 --seq-len 2048 --seed 3 >/dev/null
+start_server slow --model "$tmp/slow.bin" --queue-depth 2 || exit 1
+
+# wait_streaming FILE: until the client has printed something.
+wait_streaming() {
+    for _ in $(seq 300); do [ -s "$1" ] && return 0; sleep 0.05; done
+    return 1
+}
+
+gen --prompt "Once" -n 2000 --temperature 0 >"$tmp/a.out" 2>"$tmp/a.err" &
+a=$!
+check "long request: streaming" wait_streaming "$tmp/a.out"
+gen --prompt "Once" -n 5 >"$tmp/b.out" 2>"$tmp/b.err" &
+b=$!
+gen --prompt "Once" -n 5 >"$tmp/c.out" 2>"$tmp/c.err" &
+c=$!
+sleep 0.5 # b and c are queued behind a
+gen --prompt "Once" -n 5 >/dev/null 2>"$tmp/d.err"
+rc=$?
+check "queue full: RESOURCE_EXHAUSTED, exit non-zero" \
+    bash -c "[ $rc -ne 0 ] && grep -q RESOURCE_EXHAUSTED '$tmp/d.err'"
+kill -INT $a
+wait $a
+rc=$?
+check "cancel (SIGINT to the client): CANCELLED, exit non-zero" \
+    bash -c "[ $rc -ne 0 ] && grep -q CANCELLED '$tmp/a.err'"
+wait $b
+check "queued request b completes after the overflow" test $? -eq 0
+wait $c
+check "queued request c completes after the overflow" test $? -eq 0
+
+gen --prompt "Once" -n 2000 --deadline-ms 400 >"$tmp/e.out" 2>"$tmp/e.err"
+rc=$?
+check "deadline while running: DEADLINE_EXCEEDED" \
+    bash -c "[ $rc -ne 0 ] && grep -q DEADLINE_EXCEEDED '$tmp/e.err' && [ -s '$tmp/e.out' ]"
+
+gen --prompt "Once" -n 2000 >"$tmp/f.out" 2>"$tmp/f.err" &
+f=$!
+wait_streaming "$tmp/f.out"
+gen --prompt "Once" -n 5 --deadline-ms 300 >"$tmp/g.out" 2>"$tmp/g.err"
+rc=$?
+check "deadline while queued: DEADLINE_EXCEEDED, no text" \
+    bash -c "[ $rc -ne 0 ] && grep -q DEADLINE_EXCEEDED '$tmp/g.err' && [ ! -s '$tmp/g.out' ]"
+kill -INT $f
+wait $f
+
+gen --prompt "Once" -n 5 >/dev/null 2>"$tmp/h.err"
+check "still serving after cancels and deadlines" test $? -eq 0
+stop_server $pid
+finish
