@@ -11,8 +11,9 @@
  * allocator frees the message later.
  *
  * protobuf-c copies a string's bytes and NUL-terminates them without looking
- * inside, so a NUL in a string would silently cut it short. The request's
- * strings are therefore also checked for NUL in the raw bytes (find_nul).
+ * inside, so a NUL in a string would silently cut it short. Strings in both
+ * directions are therefore also checked for NUL in the raw bytes
+ * (slm_pb_check_nul).
  */
 #include "proto/client_wire.h"
 #include "proto/pbuf.h"
@@ -173,79 +174,6 @@ static slm_status check_utf8(const char *what, const char *field, const char *s)
 }
 
 /* ------------------------------------------------------------------------ */
-/* NUL bytes in the request's strings, found in the raw bytes                */
-
-static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
-        const uint8_t b = *(*p)++;
-        x |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *v = x;
-            return true;
-        }
-    }
-    return false;
-}
-
-enum { IN_CLIENT_MESSAGE, IN_GENERATE, IN_CANCEL };
-
-/* The name of the first string field of the request in p(n) that holds a
- * NUL byte, or NULL. `in` says which message p(n) is. Bytes it cannot walk
- * end the search quietly: protobuf-c has already accepted the message, and
- * the walk only needs to be as lenient. */
-static const char *find_nul(const uint8_t *p, size_t n, int in)
-{
-    const uint8_t *end = p + n;
-    while (p < end) {
-        uint64_t key, len;
-        if (!read_varint(&p, end, &key))
-            return NULL;
-        switch (key & 7) {
-        case 0:
-            if (!read_varint(&p, end, &len))
-                return NULL;
-            continue;
-        case 1:
-        case 5: {
-            const size_t w = (key & 7) == 1 ? 8 : 4;
-            if ((size_t)(end - p) < w)
-                return NULL;
-            p += w;
-            continue;
-        }
-        case 2:
-            break;
-        default:
-            return NULL;
-        }
-        if (!read_varint(&p, end, &len) || len > (uint64_t)(end - p))
-            return NULL;
-        const uint64_t field = key >> 3;
-        const char *name = NULL;
-        if (in == IN_CLIENT_MESSAGE && field == 1)
-            name = find_nul(p, (size_t)len, IN_GENERATE);
-        else if (in == IN_CLIENT_MESSAGE && field == 2)
-            name = find_nul(p, (size_t)len, IN_CANCEL);
-        else if (memchr(p, 0, (size_t)len)) {
-            if (in == IN_GENERATE && field == 1)
-                name = "GenerateRequest.request_id";
-            else if (in == IN_GENERATE && field == 2)
-                name = "GenerateRequest.prompt";
-            else if (in == IN_GENERATE && field == 6)
-                name = "GenerateRequest.stop";
-            else if (in == IN_CANCEL && field == 1)
-                name = "CancelRequest.request_id";
-        }
-        if (name)
-            return name;
-        p += len;
-    }
-    return NULL;
-}
-
-/* ------------------------------------------------------------------------ */
 /* Requests                                                                  */
 
 #define REQ "client message"
@@ -343,9 +271,8 @@ static slm_status check_request(slm_client_msg *m, const uint8_t *buf,
                                 size_t len, const slm_client_limits *lim)
 {
     SLM_CHECK(slm_pb_check_field_zero(REQ, &m->base));
-    const char *nul = find_nul(buf, len, IN_CLIENT_MESSAGE);
-    if (nul)
-        return slm_fail(SLM_ERR_FORMAT, REQ ": %s contains a NUL byte", nul);
+    SLM_CHECK(slm_pb_check_nul(
+        REQ, &shardlm__client__client_message__descriptor, buf, len));
     switch (m->body_case) {
     case SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_GENERATE:
         return check_generate(m->generate, lim);
@@ -531,7 +458,10 @@ slm_status slm_client_unpack_response(const uint8_t *buf, size_t len,
     SLM_CHECK(unpack_bounded(RESP, &shardlm__client__server_message__descriptor,
                              buf, len, lim, &pm));
     slm_server_msg *m = (slm_server_msg *)pm;
-    slm_status rc = check_response(m, lim);
+    slm_status rc = slm_pb_check_nul(
+        RESP, &shardlm__client__server_message__descriptor, buf, len);
+    if (rc == SLM_OK)
+        rc = check_response(m, lim);
     if (rc != SLM_OK) {
         slm_client_free_response(&m);
         return rc;

@@ -106,3 +106,85 @@ slm_status slm_pb_check_field_zero(const char *what, const ProtobufCMessage *m)
     }
     return SLM_OK;
 }
+
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+        const uint8_t b = *(*p)++;
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Nesting is bounded by the schemas (a few levels); the cap only guards
+ * against a descriptor that refers to itself. */
+#define SLM_PB_MAX_DEPTH 16
+
+/* The first string field holding a NUL, or NULL. Bytes it cannot walk end
+ * the search quietly: protobuf-c has already accepted the message, so the
+ * walk only needs to be as lenient. */
+static const ProtobufCFieldDescriptor *
+find_nul(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n,
+         int depth, const ProtobufCMessageDescriptor **in)
+{
+    const uint8_t *end = p + n;
+    while (p < end && depth < SLM_PB_MAX_DEPTH) {
+        uint64_t key, len;
+        if (!read_varint(&p, end, &key))
+            return NULL;
+        switch (key & 7) {
+        case 0:
+            if (!read_varint(&p, end, &len))
+                return NULL;
+            continue;
+        case 1:
+        case 5: {
+            const size_t w = (key & 7) == 1 ? 8 : 4;
+            if ((size_t)(end - p) < w)
+                return NULL;
+            p += w;
+            continue;
+        }
+        case 2:
+            break;
+        default:
+            return NULL;
+        }
+        if (!read_varint(&p, end, &len) || len > (uint64_t)(end - p))
+            return NULL;
+        const ProtobufCFieldDescriptor *f =
+            key >> 3 <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(
+                                         d, (unsigned)(key >> 3))
+                                   : NULL;
+        if (f && f->type == PROTOBUF_C_TYPE_STRING &&
+            memchr(p, 0, (size_t)len)) {
+            *in = d;
+            return f;
+        }
+        if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+            const ProtobufCFieldDescriptor *bad =
+                find_nul(f->descriptor, p, (size_t)len, depth + 1, in);
+            if (bad)
+                return bad;
+        }
+        p += len;
+    }
+    return NULL;
+}
+
+slm_status slm_pb_check_nul(const char *what,
+                            const ProtobufCMessageDescriptor *d,
+                            const uint8_t *buf, size_t len)
+{
+    const ProtobufCMessageDescriptor *in = NULL;
+    const ProtobufCFieldDescriptor *f = find_nul(d, buf, len, 0, &in);
+    if (f)
+        return slm_fail(SLM_ERR_FORMAT, "%s: %s.%s contains a NUL byte", what,
+                        in->short_name, f->name);
+    return SLM_OK;
+}

@@ -33,4 +33,13 @@ void slm_pb_free(ProtobufCMessage *m);
  * numbered 0 (see pbuf.c). */
 slm_status slm_pb_check_field_zero(const char *what, const ProtobufCMessage *m);
 
+/* protobuf-c hands strings out NUL-terminated, so a NUL inside one on the
+ * wire would silently cut it short ("id\0x" reads as "id"). Walks the raw
+ * bytes buf(len) of a message of descriptor d (already accepted by
+ * slm_pb_unpack) and fails with SLM_ERR_FORMAT naming the first string
+ * field, in any sub-message, that holds a NUL byte. */
+slm_status slm_pb_check_nul(const char *what,
+                            const ProtobufCMessageDescriptor *d,
+                            const uint8_t *buf, size_t len);
+
 #endif

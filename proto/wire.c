@@ -187,7 +187,11 @@ slm_status slm_wire_unpack_control(const uint8_t *buf, size_t len,
     SLM_CHECK(slm_pb_unpack(&shardlm__control__control_message__descriptor, buf,
                             len, UNPACK_BUDGET(len), "control message", &pm));
     slm_control_msg *m = (slm_control_msg *)pm;
-    slm_status rc = check_message(m, lim);
+    slm_status rc = slm_pb_check_nul(
+        "control message", &shardlm__control__control_message__descriptor, buf,
+        len);
+    if (rc == SLM_OK)
+        rc = check_message(m, lim);
     if (rc != SLM_OK) {
         slm_wire_free_control(&m);
         return rc;

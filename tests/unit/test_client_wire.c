@@ -834,6 +834,30 @@ static void test_reject_nul(void **state)
     expect_nul_refused(&m, '#', "CancelRequest.request_id");
 }
 
+/* A server's strings get the same check: "r\0x" must not read as "r" (it
+ * could match another request), nor text stop short at a NUL. */
+static void test_reject_nul_in_responses(void **state)
+{
+    (void)state;
+    const slm_client_limits lim = slm_client_default_limits(512, 256);
+    /* ServerMessage{chunk{request_id "r\0x", text "a\0\x1b[2"}} */
+    const uint8_t id_nul[] = {0x0a, 0x0c, 0x0a, 0x03, 0x72, 0x00, 0x78,
+                              0x1a, 0x05, 0x61, 0x00, 0x1b, 0x5b, 0x32};
+    slm_server_msg *out = NULL;
+    assert_int_equal(
+        slm_client_unpack_response(id_nul, sizeof id_nul, &lim, &out),
+        SLM_ERR_FORMAT);
+    assert_null(out);
+    assert_non_null(strstr(slm_error_message(), "Chunk.request_id"));
+    /* ServerMessage{error{request_id "r", code 3, message "a\0b"}} */
+    const uint8_t msg_nul[] = {0x1a, 0x0a, 0x0a, 0x01, 0x72, 0x10, 0x03,
+                               0x1a, 0x03, 0x61, 0x00, 0x62};
+    assert_int_equal(
+        slm_client_unpack_response(msg_nul, sizeof msg_nul, &lim, &out),
+        SLM_ERR_FORMAT);
+    assert_non_null(strstr(slm_error_message(), "Error.message"));
+}
+
 /* ------------------------------------------------------------------------ */
 /* Each response rule                                                        */
 
@@ -1089,6 +1113,7 @@ int main(void)
         cmocka_unit_test(test_reject_limits),
         cmocka_unit_test(test_reject_body_not_set),
         cmocka_unit_test(test_reject_nul),
+        cmocka_unit_test(test_reject_nul_in_responses),
         cmocka_unit_test(test_reject_responses),
         cmocka_unit_test(test_code_names),
         cmocka_unit_test(test_size_limits),
