@@ -21,7 +21,13 @@ elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 within() { awk -v s="$1" -v l="$2" 'BEGIN { exit !(s <= l) }'; } # SECONDS LIMIT
 
 # The live (not zombie) processes of this job: ranks carry our model path.
-job_procs() { ps -eo stat=,args= | awk -v m="$tmp/slow.bin" '$1 !~ /^Z/ && index($0, m)' | grep -c .; }
+job_procs() {
+    local p n=0
+    for p in $(pgrep -f "$tmp/slow.bin"); do
+        [ "$(awk '{ print $3 }' /proc/$p/stat 2>/dev/null)" = Z ] || n=$((n + 1))
+    done
+    echo $n
+}
 
 fault() { # SIGNAL VICTIM_RANK
     local sig=$1 rank=$2 pid ep a b victim t0 rc
@@ -35,7 +41,7 @@ fault() { # SIGNAL VICTIM_RANK
         sleep 0.1
     done
     [ -n "$ep" ] || { fail "$sig: server did not start"; cat "$tmp/$sig.err"; kill -9 $pid; return; }
-    "$client" --connect "$ep" generate --prompt "Once" -n 2000 >"$tmp/a.out" 2>"$tmp/a.err" &
+    "$client" --connect "$ep" generate --prompt "Once" -n 2000 --temperature 0 >"$tmp/a.out" 2>"$tmp/a.err" &
     a=$!
     for _ in $(seq 300); do [ -s "$tmp/a.out" ] && break; sleep 0.05; done
     "$client" --connect "$ep" generate --prompt "Once" -n 5 >"$tmp/b.out" 2>"$tmp/b.err" &
