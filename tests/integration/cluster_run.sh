@@ -23,10 +23,13 @@ for prompt in "$golden"/*.prompt; do
         '{id: $id, prompt: $p, n: 256, temperature: 0}' >>"$tmp/in.jsonl"
 done
 
+# Up to 9 ranks on this host's cores, under sanitizers in CI: a heartbeat
+# timeout with room for that (serve_faults.sh tests the default).
 for split in "1 1" "2 1" "4 1" "8 1" "1 2" "2 2"; do
     read -r tp pp <<<"$split"
     if ! timeout 120 "${mpirun[@]}" -np $((1 + tp * pp)) "$bin" run \
         --model "$model" --tokenizer "$tok" --tp "$tp" --pp "$pp" \
+        --heartbeat-timeout-ms 10000 \
         --input "$tmp/in.jsonl" --output "$tmp/out.jsonl" 2>"$tmp/err"; then
         fail "tp=$tp pp=$pp: job failed"; tail -20 "$tmp/err"; continue
     fi

@@ -18,8 +18,11 @@ export OMP_NUM_THREADS=1
 start_server() {
     local name=$1
     shift
+    # Fault detection is serve_faults.sh's subject; here, a heartbeat
+    # timeout with room for an oversubscribed, sanitized host under load.
     "${mpirun[@]}" -np 3 "$bin" serve --tp 2 --tokenizer "$tok" \
-        --listen 'tcp://127.0.0.1:*' "$@" 2>"$tmp/$name.err" &
+        --listen 'tcp://127.0.0.1:*' --heartbeat-timeout-ms 10000 "$@" \
+        2>"$tmp/$name.err" &
     pid=$!
     ep=
     for _ in $(seq 600); do
