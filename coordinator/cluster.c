@@ -280,6 +280,7 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
                    fail_bootstrap);
     if (zmq_socket_monitor(c->sock, monitor_ep, ZMQ_EVENT_DISCONNECTED) != 0 ||
         !(c->monitor = zmq_socket(c->ctx, ZMQ_PAIR)) ||
+        zmq_setsockopt(c->monitor, ZMQ_LINGER, &(int){0}, sizeof(int)) != 0 ||
         zmq_connect(c->monitor, monitor_ep) != 0) {
         rc = slm_fail(SLM_ERR_IO,
                       "cluster: cannot monitor the control "

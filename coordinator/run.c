@@ -347,9 +347,11 @@ static slm_status coordinate(const run_options *o, FILE *out,
             (double)max_bytes / 1048576.0);
     const slm_model_runner runner = slm_cluster_runner(cluster);
     if (o->serve) {
+        /* Clients learn the model's file name, not where it lives. */
+        const char *slash = strrchr(o->model, '/');
         const slm_server_options so = {
             o->listen,
-            o->model,
+            slash ? slash + 1 : o->model,
             (int32_t)o->tp,
             (int32_t)o->pp,
             (uint32_t)o->queue_depth,

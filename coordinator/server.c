@@ -757,6 +757,8 @@ slm_status slm_server_run(slm_cluster_t *cluster, const slm_model_config *cfg,
             snprintf(why, sizeof why, "the server is shutting down (signal %d)",
                      (int)g_signal);
     }
+    /* Requests still in the socket get their answer too: none is lost. */
+    (void)on_wakeup(&s, true);
     fail_all(&s, SHARDLM__CLIENT__ERROR__CODE__UNAVAILABLE, why);
     slm_cluster_watch(cluster, NULL, NULL, NULL);
     sigaction(SIGTERM, &old_term, NULL);
