@@ -27,9 +27,19 @@ struct slm_cluster {
     int32_t n_answered;
     bool have_logits;
     float *logits; /* (vocab) the last step's logits */
-    /* A connection dropped at this time (0: none pending): whichever shard
-     * has not beaten since is the one that went. */
-    double disconnect_at;
+    /* (n_shards) when a connection of each shard dropped (0: none): a shard
+     * that has not beaten again within two intervals is gone (a network
+     * blip would reconnect and beat). */
+    double *dropped_at;
+    /* The connections (file descriptors) each shard's messages came from,
+     * so that a monitor's disconnect event names its shard; a bare TCP
+     * probe of the port never appears here. Also how shutdown sees every
+     * shard leave. */
+    struct {
+        int fd;
+        int32_t shard;
+    } * conns;
+    size_t n_conns, cap_conns;
     int32_t lost;       /* -1 while every shard is healthy */
     char lost_why[256]; /* why, once lost >= 0 */
     void *watch_sock;
@@ -82,16 +92,15 @@ static slm_status check_health(slm_cluster_t *c, double now)
         return lost_status(c);
     const double beat = c->timing.heartbeat_ms / 1000.0;
     const double limit = c->timing.heartbeat_timeout_ms / 1000.0;
-    /* After a disconnect every live shard beats within an interval; two
-     * intervals of grace, then the silent one is named. */
-    if (c->disconnect_at > 0 && now - c->disconnect_at >= 2.0 * beat) {
-        for (int32_t i = 0; i < c->n_shards; i++)
-            if (c->last_beat[i] < c->disconnect_at) {
-                mark_lost(c, i, "disconnected (the process died)",
-                          now - c->last_beat[i]);
-                return lost_status(c);
-            }
-        c->disconnect_at = 0; /* some other peer left */
+    for (int32_t i = 0; i < c->n_shards; i++) {
+        if (c->dropped_at[i] == 0 || now - c->dropped_at[i] < 2.0 * beat)
+            continue;
+        if (c->last_beat[i] < c->dropped_at[i]) {
+            mark_lost(c, i, "dropped its connection (the process died)",
+                      now - c->last_beat[i]);
+            return lost_status(c);
+        }
+        c->dropped_at[i] = 0; /* it reconnected */
     }
     for (int32_t i = 0; i < c->n_shards; i++)
         if (now - c->last_beat[i] > limit) {
@@ -102,23 +111,70 @@ static slm_status check_health(slm_cluster_t *c, double now)
     return SLM_OK;
 }
 
+/* Records that shard `shard` speaks through connection fd. */
+static void conn_note(slm_cluster_t *c, int fd, int32_t shard)
+{
+    if (fd < 0)
+        return;
+    for (size_t i = 0; i < c->n_conns; i++)
+        if (c->conns[i].fd == fd) {
+            c->conns[i].shard = shard;
+            return;
+        }
+    if (c->n_conns == c->cap_conns) {
+        size_t cap = c->cap_conns ? 2 * c->cap_conns : 16;
+        void *p = realloc(c->conns, cap * sizeof *c->conns);
+        if (!p)
+            return; /* its loss is then found by the heartbeat timeout */
+        c->conns = p;
+        c->cap_conns = cap;
+    }
+    c->conns[c->n_conns].fd = fd;
+    c->conns[c->n_conns].shard = shard;
+    c->n_conns++;
+}
+
+/* Forgets connection fd; returns its shard, or -1 if it was not one. */
+static int32_t conn_drop(slm_cluster_t *c, int fd)
+{
+    for (size_t i = 0; i < c->n_conns; i++)
+        if (c->conns[i].fd == fd) {
+            int32_t shard = c->conns[i].shard;
+            c->conns[i] = c->conns[--c->n_conns];
+            return shard;
+        }
+    return -1;
+}
+
+/* Monitor events: a 6-byte frame (uint16 event, uint32 value: the fd of a
+ * disconnected connection), then the endpoint. */
 static void drain_monitor(slm_cluster_t *c, double now)
 {
     for (;;) {
         zmq_msg_t frame;
         zmq_msg_init(&frame);
-        int n = zmq_msg_recv(&frame, c->monitor, ZMQ_DONTWAIT);
-        int more = n >= 0 && zmq_msg_more(&frame);
-        zmq_msg_close(&frame);
-        if (n < 0)
+        if (zmq_msg_recv(&frame, c->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&frame);
             return;
-        if (more) { /* the event's second frame: the endpoint */
+        }
+        uint16_t event = 0;
+        uint32_t fd = 0;
+        if (zmq_msg_size(&frame) == 6) {
+            memcpy(&event, zmq_msg_data(&frame), 2);
+            memcpy(&fd, (const uint8_t *)zmq_msg_data(&frame) + 2, 4);
+        }
+        const int more = zmq_msg_more(&frame);
+        zmq_msg_close(&frame);
+        if (more) { /* the endpoint */
             zmq_msg_init(&frame);
             (void)zmq_msg_recv(&frame, c->monitor, ZMQ_DONTWAIT);
             zmq_msg_close(&frame);
         }
-        if (c->disconnect_at == 0)
-            c->disconnect_at = now;
+        if (event != ZMQ_EVENT_DISCONNECTED)
+            continue;
+        const int32_t shard = conn_drop(c, (int)fd);
+        if (shard >= 0 && c->dropped_at[shard] == 0)
+            c->dropped_at[shard] = now;
     }
 }
 
@@ -135,7 +191,8 @@ static slm_status handle(slm_cluster_t *c, int32_t shard, bool from_hb,
     }
     if (from_hb)
         return slm_fail(SLM_ERR_FORMAT,
-                        "shard %d sent a step result on its heartbeat socket",
+                        "shard %d sent something other than a heartbeat on its "
+                        "heartbeat socket",
                         shard);
     c->last_beat[shard] = now; /* any word from it is a sign of life */
     if (r->body_case != SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_RESULT ||
@@ -183,9 +240,12 @@ static slm_status drain_control(slm_cluster_t *c, double now,
         char id[64];
         size_t id_len = 0;
         slm_control_msg *m = NULL;
-        slm_status rc =
-            slm_transport_recv(c->sock, id, sizeof id, &id_len, &c->lim, &m);
+        int fd = -1;
+        slm_status rc = slm_transport_recv(c->sock, id, sizeof id, &id_len, &fd,
+                                           &c->lim, &m);
         int32_t shard = id_len ? shard_of(c, id, id_len) : -1;
+        if (shard >= 0 && rc == SLM_OK)
+            conn_note(c, fd, shard);
         if (shard < 0) {
             slm_wire_free_control(&m);
             if (rc != SLM_OK && id_len == 0)
@@ -235,12 +295,18 @@ static slm_status wait_once(slm_cluster_t *c, int timeout_ms,
     SLM_CHECK(drain_control(c, now, hello, hello_shard));
     if (hello && *hello)
         return SLM_OK;
-    if (c->watch_fn)
-        SLM_CHECK(c->watch_fn(
-            c->watch_user, c->watch_sock && (items[2].revents & ZMQ_POLLIN)));
     if (hello) /* still loading: the Hello deadline is the only rule */
         return SLM_OK;
-    return check_health(c, slm_now_seconds());
+    if (c->watch_fn) {
+        SLM_CHECK(c->watch_fn(
+            c->watch_user, c->watch_sock && (items[2].revents & ZMQ_POLLIN)));
+        /* Time spent on clients is not the shards' silence: read what they
+         * sent meanwhile before judging them. */
+        now = slm_now_seconds();
+        drain_monitor(c, now);
+        SLM_CHECK(drain_control(c, now, NULL, NULL));
+    }
+    return check_health(c, now);
 }
 
 slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
@@ -266,12 +332,13 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
                                cfg->seq_len};
     c->weight_bytes = calloc((size_t)n_shards, sizeof *c->weight_bytes);
     c->last_beat = calloc((size_t)n_shards, sizeof *c->last_beat);
+    c->dropped_at = calloc((size_t)n_shards, sizeof *c->dropped_at);
     c->logits = calloc((size_t)cfg->vocab_size, sizeof *c->logits);
     c->answered = calloc((size_t)n_shards, 1);
     c->ctx = zmq_ctx_new();
     c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_ROUTER) : NULL;
-    if (!c->weight_bytes || !c->last_beat || !c->logits || !c->answered ||
-        !c->sock) {
+    if (!c->weight_bytes || !c->last_beat || !c->dropped_at || !c->logits ||
+        !c->answered || !c->sock) {
         rc = slm_fail(SLM_ERR_NOMEM, "cluster: cannot set up the control "
                                      "socket");
         goto fail_bootstrap;
@@ -334,7 +401,6 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
     const double now = slm_now_seconds();
     for (int32_t i = 0; i < n_shards; i++)
         c->last_beat[i] = now;
-    c->disconnect_at = 0;
     *out = c;
     return SLM_OK;
 fail_bootstrap:
@@ -432,10 +498,15 @@ int32_t slm_cluster_shards(const slm_cluster_t *c)
     return c->n_shards;
 }
 
-void slm_cluster_shutdown(slm_cluster_t *c, const char *reason)
+const slm_cluster_timing *slm_cluster_get_timing(const slm_cluster_t *c)
+{
+    return &c->timing;
+}
+
+slm_status slm_cluster_shutdown(slm_cluster_t *c, const char *reason)
 {
     if (!c || !c->sock)
-        return;
+        return SLM_OK;
     Shardlm__Control__Shutdown sd = SHARDLM__CONTROL__SHUTDOWN__INIT;
     sd.reason = (char *)(reason ? reason : "");
     slm_control_msg m = SHARDLM__CONTROL__CONTROL_MESSAGE__INIT;
@@ -446,10 +517,31 @@ void slm_cluster_shutdown(slm_cluster_t *c, const char *reason)
         size_t n = slm_transport_shard_id(i, id, sizeof id);
         (void)slm_transport_send(c->sock, id, n, &m);
     }
-    /* Let the queued Shutdowns leave before the socket closes (the sockets
-     * otherwise linger 0 ms); bounded, so a dead shard cannot hold us. */
-    const int linger_ms = 2000;
-    (void)zmq_setsockopt(c->sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
+    /* Every shard closes both its sockets on the way out. One that stays
+     * (stopped, hung in a collective) would hold the job in MPI_Finalize:
+     * after a heartbeat timeout of waiting, the caller aborts instead. */
+    const double deadline =
+        slm_now_seconds() + c->timing.heartbeat_timeout_ms / 1000.0;
+    while (c->n_conns > 0 && slm_now_seconds() < deadline) {
+        zmq_pollitem_t items[2] = {{c->sock, 0, ZMQ_POLLIN, 0},
+                                   {c->monitor, 0, ZMQ_POLLIN, 0}};
+        (void)zmq_poll(items, 2, SLM_CLUSTER_TICK_MS);
+        drain_monitor(c, slm_now_seconds());
+        for (int k = 0; k < 1024; k++) { /* late results, beats: dropped */
+            zmq_msg_t frame;
+            zmq_msg_init(&frame);
+            int n = zmq_msg_recv(&frame, c->sock, ZMQ_DONTWAIT);
+            zmq_msg_close(&frame);
+            if (n < 0)
+                break;
+        }
+    }
+    if (c->n_conns > 0)
+        return slm_fail(SLM_ERR_UNAVAILABLE,
+                        "%zu shard connections were still open %d ms after "
+                        "Shutdown",
+                        c->n_conns, c->timing.heartbeat_timeout_ms);
+    return SLM_OK;
 }
 
 void slm_cluster_destroy(slm_cluster_t **cp)
@@ -469,6 +561,8 @@ void slm_cluster_destroy(slm_cluster_t **cp)
     free(c->last_beat);
     free(c->logits);
     free(c->answered);
+    free(c->conns);
+    free(c->dropped_at);
     free(c);
     *cp = NULL;
 }

@@ -76,6 +76,7 @@ int32_t slm_cluster_lost_shard(const slm_cluster_t *c);
 double slm_cluster_heartbeat_age_ms(const slm_cluster_t *c, int32_t shard);
 
 int32_t slm_cluster_shards(const slm_cluster_t *c);
+const slm_cluster_timing *slm_cluster_get_timing(const slm_cluster_t *c);
 
 /* The cluster as a generation runner (coordinator/generate.h). */
 slm_model_runner slm_cluster_runner(slm_cluster_t *c);
@@ -83,9 +84,11 @@ slm_model_runner slm_cluster_runner(slm_cluster_t *c);
 /* Bytes of weights shard `shard` reported holding. */
 uint64_t slm_cluster_shard_weight_bytes(const slm_cluster_t *c, int32_t shard);
 
-/* Tells every shard to leave its loop. Best effort: a shard that is gone is
- * not waited for. */
-void slm_cluster_shutdown(slm_cluster_t *c, const char *reason);
+/* Tells every shard to leave its loop and waits, up to the heartbeat
+ * timeout, for all of them to close their connections. SLM_ERR_UNAVAILABLE
+ * if some did not (stopped, or stuck): the caller must then end the job with
+ * MPI_Abort rather than wait in MPI_Finalize. */
+slm_status slm_cluster_shutdown(slm_cluster_t *c, const char *reason);
 
 /* Accepts NULL; sets *c to NULL. */
 void slm_cluster_destroy(slm_cluster_t **c);

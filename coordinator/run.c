@@ -17,6 +17,7 @@
 #include <getopt.h>
 #include <mpi.h>
 #include <omp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -366,7 +367,10 @@ static slm_status coordinate(const run_options *o, FILE *out,
                 done);
     }
 done:
-    slm_cluster_shutdown(cluster, rc == SLM_OK ? "done" : "failed");
+    /* After a failure the caller aborts the job at once; waiting for shards
+     * stuck beside a lost one would only delay that. */
+    if (rc == SLM_OK && cluster)
+        rc = slm_cluster_shutdown(cluster, "done");
     slm_cluster_destroy(&cluster);
     free(text.buf);
     return rc;
@@ -379,6 +383,13 @@ static slm_status serve_as_shard(const run_options *o, int world_rank,
     slm_comm_t *shards = NULL;
     slm_shard_t *shard = NULL;
     slm_status rc = SLM_OK;
+    if (o->serve) {
+        /* scancel and srun signal every task at once: a shard that died of
+         * it would look lost. The coordinator answers its clients and then
+         * sends Shutdown; a launcher that means it follows with SIGKILL. */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
+    }
     SLM_CHECK_GOTO(slm_comm_mpi_create(shards_mpi, &shards), rc, done);
     SLM_CHECK_GOTO(slm_shard_create(shards, o->model, (int32_t)o->tp,
                                     (int32_t)o->pp, &shard),
@@ -453,7 +464,9 @@ int slm_run_main(int argc, char **argv, bool serve)
     if (rc != SLM_OK) {
         fprintf(stderr, "shardlm run: rank %d: %s (%s)\n", rank,
                 slm_error_message(), slm_status_str(rc));
-        MPI_Abort(MPI_COMM_WORLD, 1); /* ends every rank of the job */
+        /* Ends every rank of the job. A lost rank is EX_TEMPFAIL (75), so
+         * a launcher can retry that and not a bad command line. */
+        MPI_Abort(MPI_COMM_WORLD, rc == SLM_ERR_UNAVAILABLE ? 75 : 1);
     }
     if (shards_mpi != MPI_COMM_NULL)
         MPI_Comm_free(&shards_mpi);

@@ -11,6 +11,7 @@
 #include <zmq.h>
 
 #include "common/clock.h"
+#include "common/utf8.h"
 #include "coordinator/generate.h"
 #include "coordinator/sampler.h"
 #include "proto/client_wire.h"
@@ -38,6 +39,8 @@ typedef struct request {
     size_t n_stops;
     char *held; /* text not sent yet: it may begin a stop sequence */
     size_t held_len, held_cap;
+    char tail[4]; /* the start of a UTF-8 character split across tokens */
+    size_t tail_len;
     double arrived, started, first_token, deadline; /* deadline 0: none */
     bool cancelled, gone; /* gone: the client cannot be reached */
 } request;
@@ -150,12 +153,18 @@ static double ms(double seconds)
     return seconds > 0 ? seconds * 1000.0 : 0.0;
 }
 
+/* U+FFFD, for bytes that are not well-formed UTF-8. */
+static const char replacement[] = "\xef\xbf\xbd";
+
 /* Ends r normally: what is still held is sent, then Final. */
 static void finish_final(server *s, request *r, finish_reason why)
 {
-    if (r->held_len &&
-        why != SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP_SEQUENCE)
-        send_chunk(s, r, NULL, 0, r->held, r->held_len);
+    if (why != SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP_SEQUENCE) {
+        if (r->held_len)
+            send_chunk(s, r, NULL, 0, r->held, r->held_len);
+        if (r->tail_len) /* a character the model never finished */
+            send_chunk(s, r, NULL, 0, replacement, 3);
+    }
     const double now = slm_now_seconds();
     const double first = r->first_token > 0 ? r->first_token : now;
     Shardlm__Client__Final f = SHARDLM__CLIENT__FINAL__INIT;
@@ -265,9 +274,9 @@ static slm_status make_request(server *s, const uint8_t *peer, size_t peer_len,
         r->ids = grown;
     }
     r->n_prompt = r->n;
+    /* client_wire refused more than o->max_tokens, and the default is no
+     * more; the context length ends a request too (LENGTH). */
     r->max_new = g->max_tokens ? g->max_tokens : s->o->default_tokens;
-    if (r->max_new > s->o->max_tokens)
-        r->max_new = s->o->max_tokens;
     slm_sampling_params sp = {0.0f, 0, 1.0f, 1.0f, 0};
     const Shardlm__Client__SamplingParams *q = g->sampling;
     if (q) { /* client_wire resolved the zero defaults and checked ranges */
@@ -308,10 +317,13 @@ static void on_generate(server *s, const uint8_t *peer, size_t peer_len,
         (s->active && same_request(s->active, peer, peer_len, g->request_id))) {
         send_error(s, peer, peer_len, g->request_id,
                    SHARDLM__CLIENT__ERROR__CODE__INVALID_ARGUMENT,
-                   "request_id is already in use by a running request");
+                   "request_id is already in use by one of this client's "
+                   "running or queued requests");
         return;
     }
-    if (s->queued >= s->o->queue_depth) {
+    /* queue_depth counts requests waiting behind a running one; an idle
+     * server takes one even at depth 0. */
+    if (s->queued >= s->o->queue_depth && (s->active || s->queued)) {
         char msg[128];
         snprintf(msg, sizeof msg,
                  "the server is busy: %u requests are queued (the limit); "
@@ -358,7 +370,8 @@ static void on_health(server *s, const uint8_t *peer, size_t peer_len)
 {
     const int32_t n = slm_cluster_shards(s->cluster);
     const int32_t lost = slm_cluster_lost_shard(s->cluster);
-    const double beat_ms = 2.0 * slm_cluster_default_timing().heartbeat_ms;
+    const double beat_ms =
+        2.0 * slm_cluster_get_timing(s->cluster)->heartbeat_ms;
     Shardlm__Client__HealthResponse h = SHARDLM__CLIENT__HEALTH_RESPONSE__INIT;
     Shardlm__Client__HealthResponse__RankHealth *ranks =
         calloc((size_t)n + 1, sizeof *ranks);
@@ -387,16 +400,16 @@ static void on_health(server *s, const uint8_t *peer, size_t peer_len)
         } else {
             const double age = slm_cluster_heartbeat_age_ms(s->cluster, i - 1);
             rk->last_heartbeat_ms = age > 0 ? (uint64_t)age : 0;
-            const char *what = "shard";
+            const char *what = "";
             if (lost == i - 1) {
                 rk->state = SHARDLM__CLIENT__HEALTH_RESPONSE__STATE__FAILING;
-                what = "shard lost";
+                what = ": lost";
             } else if (age > beat_ms) {
                 /* a beat or more late: not lost yet, but slow */
                 rk->state = SHARDLM__CLIENT__HEALTH_RESPONSE__STATE__DEGRADED;
-                what = "shard, heartbeat late";
+                what = ": heartbeat late";
             }
-            snprintf(detail[i], sizeof detail[i], "%s %d", what, i - 1);
+            snprintf(detail[i], sizeof detail[i], "shard %d%s", i - 1, what);
             if (rk->state > h.state)
                 h.state = rk->state;
         }
@@ -494,15 +507,19 @@ done:
     zmq_msg_close(&body);
 }
 
-/* Messages taken per wake-up: bounded so that a flood of clients cannot
- * starve the running request's steps. */
+/* Messages taken per wake-up, and the time spent on them: bounded so that
+ * a flood of clients cannot starve the running request's steps (the rest
+ * wait in the socket for the next wake-up). */
 #define TAKE_PER_WAKEUP 256
+#define TAKE_SECONDS    0.010
 
 static slm_status on_wakeup(void *user, bool readable)
 {
     server *s = user;
     const double now = slm_now_seconds();
-    for (int i = 0; readable && i < TAKE_PER_WAKEUP; i++) {
+    for (int i = 0; readable && i < TAKE_PER_WAKEUP &&
+                    slm_now_seconds() - now < TAKE_SECONDS;
+         i++) {
         int events = 0;
         size_t len = sizeof events;
         if (zmq_getsockopt(s->sock, ZMQ_EVENTS, &events, &len) != 0 ||
@@ -515,26 +532,69 @@ static slm_status on_wakeup(void *user, bool readable)
 
 /* ---- running requests ---- */
 
-/* Adds piece to r's held text and moves out what can no longer be the start
- * of a stop sequence into *send / *send_len (pointing into r->held, valid
- * until the next call). Returns true when a stop sequence appeared: *send
- * is then the text before it. */
-static bool hold_piece(request *r, const char *piece, size_t len,
-                       const char **send, size_t *send_len)
+/* Grows r->held to hold `more` bytes beyond its length. */
+static bool held_reserve(request *r, size_t more)
 {
-    if (r->held_len + len > r->held_cap) {
-        size_t cap = 2 * (r->held_len + len) + 64;
-        char *h = realloc(r->held, cap);
-        if (!h) { /* give the text out unmatched rather than lose it */
-            *send = piece;
-            *send_len = len;
-            return false;
-        }
-        r->held = h;
-        r->held_cap = cap;
+    if (r->held_len + more <= r->held_cap)
+        return true;
+    size_t cap = 2 * (r->held_len + more) + 64;
+    char *h = realloc(r->held, cap);
+    if (!h)
+        return false;
+    r->held = h;
+    r->held_cap = cap;
+    return true;
+}
+
+/* Appends r->tail + piece to r->held as well-formed UTF-8 without NUL: a
+ * Chunk's text is a proto3 string, which other languages' parsers reject
+ * when it is not UTF-8. Byte-fallback tokens split one character over
+ * several tokens, so an incomplete character waits in r->tail; malformed
+ * bytes become U+FFFD and NULs are dropped. */
+static bool held_append_utf8(request *r, const char *piece, size_t len)
+{
+    const size_t n = r->tail_len + len;
+    uint8_t *in = malloc(n ? n : 1);
+    if (!in || !held_reserve(r, 3 * n)) { /* each byte: at most U+FFFD */
+        free(in);
+        return false;
     }
-    memcpy(r->held + r->held_len, piece, len);
-    r->held_len += len;
+    memcpy(in, r->tail, r->tail_len);
+    memcpy(in + r->tail_len, piece, len);
+    r->tail_len = 0;
+    for (size_t i = 0; i < n;) {
+        const int k = slm_utf8_sequence(in + i, n - i);
+        if (k == 0) { /* at most 3 bytes: the rest of a 4-byte sequence */
+            r->tail_len = n - i;
+            memcpy(r->tail, in + i, r->tail_len);
+            break;
+        }
+        if (k < 0) {
+            memcpy(r->held + r->held_len, replacement, 3);
+            r->held_len += 3;
+            i++;
+            continue;
+        }
+        if (in[i] != 0) {
+            memcpy(r->held + r->held_len, in + i, (size_t)k);
+            r->held_len += (size_t)k;
+        }
+        i += (size_t)k;
+    }
+    free(in);
+    return true;
+}
+
+/* Sends the text of token `id` (piece(len)) as one Chunk, holding back
+ * whatever could still begin a stop sequence or finish a character. Sets
+ * *stopped when a stop sequence appeared: the text before it was sent and
+ * the rest is dropped. False when memory ran out. */
+static bool emit_piece(server *s, request *r, int32_t id, const char *piece,
+                       size_t len, bool *stopped)
+{
+    *stopped = false;
+    if (!held_append_utf8(r, piece, len))
+        return false;
     /* What was sent before could not begin a stop, so a stop that appears
      * now lies wholly in the held text. */
     size_t first = r->held_len;
@@ -545,13 +605,14 @@ static bool hold_piece(request *r, const char *piece, size_t len,
             first = (size_t)(at - r->held);
     }
     if (first < r->held_len) {
-        *send = r->held;
-        *send_len = first;
+        send_chunk(s, r, &id, 1, r->held, first);
+        r->held_len = 0;
+        *stopped = true;
         return true;
     }
     size_t keep = 0; /* the longest tail that begins some stop */
     for (size_t i = 0; i < r->n_stops; i++) {
-        size_t sl = strlen(r->stops[i]);
+        const size_t sl = strlen(r->stops[i]);
         for (size_t k = sl - 1 < r->held_len ? sl - 1 : r->held_len; k > keep;
              k--)
             if (memcmp(r->held + r->held_len - k, r->stops[i], k) == 0) {
@@ -559,23 +620,19 @@ static bool hold_piece(request *r, const char *piece, size_t len,
                 break;
             }
     }
-    /* Send the head; the tail moves to the front after the send. */
-    *send = r->held;
-    *send_len = r->held_len - keep;
-    return false;
-}
-
-static void drop_sent(request *r, size_t sent)
-{
-    memmove(r->held, r->held + sent, r->held_len - sent);
-    r->held_len -= sent;
+    const size_t sent = r->held_len - keep;
+    send_chunk(s, r, &id, 1, r->held, sent);
+    memmove(r->held, r->held + sent, keep);
+    r->held_len = keep;
+    return true;
 }
 
 /* Runs one position of the active request. A failure of the cluster is
  * returned (and the request is left for the caller to fail). */
-static slm_status step_active(server *s)
+/* Ends the active request if it was cancelled, its deadline passed or its
+ * client is gone; returns whether it did. */
+static bool end_if_due(server *s, request *r)
 {
-    request *r = s->active;
     const double now = slm_now_seconds();
     if (r->gone || r->cancelled || (r->deadline > 0 && now >= r->deadline)) {
         s->active = NULL;
@@ -588,8 +645,16 @@ static slm_status step_active(server *s)
             finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__DEADLINE_EXCEEDED,
                          "the request's deadline passed while it ran");
         }
-        return SLM_OK;
+        return true;
     }
+    return false;
+}
+
+static slm_status step_active(server *s)
+{
+    request *r = s->active;
+    if (end_if_due(s, r))
+        return SLM_OK;
     if (r->max_new == 0) {
         s->active = NULL;
         finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__LENGTH);
@@ -598,6 +663,9 @@ static slm_status step_active(server *s)
     const float *logits_ro = NULL;
     const int32_t token = r->ids[r->pos];
     SLM_CHECK(s->runner.forward(s->runner.ctx, token, r->pos, &logits_ro));
+    /* A Cancel or the deadline may have come during the step. */
+    if (end_if_due(s, r))
+        return SLM_OK;
     if ((size_t)r->pos + 1 < r->n_prompt) {
         r->pos++; /* still inside the prompt */
         return SLM_OK;
@@ -618,14 +686,13 @@ static slm_status step_active(server *s)
     const char *piece = slm_tokenizer_decode(s->tok, token, next, &len);
     if (!slm_piece_printable(piece, len))
         len = 0;
-    const char *send = piece;
-    size_t send_len = len;
     bool stopped = false;
-    if (r->n_stops)
-        stopped = hold_piece(r, piece, len, &send, &send_len);
-    send_chunk(s, r, &next, 1, send, send_len);
-    if (r->n_stops && !stopped)
-        drop_sent(r, send_len);
+    if (!emit_piece(s, r, next, piece, len, &stopped)) {
+        s->active = NULL;
+        finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__RESOURCE_EXHAUSTED,
+                     "out of memory for the request's text");
+        return SLM_OK;
+    }
     if (stopped) {
         s->active = NULL;
         finish_final(s, r,
@@ -639,7 +706,8 @@ static slm_status step_active(server *s)
     return SLM_OK;
 }
 
-/* Queued requests whose deadline passed, or whose client is gone, leave. */
+/* Queued requests whose deadline passed leave. (A client that went away is
+ * noticed when its request runs: its first Chunk cannot be delivered.) */
 static void sweep_queue(server *s, double now)
 {
     request *prev = NULL;
@@ -683,7 +751,9 @@ static void fail_all(server *s, error_code code, const char *message)
 static slm_status open_socket(server *s)
 {
     const int64_t max = (int64_t)SLM_CLIENT_MAX_MESSAGE_BYTES;
-    const int zero = 0, one = 1;
+    /* Messages buffered per client: a few requests' worth, so a client that
+     * floods cannot park gigabytes in the socket. */
+    const int zero = 0, one = 1, hwm = 64;
     s->ctx = zmq_ctx_new();
     s->sock = s->ctx ? zmq_socket(s->ctx, ZMQ_ROUTER) : NULL;
     if (!s->sock)
@@ -692,6 +762,7 @@ static slm_status open_socket(server *s)
      * before a byte of it reaches us. */
     if (zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0 ||
         zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0)
         return slm_fail(SLM_ERR_IO, "serve: zmq_setsockopt: %s",
                         zmq_strerror(zmq_errno()));
@@ -714,6 +785,12 @@ slm_status slm_server_run(slm_cluster_t *cluster, const slm_model_config *cfg,
     s.tok = tok;
     s.o = o;
     s.lim = slm_client_default_limits((uint32_t)cfg->vocab_size, o->max_tokens);
+    /* A prompt longer than the context could ever hold is refused by size,
+     * before any time goes into encoding it. */
+    const uint64_t fits =
+        (uint64_t)cfg->seq_len * (uint64_t)slm_tokenizer_max_token_bytes(tok);
+    if (fits > 0 && fits < s.lim.max_prompt_bytes)
+        s.lim.max_prompt_bytes = (uint32_t)fits;
     slm_status rc = open_socket(&s);
     if (rc != SLM_OK)
         goto close;
@@ -741,23 +818,13 @@ slm_status slm_server_run(slm_cluster_t *cluster, const slm_model_config *cfg,
             rc = slm_cluster_pump(cluster, SLM_CLUSTER_TICK_MS);
     }
     char why[512];
-    if (rc != SLM_OK) {
+    if (rc != SLM_OK)
         snprintf(why, sizeof why, "the cluster failed: %s",
                  slm_error_message());
-    } else {
-        /* mpirun sends SIGTERM when a rank died: give the heartbeats a moment
-         * to name it, so clients learn which rank went. */
-        const double until = slm_now_seconds() + 0.5;
-        while (slm_now_seconds() < until && rc == SLM_OK)
-            rc = slm_cluster_pump(cluster, SLM_CLUSTER_TICK_MS);
-        if (rc != SLM_OK)
-            snprintf(why, sizeof why, "the cluster failed: %s",
-                     slm_error_message());
-        else
-            snprintf(why, sizeof why, "the server is shutting down (signal %d)",
-                     (int)g_signal);
-    }
-    /* Requests still in the socket get their answer too: none is lost. */
+    else
+        snprintf(why, sizeof why, "the server is shutting down (signal %d)",
+                 (int)g_signal);
+    /* A last batch of what is still in the socket gets its answer too. */
     (void)on_wakeup(&s, true);
     fail_all(&s, SHARDLM__CLIENT__ERROR__CODE__UNAVAILABLE, why);
     slm_cluster_watch(cluster, NULL, NULL, NULL);

@@ -306,6 +306,11 @@ int32_t slm_tokenizer_vocab_size(const slm_tokenizer_t *t)
     return t ? t->vocab_size : 0;
 }
 
+int32_t slm_tokenizer_max_token_bytes(const slm_tokenizer_t *t)
+{
+    return t ? t->max_token_length : 0;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Encoding                                                                  */
 

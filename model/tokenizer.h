@@ -48,6 +48,11 @@ void slm_tokenizer_destroy(slm_tokenizer_t **t);
 
 int32_t slm_tokenizer_vocab_size(const slm_tokenizer_t *t);
 
+/* The longest piece in bytes (the file's max_token_length): a text of B
+ * bytes encodes to at least B / this many tokens, which lets a server refuse
+ * a prompt that cannot fit before spending time encoding it. */
+int32_t slm_tokenizer_max_token_bytes(const slm_tokenizer_t *t);
+
 /* Encodes text(len bytes) the way llama2.c's run.c does: optional BOS, the
  * SentencePiece dummy-prefix space (only when text is non-empty), UTF-8 code
  * points looked up whole, otherwise byte-fallback tokens, then repeated merges

@@ -17,6 +17,7 @@
  */
 #include "proto/client_wire.h"
 #include "proto/pbuf.h"
+#include "common/utf8.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -86,52 +87,6 @@ slm_status slm_client_pack_server(const slm_server_msg *m, uint8_t **buf,
 /* ------------------------------------------------------------------------ */
 /* Field checks                                                              */
 
-/* The offset of the first byte of s(n) that is not well-formed UTF-8 (RFC
- * 3629: no overlong forms, no surrogates, nothing above U+10FFFF), or n. */
-static size_t utf8_bad_offset(const char *str, size_t n)
-{
-    const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    while (i < n) {
-        const unsigned c = s[i];
-        unsigned lo = 0x80, hi = 0xbf;
-        size_t k;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            k = 1;
-        } else if (c == 0xe0) {
-            k = 2;
-            lo = 0xa0;
-        } else if (c == 0xed) {
-            k = 2;
-            hi = 0x9f;
-        } else if (c >= 0xe1 && c <= 0xef) {
-            k = 2;
-        } else if (c == 0xf0) {
-            k = 3;
-            lo = 0x90;
-        } else if (c == 0xf4) {
-            k = 3;
-            hi = 0x8f;
-        } else if (c >= 0xf1 && c <= 0xf3) {
-            k = 3;
-        } else {
-            return i;
-        }
-        if (n - i - 1 < k)
-            return i;
-        for (size_t j = 1; j <= k; j++) {
-            const unsigned b = s[i + j];
-            if (b < (j == 1 ? lo : 0x80) || b > (j == 1 ? hi : 0xbf))
-                return i;
-        }
-        i += k + 1;
-    }
-    return n;
-}
-
 static slm_status check_request_id(const char *what, const char *field,
                                    const char *id, bool nonempty,
                                    const slm_client_limits *lim)
@@ -164,7 +119,7 @@ static slm_status check_string(const char *what, const char *field,
 static slm_status check_utf8(const char *what, const char *field, const char *s)
 {
     const size_t n = strlen(s);
-    const size_t bad = utf8_bad_offset(s, n);
+    const size_t bad = slm_utf8_bad_offset(s, n);
     if (bad != n)
         return slm_fail(SLM_ERR_FORMAT,
                         "%s: %s is not valid UTF-8 (byte 0x%02x at offset "

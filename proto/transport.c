@@ -52,11 +52,13 @@ slm_status slm_transport_send(void *sock, const void *peer, size_t peer_len,
 }
 
 slm_status slm_transport_recv(void *sock, char *peer, size_t peer_cap,
-                              size_t *peer_len, const slm_wire_limits *lim,
-                              slm_control_msg **out)
+                              size_t *peer_len, int *src_fd,
+                              const slm_wire_limits *lim, slm_control_msg **out)
 {
     zmq_msg_t frame;
     *out = NULL;
+    if (src_fd)
+        *src_fd = -1;
     if (peer) {
         zmq_msg_init(&frame);
         if (zmq_msg_recv(&frame, sock, 0) < 0) {
@@ -81,6 +83,9 @@ slm_status slm_transport_recv(void *sock, char *peer, size_t peer_cap,
         return slm_fail(SLM_ERR_IO, "control receive: %s",
                         err == EAGAIN ? "timed out" : zmq_strerror(err));
     }
+    /* The body carries its connection's fd; a ROUTER's id frame may not. */
+    if (src_fd)
+        *src_fd = zmq_msg_get(&frame, ZMQ_SRCFD);
     slm_status rc = SLM_OK;
     if (zmq_msg_more(&frame)) {
         rc = slm_fail(SLM_ERR_FORMAT, "control receive: unexpected frames");

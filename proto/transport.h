@@ -24,12 +24,16 @@ slm_status slm_transport_send(void *sock, const void *peer, size_t peer_len,
                               const slm_control_msg *m);
 
 /* Receives one message and validates it against lim (slm_wire_unpack_control).
- * On a ROUTER the sender's routing id is copied into peer(peer_cap) and its
- * length into *peer_len; on a DEALER pass NULL, 0, NULL. A timeout returns
+ * On a ROUTER the sender's routing id is copied into peer(peer_cap), its
+ * length into *peer_len and, if src_fd is not NULL, the connection's file
+ * descriptor into *src_fd (-1 if unknown): how the coordinator ties a
+ * monitor's disconnect event to a shard. On a DEALER pass NULL, 0, NULL,
+ * NULL. A timeout returns
  * SLM_ERR_IO with "timed out" in the message. On success the caller owns *out
  * (slm_wire_free_control). */
 slm_status slm_transport_recv(void *sock, char *peer, size_t peer_cap,
-                              size_t *peer_len, const slm_wire_limits *lim,
+                              size_t *peer_len, int *src_fd,
+                              const slm_wire_limits *lim,
                               slm_control_msg **out);
 
 /* "shard-<index>" into buf; returns its length. */

@@ -169,8 +169,8 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
     uint64_t last_seq = 0;
     for (;;) {
         slm_control_msg *m = NULL;
-        SLM_CHECK_GOTO(slm_transport_recv(sock, NULL, 0, NULL, &lim, &m), rc,
-                       done);
+        SLM_CHECK_GOTO(slm_transport_recv(sock, NULL, 0, NULL, NULL, &lim, &m),
+                       rc, done);
         if (m->body_case == SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_SHUTDOWN) {
             slm_wire_free_control(&m);
             break;

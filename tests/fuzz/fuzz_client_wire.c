@@ -16,7 +16,7 @@
  * Build (bash; <build> is a CMake build dir, which holds the generated code):
  *   clang -g -fsanitize=fuzzer,address,undefined -I. -I<build> \
  *     tests/fuzz/fuzz_client_wire.c proto/client_wire.c proto/pbuf.c \
- *     <build>/proto/client.pb-c.c common/status.c -lprotobuf-c -lm
+ *     <build>/proto/client.pb-c.c common/status.c common/utf8.c -lprotobuf-c -lm
  * Seeds: tests/fuzz/corpus/client/ (req_*: selector 0, resp_*: selector 1).
  */
 #include <stdint.h>

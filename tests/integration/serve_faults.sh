@@ -83,8 +83,43 @@ fault() { # SIGNAL VICTIM_RANK
     echo "$sig rank $rank: client $ta s, job $tj s: $(head -c 300 "$tmp/a.err")"
 }
 
+# SIGTERM to every rank at once, as scancel and srun deliver it: shards wait
+# for the coordinator, which answers its clients, sends Shutdown, sees every
+# shard leave and exits 0.
+graceful() {
+    local pid ep a rc p
+    "${mpirun[@]}" -np 3 "$bin" serve --tp 2 --model "$tmp/slow.bin" \
+        --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' 2>"$tmp/term.err" &
+    pid=$!
+    ep=
+    for _ in $(seq 600); do
+        ep=$(sed -n 's/^shardlm serve: listening on \([^ ]*\) .*/\1/p' "$tmp/term.err")
+        [ -n "$ep" ] && break
+        sleep 0.1
+    done
+    [ -n "$ep" ] || { fail "TERM: server did not start"; kill -9 $pid; return; }
+    "$client" --connect "$ep" generate --prompt "Once" -n 2000 --temperature 0 >"$tmp/a.out" 2>"$tmp/a.err" &
+    a=$!
+    for _ in $(seq 300); do [ -s "$tmp/a.out" ] && break; sleep 0.05; done
+    for p in $(pgrep -f "$tmp/slow.bin"); do # the ranks, not mpirun
+        grep -qa OMPI_COMM_WORLD_RANK= /proc/$p/environ 2>/dev/null && kill -TERM $p
+    done
+    wait $a
+    rc=$?
+    check "TERM all ranks: client gets UNAVAILABLE, shutting down" \
+        bash -c "[ $rc -ne 0 ] && grep -q 'UNAVAILABLE.*shutting down' '$tmp/a.err'"
+    for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+    wait $pid
+    rc=$?
+    check "TERM all ranks: the job exits 0 (rc $rc)" test $rc -eq 0
+    for _ in $(seq 40); do [ "$(job_procs)" -eq 0 ] && break; sleep 0.05; done
+    check "TERM all ranks: no process left behind" test "$(job_procs)" -eq 0
+    [ "$(job_procs)" -eq 0 ] || pkill -9 -f "$tmp/slow.bin"
+}
+
 fault KILL 2
 fault STOP 2
 fault STOP 1
 fault KILL 0
+graceful
 finish
