@@ -21,6 +21,18 @@ packages=(
     protobuf-c-compiler # protoc-c: generates their C code
     libjansson-dev # JSON: the JSONL batch format
     jq            # tests: reading JSONL results
+    # Slurm (deploy/slurm/*.sbatch; tests/integration/slurm_batch.sh runs a
+    # private one-node cluster of these daemons). Installing them configures
+    # no cluster: without /etc/slurm/slurm.conf slurmctld and slurmd stay
+    # down; on a systemd machine the munge service starts with a fresh key.
+    slurmctld     # Slurm's controller daemon
+    slurmd        # Slurm's node daemon: starts the job steps
+    slurm-client  # sbatch, srun, squeue, scontrol, scancel, sinfo
+    slurm-wlm-basic-plugins # Slurm's plugins, mpi/pmix among them: Debian's
+                  # Open MPI has no PMI-2, so srun starts its ranks with --mpi=pmix
+    libpmix-dev   # pmix2/lib/libpmix.so, the unversioned name the mpi/pmix
+                  # plugin dlopens (libpmix2 alone has only libpmix.so.2)
+    munge         # munged: the credentials Slurm's daemons and commands exchange
 )
 
 missing=()
