@@ -175,5 +175,14 @@ wait $f
 
 gen --prompt "Once" -n 5 >/dev/null 2>"$tmp/h.err"
 check "still serving after cancels and deadlines" test $? -eq 0
+
+# The random model samples byte-fallback tokens (half of tok512) in any
+# order: the stream must still be well-formed UTF-8, broken characters
+# replaced by U+FFFD.
+gen --prompt "Once" -n 400 --temperature 1 --seed 5 >"$tmp/bytes.out" 2>/dev/null
+check "random bytes from the model: stream is valid UTF-8" \
+    iconv -f UTF-8 -t UTF-8 "$tmp/bytes.out" -o /dev/null
+check "random bytes from the model: broken characters became U+FFFD" \
+    grep -q $'\xef\xbf\xbd' "$tmp/bytes.out"
 stop_server $pid
 finish
