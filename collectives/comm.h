@@ -6,7 +6,9 @@
  * collective from this file; the tensor group and the pipeline group are
  * slm_comm_split()s of the world of shards. Backends: "mpi" (CPU, this
  * directory's comm_mpi.c, constructed with slm_comm_mpi_create() from
- * comm_mpi.h); "nccl" (GPU) to come.
+ * comm_mpi.h); "nccl" (GPU, collectives/nccl/comm_nccl.c, constructed with
+ * slm_comm_nccl_create() from comm_nccl.h, which also states how its
+ * operations wait and time out).
  *
  * Conventions shared by every operation:
  *  - Shape (send, recv, count, dtype[, op | root], comm, stream), as NCCL.
@@ -15,8 +17,8 @@
  *    the same count, dtype, op and root. They block until this rank's part is
  *    done (on CPU) and leave recv complete.
  *  - `stream` is unused by the CPU backend: pass NULL. For the NCCL backend
- *    it will be the cudaStream_t the operation is enqueued on (and the call
- *    will return once it is enqueued, not when it is done).
+ *    it is the cudaStream_t the operation is enqueued on; by default the
+ *    call waits for it under a watchdog (see comm_nccl.h).
  *  - Arguments are validated locally before any communication: a NULL buffer
  *    with count > 0, a peer or root outside [0, size), an unknown dtype or op,
  *    or buffers that overlap other than in the in-place way an operation
