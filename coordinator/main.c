@@ -19,6 +19,7 @@
 #include "model/checkpoint.h"
 #include "model/mkmodel.h"
 #include "model/tokenizer.h"
+#include "shard/device.h"
 #include "shard/transformer.h"
 
 static int fail_exit(slm_status rc)
@@ -37,7 +38,8 @@ static void usage(FILE *f)
         "STEPS]\n"
         "                   [--temperature F] [--top-k K] [--top-p F]\n"
         "                   [--repetition-penalty F] [--seed S] [--threads N]\n"
-        "                   [--weights resident|mapped]\n"
+        "                   [--weights resident|mapped] [--device "
+        "auto|cpu|cuda]\n"
         "      Streams the prompt and its continuation to stdout and the\n"
         "      speed to stderr. STEPS counts positions, BOS and prompt\n"
         "      included (llama2.c's -n); 0 = the model's context length.\n"
@@ -46,6 +48,8 @@ static void usage(FILE *f)
         "clock.\n"
         "      --weights resident (default) copies the checked weights into\n"
         "      private huge-page memory; mapped streams the file mapping.\n"
+        "      --device auto (default) runs on a GPU when there is one and\n"
+        "      this build has CUDA, else on the CPU; cuda insists on a GPU.\n"
         "  shardlm mkmodel --out FILE (--shape NAME | --dim D --hidden H\n"
         "                  --layers L --heads NH --kv-heads NKV --vocab V\n"
         "                  --seq-len S) [--separate-classifier] [--seed S]\n"
@@ -71,9 +75,15 @@ static slm_status write_piece(void *user, const char *piece, size_t len,
     return SLM_OK;
 }
 
+static slm_status forward_step(void *ctx, int32_t token, int32_t pos,
+                               const float **logits)
+{
+    return slm_forward_step(ctx, token, pos, logits);
+}
+
 static int cmd_generate(int argc, char **argv)
 {
-    enum { O_MODEL = 256, O_TOK, O_PROMPT, O_THREADS, O_WEIGHTS };
+    enum { O_MODEL = 256, O_TOK, O_PROMPT, O_THREADS, O_WEIGHTS, O_DEVICE };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
         {"tokenizer", required_argument, NULL, O_TOK},
@@ -81,10 +91,13 @@ static int cmd_generate(int argc, char **argv)
         SLM_CLI_SAMPLING_OPTIONS,
         {"threads", required_argument, NULL, O_THREADS},
         {"weights", required_argument, NULL, O_WEIGHTS},
+        {"device", required_argument, NULL, O_DEVICE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     const char *model = NULL, *tokenizer = NULL, *prompt = "";
+    slm_device_kind device = SLM_DEVICE_AUTO;
+    int gpu = 0;
     slm_weights_mode wmode = SLM_WEIGHTS_RESIDENT;
     int64_t steps = 256, threads = 0;
     bool seeded = false;
@@ -111,6 +124,9 @@ static int cmd_generate(int argc, char **argv)
             break;
         case O_WEIGHTS:
             rc = slm_cli_weights_mode(optarg, &wmode);
+            break;
+        case O_DEVICE:
+            rc = slm_device_parse(optarg, &device);
             break;
         case 'h':
             usage(stdout);
@@ -145,35 +161,53 @@ static int cmd_generate(int argc, char **argv)
     slm_checkpoint_t *ck = NULL;
     slm_tokenizer_t *tok = NULL;
     slm_shard_weights_t *weights = NULL;
-    slm_transformer_t *tf = NULL;
+    slm_forward_t *fwd = NULL;
     slm_sampler_t *sampler = NULL;
     slm_generate_stats st = {0};
     SLM_CHECK_GOTO(slm_sampling_validate(&sp), rc, done);
+    /* Before anything is loaded: --device cuda without a GPU fails here. */
+    SLM_CHECK_GOTO(slm_device_resolve(device, &device), rc, done);
+    if (device == SLM_DEVICE_CUDA) {
+        SLM_CHECK_GOTO(
+            slm_device_pick(slm_device_local_rank(MPI_COMM_NULL), &gpu), rc,
+            done);
+        /* The GPU keeps its own half-precision copy: the file's pages are
+         * read once, for the upload, so a resident copy would be waste. */
+        wmode = SLM_WEIGHTS_MAPPED;
+    }
     SLM_CHECK_GOTO(slm_checkpoint_open(model, wmode, &ck), rc, done);
     const slm_model_config *cfg = slm_checkpoint_config(ck);
     SLM_CHECK_GOTO(slm_tokenizer_load(tokenizer, cfg->vocab_size, &tok), rc,
                    done);
     SLM_CHECK_GOTO(slm_shard_weights_whole(ck, &weights), rc, done);
-    SLM_CHECK_GOTO(slm_transformer_create(weights, NULL, &tf), rc, done);
+    SLM_CHECK_GOTO(slm_forward_create(device, gpu, weights, NULL, &fwd), rc,
+                   done);
     SLM_CHECK_GOTO(slm_sampler_create(cfg->vocab_size, &sp, &sampler), rc,
                    done);
-    const slm_model_runner runner = slm_runner_local(tf);
+    const slm_model_runner runner = {forward_step, fwd,
+                                     slm_forward_seq_len(fwd)};
     SLM_CHECK_GOTO(slm_generate(&runner, tok, sampler, prompt, (int32_t)steps,
                                 write_piece, NULL, &st),
                    rc, done);
     printf("\n");
+    char where[64];
+    if (device == SLM_DEVICE_CUDA)
+        snprintf(where, sizeof where, "cuda device %d", gpu);
+    else
+        snprintf(where, sizeof where, "%d threads, %s", omp_get_max_threads(),
+                 slm_cpu_isa());
     fprintf(stderr,
             "shardlm: prompt %zu tokens in %.3f s; %zu tokens in %.3f s = "
-            "%.2f tokens/s (%d threads, %s)\n",
+            "%.2f tokens/s (%s)\n",
             st.prompt_tokens, st.prompt_seconds, st.generated_tokens,
             st.decode_seconds,
             st.decode_seconds > 0
                 ? (double)st.generated_tokens / st.decode_seconds
                 : 0.0,
-            omp_get_max_threads(), slm_cpu_isa());
+            where);
 done:
     slm_sampler_destroy(&sampler);
-    slm_transformer_destroy(&tf);
+    slm_forward_destroy(&fwd);
     slm_shard_weights_destroy(&weights);
     slm_tokenizer_destroy(&tok);
     slm_checkpoint_destroy(&ck);

@@ -31,6 +31,7 @@
 #include "model/checkpoint.h"
 #include "model/plan.h"
 #include "model/tokenizer.h"
+#include "shard/device.h"
 #include "shard/shard.h"
 
 typedef struct {
@@ -38,6 +39,7 @@ typedef struct {
     int64_t tp, pp, steps, threads, timeout_ms;
     int64_t heartbeat_ms, heartbeat_timeout_ms, queue_depth, max_tokens;
     slm_sampling_params sampling;
+    slm_device_kind device; /* as asked; each shard resolves it */
     bool serve; /* clients over ZeroMQ until a signal, instead of a batch */
 } run_options;
 
@@ -57,7 +59,7 @@ static void run_usage(FILE *f)
         "           [--queue-depth N] [--max-tokens N] [common options]\n"
         "  common options: [--threads N] [--control-bind ENDPOINT]\n"
         "           [--timeout-ms MS] [--heartbeat-ms MS]\n"
-        "           [--heartbeat-timeout-ms MS]\n"
+        "           [--heartbeat-timeout-ms MS] [--device auto|cpu|cuda]\n"
         "  Rank 0 coordinates; ranks 1..TP*PP are shards. run answers\n"
         "  --prompt or the --input batch as JSON lines (stdout by default;\n"
         "  -n counts positions, prompt included). serve answers clients\n"
@@ -68,7 +70,9 @@ static void run_usage(FILE *f)
         "  the requests that may wait (default 64; more are refused with\n"
         "  RESOURCE_EXHAUSTED). Shards beat every --heartbeat-ms (200); one\n"
         "  silent for --heartbeat-timeout-ms (1000) is lost and the job\n"
-        "  ends. The control endpoint defaults to %s (loopback).\n",
+        "  ends. The control endpoint defaults to %s (loopback).\n"
+        "  --device: where shards run; auto (default) is cuda when every\n"
+        "  shard sees a GPU (one per shard, by node-local rank), else cpu.\n",
         SLM_SERVER_DEFAULT_LISTEN, SLM_CLUSTER_DEFAULT_BIND);
 }
 
@@ -90,7 +94,8 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         O_HEARTBEAT,
         O_HEARTBEAT_TIMEOUT,
         O_QUEUE,
-        O_MAX_TOKENS
+        O_MAX_TOKENS,
+        O_DEVICE
     };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
@@ -109,6 +114,7 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         {"heartbeat-timeout-ms", required_argument, NULL, O_HEARTBEAT_TIMEOUT},
         {"queue-depth", required_argument, NULL, O_QUEUE},
         {"max-tokens", required_argument, NULL, O_MAX_TOKENS},
+        {"device", required_argument, NULL, O_DEVICE},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
@@ -125,6 +131,7 @@ static slm_status parse_options(int argc, char **argv, bool serve,
     o->sampling = slm_sampling_defaults();
     o->sampling.seed = 1; /* batch jobs are reproducible by default */
     o->serve = serve;
+    o->device = SLM_DEVICE_AUTO;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "n:", opts, NULL)) != -1) {
@@ -182,6 +189,9 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         case O_MAX_TOKENS:
             rc =
                 slm_cli_int("--max-tokens", optarg, 1, 1 << 24, &o->max_tokens);
+            break;
+        case O_DEVICE:
+            rc = slm_device_parse(optarg, &o->device);
             break;
         default: {
             bool handled = false, seeded = false;
@@ -256,6 +266,13 @@ static slm_status validate_job(const run_options *o, int world_size,
                         (long long)(o->tp * o->pp), world_size,
                         (long long)(1 + o->tp * o->pp));
     }
+#ifndef SLM_HAVE_CUDA
+    /* Every rank runs this binary: without CUDA, --device cuda can be
+     * refused here. Whether the shards' nodes have GPUs they find out
+     * themselves (the coordinator's node may have none). */
+    slm_device_kind kind;
+    SLM_CHECK(slm_device_resolve(o->device, &kind));
+#endif
     /* Mapped: the header and sizes are checked, no weight page is read. */
     SLM_CHECK_GOTO(slm_checkpoint_open(o->model, SLM_WEIGHTS_MAPPED, &ck), rc,
                    done);
@@ -390,9 +407,30 @@ static slm_status serve_as_shard(const run_options *o, int world_rank,
         signal(SIGTERM, SIG_IGN);
         signal(SIGINT, SIG_IGN);
     }
+    /* Every shard resolves --device on its own node, then they agree: all
+     * on GPUs or all on CPUs (auto takes GPUs only if every shard has one),
+     * and a shard that cannot have what was asked fails them all. */
+    const int local_rank = slm_device_local_rank(shards_mpi);
+    slm_device_kind device = SLM_DEVICE_CPU;
+    int gpu = 0;
+    rc = slm_device_resolve(o->device, &device);
+    if (rc == SLM_OK && device == SLM_DEVICE_CUDA)
+        rc = slm_device_pick(local_rank, &gpu);
+    int agree[2] = {rc == SLM_OK, device == SLM_DEVICE_CUDA};
+    MPI_Allreduce(MPI_IN_PLACE, agree, 2, MPI_INT, MPI_MIN, shards_mpi);
+    if (rc != SLM_OK)
+        goto done;
+    if (!agree[0]) {
+        rc = slm_fail(SLM_ERR_UNSUPPORTED,
+                      "another shard cannot run on --device %s",
+                      slm_device_name(o->device));
+        goto done;
+    }
+    device = agree[1] ? SLM_DEVICE_CUDA : SLM_DEVICE_CPU;
     SLM_CHECK_GOTO(slm_comm_mpi_create(shards_mpi, &shards), rc, done);
-    SLM_CHECK_GOTO(slm_shard_create(shards, o->model, (int32_t)o->tp,
-                                    (int32_t)o->pp, &shard),
+    SLM_CHECK_GOTO(slm_shard_create_on(shards, shards_mpi, o->model,
+                                       (int32_t)o->tp, (int32_t)o->pp, device,
+                                       gpu, &shard),
                    rc, done);
     SLM_CHECK_GOTO(slm_shard_serve(shard, MPI_COMM_WORLD, world_rank - 1,
                                    (int)o->timeout_ms, (int)o->heartbeat_ms),

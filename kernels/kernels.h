@@ -57,4 +57,51 @@ void slm_cpu_swiglu(float *h1, const float *h3, size_t n);
 /* x(n) += y(n). */
 void slm_cpu_add(float *x, const float *y, size_t n);
 
+/* ---- Twins of the CUDA kernels (kernels/cuda/cuda_kernels.h) ----------- */
+
+#include <stdint.h>
+
+/* float32 -> float16 / bfloat16 bits and back, n elements, rounding to
+ * nearest even (overflow to infinity, NaN kept a quiet NaN), exactly as
+ * CUDA's __float2half_rn / __float2bfloat16_rn. kernels/cpu/half.c. */
+void slm_cpu_f32_to_f16(uint16_t *dst, const float *src, size_t n);
+void slm_cpu_f16_to_f32(float *dst, const uint16_t *src, size_t n);
+void slm_cpu_f32_to_bf16(uint16_t *dst, const float *src, size_t n);
+void slm_cpu_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
+
+/* Embedding lookup for a vocabulary slice: out(rows, dim) row r is row
+ * tokens[r] - vocab_begin of table(vocab_count, dim) when the token is in
+ * [vocab_begin, vocab_begin + vocab_count), zeros otherwise (negative tokens
+ * included). kernels/cpu/embedding.c. */
+void slm_cpu_embedding_slice(float *out, const float *table,
+                             const int32_t *tokens, size_t rows,
+                             size_t vocab_begin, size_t vocab_count,
+                             size_t dim);
+
+/* The first index of the largest of x(n), n >= 1, as coordinator/sampler.c
+ * (best = 0, replaced only by a strictly larger value, so a NaN never wins
+ * except at index 0). kernels/cpu/sample.c. */
+int32_t slm_cpu_argmax(const float *x, size_t n);
+
+/* Scratch entry of slm_cpu_sample_topk_topp. */
+typedef struct {
+    float prob;
+    int32_t id;
+} slm_cpu_candidate;
+
+/* The choice coordinator/sampler.c makes for these logits when its random
+ * draw is `coin` (uniform in [0, 1)) and there is no repetition penalty:
+ * probabilities expf((logit - max) / temperature) (temperature > 0); with
+ * top_k > 0 or top_p < 1 the candidates are sorted by (probability
+ * descending, id ascending), cut to the top_k first, then to the shortest
+ * prefix whose mass reaches top_p of the whole mass (of the kept mass after
+ * a top-k cut); the token is the first whose cumulative mass exceeds coin
+ * times the kept mass, walking the sorted list, or the ids in order when
+ * neither cut is on. logits(vocab) are not modified; scratch(vocab) is
+ * caller-provided. vocab >= 1, top_k >= 0, top_p in (0, 1].
+ * kernels/cpu/sample.c. */
+int32_t slm_cpu_sample_topk_topp(const float *logits, size_t vocab,
+                                 float temperature, int32_t top_k, float top_p,
+                                 float coin, slm_cpu_candidate *scratch);
+
 #endif

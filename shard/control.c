@@ -185,8 +185,7 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
         }
         last_seq = m->step->seq;
         const float *logits = NULL;
-        rc = slm_transformer_forward(slm_shard_transformer(s), m->step->token,
-                                     m->step->pos, &logits);
+        rc = slm_shard_forward(s, m->step->token, m->step->pos, &logits);
         slm_wire_free_control(&m);
         if (rc != SLM_OK) {
             /* Tell the coordinator why before giving up; peers may be

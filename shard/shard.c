@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include "collectives/comm_nccl.h"
 #include "model/checkpoint.h"
 #include "shard/weights.h"
 
@@ -10,13 +11,23 @@ struct slm_shard {
     slm_model_config cfg;
     slm_plan_t *plan;
     slm_shard_weights_t *weights;
-    slm_comm_t *tp; /* this stage's tensor group */
-    slm_comm_t *pp; /* this tensor rank's pipeline */
-    slm_transformer_t *transformer;
+    slm_comm_t *nccl; /* all shards, on GPUs with tp * pp > 1 */
+    slm_comm_t *tp;   /* this stage's tensor group */
+    slm_comm_t *pp;   /* this tensor rank's pipeline */
+    slm_forward_t *forward;
 };
 
 slm_status slm_shard_create(slm_comm_t *shards, const char *model_path,
                             int32_t tp, int32_t pp, slm_shard_t **out)
+{
+    return slm_shard_create_on(shards, MPI_COMM_NULL, model_path, tp, pp,
+                               SLM_DEVICE_CPU, 0, out);
+}
+
+slm_status slm_shard_create_on(slm_comm_t *shards, MPI_Comm shards_mpi,
+                               const char *model_path, int32_t tp, int32_t pp,
+                               slm_device_kind device, int gpu,
+                               slm_shard_t **out)
 {
     slm_shard_t *s = calloc(1, sizeof *s);
     if (!s)
@@ -42,13 +53,22 @@ slm_status slm_shard_create(slm_comm_t *shards, const char *model_path,
                                           SLM_SLICE_COPY, &s->weights),
                    rc, fail);
     slm_checkpoint_destroy(&ck);
-    SLM_CHECK_GOTO(slm_comm_split(shards, slice->stage, slice->tp_rank, &s->tp),
+    /* On GPUs the groups move device memory: NCCL, split from one NCCL
+     * communicator of all shards (the splits inherit its device). */
+    slm_comm_t *parent = shards;
+    if (device == SLM_DEVICE_CUDA && slm_plan_shards(s->plan) > 1) {
+        SLM_CHECK_GOTO(slm_comm_nccl_create(shards_mpi, gpu, NULL, &s->nccl),
+                       rc, fail);
+        parent = s->nccl;
+    }
+    SLM_CHECK_GOTO(slm_comm_split(parent, slice->stage, slice->tp_rank, &s->tp),
                    rc, fail);
-    SLM_CHECK_GOTO(slm_comm_split(shards, slice->tp_rank, slice->stage, &s->pp),
+    SLM_CHECK_GOTO(slm_comm_split(parent, slice->tp_rank, slice->stage, &s->pp),
                    rc, fail);
     const slm_shard_links links = {s->plan, s->tp, s->pp};
-    SLM_CHECK_GOTO(slm_transformer_create(s->weights, &links, &s->transformer),
-                   rc, fail);
+    SLM_CHECK_GOTO(
+        slm_forward_create(device, gpu, s->weights, &links, &s->forward), rc,
+        fail);
     *out = s;
     return SLM_OK;
 fail:
@@ -62,18 +82,25 @@ void slm_shard_destroy(slm_shard_t **sp)
     if (!sp || !*sp)
         return;
     slm_shard_t *s = *sp;
-    slm_transformer_destroy(&s->transformer);
+    slm_forward_destroy(&s->forward);
     slm_shard_weights_destroy(&s->weights);
     slm_comm_destroy(&s->tp);
     slm_comm_destroy(&s->pp);
+    slm_comm_destroy(&s->nccl);
     slm_plan_destroy(&s->plan);
     free(s);
     *sp = NULL;
 }
 
+slm_status slm_shard_forward(slm_shard_t *s, int32_t token, int32_t pos,
+                             const float **logits)
+{
+    return slm_forward_step(s->forward, token, pos, logits);
+}
+
 slm_transformer_t *slm_shard_transformer(slm_shard_t *s)
 {
-    return s->transformer;
+    return slm_forward_cpu(s->forward);
 }
 
 const slm_shard_slice *slm_shard_slice_info(const slm_shard_t *s)

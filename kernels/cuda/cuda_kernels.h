@@ -37,7 +37,8 @@ size_t slm_cuda_dtype_size(slm_cuda_dtype dt);
 slm_status slm_cuda_rmsnorm(float *out, const float *x, const float *weight,
                             size_t rows, size_t n, float eps, void *stream);
 
-/* Conversions, element-wise: dst(n) of dt from src(n) float32, and back. */
+/* Conversions, element-wise: dst(n) of dt from src(n) float32, and back;
+ * round to nearest even. Twins: slm_cpu_f32_to_f16 and friends. */
 slm_status slm_cuda_to_half(void *dst, const float *src, size_t n,
                             slm_cuda_dtype dt, void *stream);
 slm_status slm_cuda_from_half(float *dst, const void *src, size_t n,
@@ -59,7 +60,11 @@ slm_status slm_cuda_residual_rmsnorm(float *x, const float *delta,
  * n_kv_heads * head_dim). Heads are numbered from head_begin / kv_begin in
  * the whole model (the rotation depends only on the position and the index
  * within a head, as llama2.c's rope). All of dt. Twin: slm_cpu_rope plus a
- * copy. */
+ * copy. theta is llama2.c's 10000 (there is no parameter for it: a model
+ * with another rope base needs one added here). head_dim must be even
+ * (SLM_ERR_INVALID). A pos[r] outside [0, seq_len) writes nothing to the
+ * cache and sets row r of q to NaN, so the bug shows instead of corrupting
+ * another sequence's cache. */
 slm_status slm_cuda_rope_kv_write(void *q, const void *k, const void *v,
                                   void *k_cache, void *v_cache,
                                   const int32_t *pos, size_t rows,
@@ -74,7 +79,11 @@ slm_status slm_cuda_rope_kv_write(void *q, const void *k, const void *v,
  * blocks (flash-decoding): each block keeps a running max and sum, and a
  * second pass combines them. workspace: at least
  * slm_cuda_attention_workspace_bytes(rows, n_heads, head_dim, seq_len)
- * device bytes. Twin: slm_cpu_attention. */
+ * device bytes, which is rows * n_heads * ceil(seq_len / 256) * (head_dim +
+ * 2) * 4 (SIZE_MAX if that overflows); no initialization needed. head_dim
+ * <= 256 (SLM_ERR_RANGE), n_heads a multiple of n_kv_heads
+ * (SLM_ERR_INVALID). A pos[r] outside [0, seq_len) gives NaN for row r.
+ * Twin: slm_cpu_attention. */
 size_t slm_cuda_attention_workspace_bytes(size_t rows, size_t n_heads,
                                           size_t head_dim, size_t seq_len);
 slm_status slm_cuda_decode_attention(void *out, const void *q,
@@ -101,21 +110,28 @@ slm_status slm_cuda_embedding(float *out, const void *table,
                               size_t dim, slm_cuda_dtype dt, void *stream);
 
 /* Greedy choice on device: out(rows) = the first index of the largest of
- * each row of logits(rows, vocab) (float32), as the CPU sampler's argmax. */
+ * each row of logits(rows, vocab) (float32), as the CPU sampler's argmax.
+ * Twin: slm_cpu_argmax. */
 slm_status slm_cuda_argmax(int32_t *out, const float *logits, size_t rows,
                            size_t vocab, void *stream);
 
 /* Sampling on device, one row per sequence: temperature (> 0), then top-k
  * (0: off) and top-p (1: off) over the softmax, then a draw with the uniform
  * coins(rows) in [0, 1) (host-generated, so a seed reproduces the CPU
- * sampler's choice). out(rows). Twin: slm_cpu_sample_topk_topp. */
+ * sampler's choice; a device array). out(rows). Parameters outside those
+ * ranges give SLM_ERR_INVALID. Slow on purpose (about 200 passes over each
+ * row, no workspace); greedy decoding should call slm_cuda_argmax. Twin:
+ * slm_cpu_sample_topk_topp. */
 slm_status slm_cuda_sample(int32_t *out, const float *logits, size_t rows,
                            size_t vocab, float temperature, int32_t top_k,
                            float top_p, const float *coins, void *stream);
 
 /* Matrix products through cuBLAS: y(rows, out_dim) = x(rows, in_dim) .
  * w(out_dim, in_dim)^T, x and w of dt, y of dt or float32 (y_f32), float32
- * accumulation. `handle` is a cublasHandle_t from slm_cuda_blas_create. */
+ * accumulation. `handle` is a cublasHandle_t from slm_cuda_blas_create,
+ * bound to `stream` there; the caller owns it and frees it with
+ * slm_cuda_blas_destroy (NULL accepted; nulls the pointer). Sizes above
+ * INT_MAX give SLM_ERR_RANGE. Twin: slm_cpu_matvec row by row. */
 slm_status slm_cuda_blas_create(void **handle, void *stream);
 void slm_cuda_blas_destroy(void **handle);
 slm_status slm_cuda_matmul(void *handle, void *y, int y_f32, const void *x,

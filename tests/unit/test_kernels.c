@@ -24,6 +24,7 @@
 
 #include <omp.h>
 
+#include "coordinator/sampler.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/kernels.h"
 #include "tests/testutil.h"
@@ -632,13 +633,302 @@ static void test_add(void **state)
     }
 }
 
+/* ---- twins of the CUDA kernels ----------------------------------------- */
+
+static uint16_t f16_of(float f)
+{
+    uint16_t h;
+    slm_cpu_f32_to_f16(&h, &f, 1);
+    return h;
+}
+
+static uint16_t bf16_of(float f)
+{
+    uint16_t h;
+    slm_cpu_f32_to_bf16(&h, &f, 1);
+    return h;
+}
+
+static float f16_val(uint16_t h)
+{
+    float f;
+    slm_cpu_f16_to_f32(&f, &h, 1);
+    return f;
+}
+
+static float bf16_val(uint16_t h)
+{
+    float f;
+    slm_cpu_bf16_to_f32(&f, &h, 1);
+    return f;
+}
+
+/* Is h the nearest of its neighbours to x, ties to the even one? Decoding is
+ * exact, so the distances are exact in double. */
+static int is_nearest(float x, uint16_t h, float (*val)(uint16_t))
+{
+    double d = fabs((double)val(h) - (double)x);
+    for (int step = -1; step <= 1; step += 2) {
+        uint16_t nb = (uint16_t)(h + step);
+        if (((nb ^ h) & 0x8000u) || isnan(val(nb)))
+            continue;
+        double dn = fabs((double)val(nb) - (double)x);
+        if (dn < d || (dn == d && (nb & 1u) == 0))
+            return 0;
+    }
+    return 1;
+}
+
+static void test_half_conversions(void **state)
+{
+    (void)state;
+    /* hand-checked float16 encodings */
+    assert_int_equal(f16_of(1.0f), 0x3c00);
+    assert_int_equal(f16_of(-2.0f), 0xc000);
+    assert_int_equal(f16_of(0.0f), 0x0000);
+    assert_int_equal(f16_of(-0.0f), 0x8000);
+    assert_int_equal(f16_of(0.1f), 0x2e66);
+    assert_int_equal(f16_of(1.0f / 3.0f), 0x3555);
+    assert_int_equal(f16_of(65504.0f), 0x7bff); /* largest finite */
+    assert_int_equal(f16_of(65519.0f), 0x7bff); /* below the midpoint */
+    assert_int_equal(f16_of(65520.0f), 0x7c00); /* midpoint: to inf */
+    assert_int_equal(f16_of(INFINITY), 0x7c00);
+    assert_int_equal(f16_of(-INFINITY), 0xfc00);
+    assert_int_equal(f16_of(0x1p-14f), 0x0400);        /* smallest normal */
+    assert_int_equal(f16_of(0x1p-24f), 0x0001);        /* smallest subnormal */
+    assert_int_equal(f16_of(0x1p-25f), 0x0000);        /* tie: to even 0 */
+    assert_int_equal(f16_of(0x1.8p-25f), 0x0001);      /* above the tie */
+    assert_int_equal(f16_of(0x3p-25f), 0x0002);        /* 1.5 ulp: tie to 2 */
+    assert_int_equal(f16_of(1.0f + 0x1p-11f), 0x3c00); /* tie: to even */
+    assert_int_equal(f16_of(1.0f + 0x3p-11f), 0x3c02); /* tie: to even */
+    assert_int_equal(f16_of(0x1.ffcp-15f), 0x0400);    /* carry into normal */
+    assert_true(isnan(f16_val(f16_of(NAN))));
+    /* hand-checked bfloat16 encodings */
+    assert_int_equal(bf16_of(1.0f), 0x3f80);
+    assert_int_equal(bf16_of(-2.0f), 0xc000);
+    assert_int_equal(bf16_of(1.0f + 0x1p-8f), 0x3f80); /* tie: to even */
+    assert_int_equal(bf16_of(1.0f + 0x3p-8f), 0x3f82); /* tie: to even */
+    assert_int_equal(bf16_of(FLT_MAX), 0x7f80);        /* rounds to inf */
+    assert_int_equal(bf16_of(0x1p-133f), 0x0001);      /* subnormal */
+    assert_true(isnan(bf16_val(bf16_of(NAN))));
+    assert_true(isnan(bf16_val(bf16_of(-NAN))));
+    /* every non-NaN half survives the round trip, bit for bit */
+    for (uint32_t u = 0; u < 0x10000u; u++) {
+        uint16_t h = (uint16_t)u;
+        float f = f16_val(h);
+        if (!isnan(f))
+            assert_int_equal(f16_of(f), h);
+        float g = bf16_val(h);
+        if (!isnan(g))
+            assert_int_equal(bf16_of(g), h);
+        else
+            assert_true(isnan(bf16_val(bf16_of(g))));
+    }
+    /* random floats over the whole range round to the nearest, ties even */
+    uint64_t rng = 0x6861666600000001ULL;
+    for (int i = 0; i < 200000; i++) {
+        uint32_t bits = (uint32_t)slm_test_rand_u64(&rng);
+        float x;
+        memcpy(&x, &bits, sizeof x);
+        if (isnan(x))
+            continue;
+        uint16_t h = f16_of(x);
+        if (fabsf(x) < 65520.0f) {
+            if (!is_nearest(x, h, f16_val))
+                fail_msg("f16(%a) = 0x%04x is not the nearest", (double)x, h);
+        } else {
+            assert_int_equal(h & 0x7fffu, 0x7c00);
+        }
+        uint16_t b = bf16_of(x);
+        if (!isinf(bf16_val(b)) && !is_nearest(x, b, bf16_val))
+            fail_msg("bf16(%a) = 0x%04x is not the nearest", (double)x, b);
+    }
+    /* the array forms agree with the single ones and stop at n */
+    float src[5] = {1.0f, -0.5f, 3.0f, 65504.0f, 0.0f};
+    uint16_t h[6], b[6];
+    float back[6];
+    h[5] = b[5] = 0xabcd;
+    back[5] = SENTINEL;
+    slm_cpu_f32_to_f16(h, src, 5);
+    slm_cpu_f32_to_bf16(b, src, 5);
+    slm_cpu_f16_to_f32(back, h, 5);
+    assert_true(h[5] == 0xabcd && b[5] == 0xabcd && back[5] == SENTINEL);
+    assert_true(bits_equal(back, src, 5)); /* all exact in float16 */
+    slm_cpu_bf16_to_f32(back, b, 5);
+    assert_true(back[0] == 1.0f && back[1] == -0.5f && back[2] == 3.0f &&
+                back[3] == 65536.0f && back[4] == 0.0f);
+}
+
+static void test_embedding_slice(void **state)
+{
+    (void)state;
+    enum { DIM = 3, COUNT = 4, ROWS = 6 };
+    float table[COUNT * DIM];
+    for (int i = 0; i < COUNT * DIM; i++)
+        table[i] = (float)(i + 1);
+    /* slice [10, 14): 10 and 13 are its ends, 9 and 14 just outside */
+    const int32_t tokens[ROWS] = {10, 13, 9, 14, -1, 12};
+    float *out = alloc_poisoned(ROWS * DIM);
+    slm_cpu_embedding_slice(out, table, tokens, ROWS, 10, COUNT, DIM);
+    check_sentinel(out, ROWS * DIM, "embedding");
+    const float want[ROWS * DIM] = {1, 2, 3, 10, 11, 12, 0, 0, 0,
+                                    0, 0, 0, 0,  0,  0,  7, 8, 9};
+    assert_true(bits_equal(out, want, ROWS * DIM));
+    /* two slices sum to the full lookup */
+    float *lo = alloc_poisoned(ROWS * DIM), *hi = alloc_poisoned(ROWS * DIM);
+    const int32_t all[ROWS] = {0, 1, 2, 3, 1, 0};
+    slm_cpu_embedding_slice(lo, table, all, ROWS, 0, 2, DIM);
+    slm_cpu_embedding_slice(hi, table + 2 * DIM, all, ROWS, 2, 2, DIM);
+    for (int r = 0; r < ROWS; r++)
+        for (int i = 0; i < DIM; i++)
+            assert_true(lo[r * DIM + i] + hi[r * DIM + i] ==
+                        table[all[r] * DIM + i]);
+    test_free(hi);
+    test_free(lo);
+    test_free(out);
+}
+
+static void test_argmax(void **state)
+{
+    (void)state;
+    const float a[] = {1.0f, 3.0f, -2.0f, 3.0f, 0.5f};
+    assert_int_equal(slm_cpu_argmax(a, 5), 1); /* the first maximum */
+    assert_int_equal(slm_cpu_argmax(a, 1), 0);
+    const float b[] = {-INFINITY, -INFINITY, -1e30f};
+    assert_int_equal(slm_cpu_argmax(b, 3), 2);
+    const float c[] = {0.0f, NAN, 5.0f, NAN};
+    assert_int_equal(slm_cpu_argmax(c, 4), 2); /* NaN never wins ... */
+    const float d[] = {NAN, 1.0f, 5.0f};
+    assert_int_equal(slm_cpu_argmax(d, 3), 0); /* ... except at index 0 */
+}
+
+/* The coin coordinator/sampler.c draws first for a seed (its rand_unit after
+ * slm_sampler_create; restated here, so a change there fails this test). */
+static float sampler_first_coin(uint64_t seed)
+{
+    uint64_t x = seed + 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    uint64_t rng = (x ^ (x >> 31)) | 1;
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return (float)((rng * 0x2545f4914f6cdd1dULL) >> 40) * 0x1.0p-24f;
+}
+
+static void test_sample_hand(void **state)
+{
+    (void)state;
+    /* probabilities proportional to 1, 2, 3, 4 */
+    const float logits[4] = {logf(1.0f), logf(2.0f), logf(3.0f), logf(4.0f)};
+    slm_cpu_candidate scratch[4];
+    /* no cut: ids in order, cdf 0.1, 0.3, 0.6, 1.0 */
+    assert_int_equal(
+        slm_cpu_sample_topk_topp(logits, 4, 1.0f, 0, 1.0f, 0.05f, scratch), 0);
+    assert_int_equal(
+        slm_cpu_sample_topk_topp(logits, 4, 1.0f, 0, 1.0f, 0.15f, scratch), 1);
+    assert_int_equal(
+        slm_cpu_sample_topk_topp(logits, 4, 1.0f, 0, 1.0f, 0.99f, scratch), 3);
+    /* top-k 2 keeps ids 3, 2 (4/7, 3/7), walked in that order */
+    assert_int_equal(
+        slm_cpu_sample_topk_topp(logits, 4, 1.0f, 2, 1.0f, 0.5f, scratch), 3);
+    assert_int_equal(
+        slm_cpu_sample_topk_topp(logits, 4, 1.0f, 2, 1.0f, 0.6f, scratch), 2);
+    /* top-p 0.5: 0.4 < 0.5, 0.7 >= 0.5: ids 3, 2 again */
+    assert_int_equal(
+        slm_cpu_sample_topk_topp(logits, 4, 1.0f, 0, 0.5f, 0.6f, scratch), 2);
+    assert_int_equal(
+        slm_cpu_sample_topk_topp(logits, 4, 1.0f, 0, 0.5f, 0.999f, scratch), 2);
+    /* top-p 0.35: id 3 alone */
+    assert_int_equal(
+        slm_cpu_sample_topk_topp(logits, 4, 1.0f, 0, 0.35f, 0.999f, scratch),
+        3);
+    /* top-k 3 then top-p 0.5 of the kept 9/10: 4/9 < 0.5, 7/9 >= 0.5 */
+    assert_int_equal(
+        slm_cpu_sample_topk_topp(logits, 4, 1.0f, 3, 0.5f, 0.6f, scratch), 2);
+    /* top-k larger than the vocabulary: sorted order, no cut */
+    assert_int_equal(
+        slm_cpu_sample_topk_topp(logits, 4, 1.0f, 9, 1.0f, 0.95f, scratch), 0);
+    /* ties are broken by id: equal logits, top-k 1 keeps the lowest id */
+    const float flat[3] = {2.0f, 2.0f, 2.0f};
+    assert_int_equal(
+        slm_cpu_sample_topk_topp(flat, 3, 0.7f, 1, 1.0f, 0.9f, scratch), 0);
+    /* a tiny temperature is greedy */
+    assert_int_equal(
+        slm_cpu_sample_topk_topp(logits, 4, 1e-4f, 0, 1.0f, 0.5f, scratch), 3);
+    /* the logits are left alone */
+    assert_true(logits[3] == logf(4.0f));
+}
+
+/* The twin picks what coordinator/sampler.c picks for the same coin. */
+static void test_sample_matches_sampler(void **state)
+{
+    (void)state;
+    const size_t vocabs[] = {1, 2, 7, 512, 32000};
+    const struct {
+        float temperature;
+        int32_t top_k;
+        float top_p;
+    } params[] = {{1.0f, 0, 1.0f},  {1.0f, 0, 0.9f},  {0.7f, 40, 1.0f},
+                  {1.3f, 40, 0.8f}, {0.5f, 1, 1.0f},  {1.0f, 100000, 0.5f},
+                  {2.0f, 0, 0.1f},  {0.9f, 3, 0.95f}, {1.0f, 0, 0.999f}};
+    uint64_t rng = 0x73616d706c650001ULL;
+    for (size_t v = 0; v < sizeof vocabs / sizeof *vocabs; v++) {
+        const size_t n = vocabs[v];
+        float *logits = test_malloc(n * sizeof *logits);
+        float *copy = test_malloc(n * sizeof *copy);
+        slm_cpu_candidate *scratch = test_malloc(n * sizeof *scratch);
+        assert_non_null(logits && copy && scratch);
+        for (size_t p = 0; p < sizeof params / sizeof *params; p++) {
+            for (int trial = 0; trial < 6; trial++) {
+                /* trial 5 quantizes the logits, so many are tied */
+                slm_test_fill_uniform(logits, n, &rng, -6.0f, 6.0f);
+                if (trial == 5)
+                    for (size_t i = 0; i < n; i++)
+                        logits[i] = roundf(logits[i]);
+                slm_sampling_params sp = slm_sampling_defaults();
+                sp.temperature = params[p].temperature;
+                sp.top_k = params[p].top_k;
+                sp.top_p = params[p].top_p;
+                sp.seed = slm_test_rand_u64(&rng);
+                slm_sampler_t *s = NULL;
+                assert_int_equal(slm_sampler_create((int32_t)n, &sp, &s),
+                                 SLM_OK);
+                memcpy(copy, logits, n * sizeof *copy);
+                int32_t want = slm_sampler_sample(s, copy, NULL, 0);
+                slm_sampler_destroy(&s);
+                int32_t got = slm_cpu_sample_topk_topp(
+                    logits, n, sp.temperature, sp.top_k, sp.top_p,
+                    sampler_first_coin(sp.seed), scratch);
+                if (got != want)
+                    fail_msg("vocab %zu, T %g, top_k %d, top_p %g: twin %d, "
+                             "sampler %d",
+                             n, (double)sp.temperature, sp.top_k,
+                             (double)sp.top_p, got, want);
+            }
+        }
+        test_free(scratch);
+        test_free(copy);
+        test_free(logits);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_isa),     cmocka_unit_test(test_matvec),
-        cmocka_unit_test(test_rmsnorm), cmocka_unit_test(test_rope),
-        cmocka_unit_test(test_softmax), cmocka_unit_test(test_attention),
-        cmocka_unit_test(test_swiglu),  cmocka_unit_test(test_add),
+        cmocka_unit_test(test_isa),
+        cmocka_unit_test(test_matvec),
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_swiglu),
+        cmocka_unit_test(test_add),
+        cmocka_unit_test(test_half_conversions),
+        cmocka_unit_test(test_embedding_slice),
+        cmocka_unit_test(test_argmax),
+        cmocka_unit_test(test_sample_hand),
+        cmocka_unit_test(test_sample_matches_sampler),
     };
     return cmocka_run_group_tests_name("kernels", tests, NULL, NULL);
 }
