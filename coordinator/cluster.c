@@ -40,8 +40,9 @@ struct slm_cluster {
         int32_t shard;
     } * conns;
     size_t n_conns, cap_conns;
-    int32_t lost;       /* -1 while every shard is healthy */
-    char lost_why[256]; /* why, once lost >= 0 */
+    int32_t lost;           /* -1 while every shard is healthy */
+    char lost_why[256];     /* why, once lost >= 0 */
+    char (*shard_keys)[41]; /* (n_shards) their per-job CURVE public keys */
     void *watch_sock;
     slm_cluster_watch_fn watch_fn;
     void *watch_user;
@@ -320,6 +321,7 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
         return slm_fail(SLM_ERR_NOMEM, "cluster: out of memory");
     slm_status rc = SLM_OK;
     char endpoint[SLM_CLUSTER_ENDPOINT_MAX] = "";
+    slm_curve_pair me = {{0}, {0}};
     char monitor_ep[64];
     snprintf(monitor_ep, sizeof monitor_ep, "inproc://slm-cluster-%p",
              (void *)c);
@@ -333,18 +335,22 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
     c->weight_bytes = calloc((size_t)n_shards, sizeof *c->weight_bytes);
     c->last_beat = calloc((size_t)n_shards, sizeof *c->last_beat);
     c->dropped_at = calloc((size_t)n_shards, sizeof *c->dropped_at);
+    c->shard_keys = calloc((size_t)n_shards + 1, sizeof *c->shard_keys);
     c->logits = calloc((size_t)cfg->vocab_size, sizeof *c->logits);
     c->answered = calloc((size_t)n_shards, 1);
     c->ctx = zmq_ctx_new();
     c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_ROUTER) : NULL;
     if (!c->weight_bytes || !c->last_beat || !c->dropped_at || !c->logits ||
-        !c->answered || !c->sock) {
+        !c->answered || !c->shard_keys || !c->sock) {
         rc = slm_fail(SLM_ERR_NOMEM, "cluster: cannot set up the control "
                                      "socket");
         goto fail_bootstrap;
     }
     SLM_CHECK_GOTO(slm_transport_configure(c->sock, timing->timeout_ms), rc,
                    fail_bootstrap);
+    SLM_CHECK_GOTO(slm_transport_curve_pair(&me), rc, fail_bootstrap);
+    SLM_CHECK_GOTO(slm_transport_curve_server(c->sock, &me, "shardlm-shards"),
+                   rc, fail_bootstrap);
     if (zmq_socket_monitor(c->sock, monitor_ep, ZMQ_EVENT_DISCONNECTED) != 0 ||
         !(c->monitor = zmq_socket(c->ctx, ZMQ_PAIR)) ||
         zmq_setsockopt(c->monitor, ZMQ_LINGER, &(int){0}, sizeof(int)) != 0 ||
@@ -367,6 +373,17 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
     SLM_CHECK_GOTO(
         slm_comm_mpi_bcast_string(world, 0, endpoint, sizeof endpoint), rc,
         fail);
+    /* The per-job keys, over MPI: ours out, every shard's public key in
+     * (rank r's lands in row r; row 0 is ours, unused). */
+    if (MPI_Bcast(me.public_key, 41, MPI_CHAR, 0, world) != MPI_SUCCESS ||
+        MPI_Gather(me.public_key, 41, MPI_CHAR, c->shard_keys, 41, MPI_CHAR, 0,
+                   world) != MPI_SUCCESS) {
+        rc = slm_fail(SLM_ERR_IO, "cluster: the key exchange over MPI failed");
+        goto fail;
+    }
+    memmove(c->shard_keys, c->shard_keys + 1,
+            (size_t)n_shards * sizeof *c->shard_keys);
+    slm_transport_wipe(&me, sizeof me);
 
     const double deadline = slm_now_seconds() + timing->timeout_ms / 1000.0;
     for (int32_t seen = 0; seen < n_shards;) {
@@ -410,6 +427,7 @@ fail_bootstrap:
         (void)slm_comm_mpi_bcast_string(world, 0, none, sizeof none);
     }
 fail:
+    slm_transport_wipe(&me, sizeof me);
     slm_cluster_destroy(&c);
     return rc;
 }
@@ -562,6 +580,7 @@ void slm_cluster_destroy(slm_cluster_t **cp)
     free(c->logits);
     free(c->answered);
     free(c->conns);
+    free(c->shard_keys);
     free(c->dropped_at);
     free(c);
     *cp = NULL;

@@ -20,6 +20,47 @@ slm_status slm_transport_configure(void *sock, int timeout_ms)
     return SLM_OK;
 }
 
+slm_status slm_transport_curve_pair(slm_curve_pair *out)
+{
+    if (zmq_curve_keypair(out->public_key, out->secret_key) != 0)
+        return slm_fail(SLM_ERR_UNSUPPORTED,
+                        "cannot make a CURVE key pair: %s (libzmq without "
+                        "CURVE?)",
+                        zmq_strerror(zmq_errno()));
+    return SLM_OK;
+}
+
+slm_status slm_transport_curve_server(void *sock, const slm_curve_pair *me,
+                                      const char *zap_domain)
+{
+    const int one = 1;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, me->secret_key, 40) != 0 ||
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, zap_domain, strlen(zap_domain)) !=
+            0)
+        return slm_fail(SLM_ERR_IO, "CURVE server setup: %s",
+                        zmq_strerror(zmq_errno()));
+    return SLM_OK;
+}
+
+slm_status slm_transport_curve_client(void *sock, const slm_curve_pair *me,
+                                      const char *server_public)
+{
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server_public, 40) != 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, me->public_key, 40) != 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, me->secret_key, 40) != 0)
+        return slm_fail(SLM_ERR_IO, "CURVE client setup: %s",
+                        zmq_strerror(zmq_errno()));
+    return SLM_OK;
+}
+
+void slm_transport_wipe(void *p, size_t n)
+{
+    volatile unsigned char *b = p;
+    while (n--)
+        *b++ = 0;
+}
+
 size_t slm_transport_shard_id(int32_t index, char *buf, size_t cap)
 {
     int n = snprintf(buf, cap, "shard-%d", index);

@@ -36,6 +36,32 @@ slm_status slm_transport_recv(void *sock, char *peer, size_t peer_cap,
                               const slm_wire_limits *lim,
                               slm_control_msg **out);
 
+/* The control plane is CURVE-encrypted with keys made per job: the
+ * coordinator's pair and one per shard, created in memory at launch and
+ * exchanged over MPI (the launcher's trusted channel), never written to disk.
+ * Z85 text, 40 characters and a NUL. */
+typedef struct {
+    char public_key[41];
+    char secret_key[41];
+} slm_curve_pair;
+
+/* A fresh pair (zmq_curve_keypair); fails if libzmq was built without
+ * CURVE. */
+slm_status slm_transport_curve_pair(slm_curve_pair *out);
+
+/* Makes sock a CURVE server with `me`'s secret key; peers are then vetted by
+ * the ZAP handler of the socket's context for `zap_domain`, before any of
+ * their bytes reach the application. */
+slm_status slm_transport_curve_server(void *sock, const slm_curve_pair *me,
+                                      const char *zap_domain);
+
+/* Makes sock a CURVE client of the server whose public key is given. */
+slm_status slm_transport_curve_client(void *sock, const slm_curve_pair *me,
+                                      const char *server_public);
+
+/* Clears key material where the compiler cannot skip it. */
+void slm_transport_wipe(void *p, size_t n);
+
 /* "shard-<index>" into buf; returns its length. */
 size_t slm_transport_shard_id(int32_t index, char *buf, size_t cap);
 
