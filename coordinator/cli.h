@@ -37,6 +37,15 @@ enum {
         "seed", required_argument, NULL, SLM_OPT_SEED                          \
     }
 
+/* The least-privilege overrides (common/privilege.h) of generate, run and
+ * serve. */
+enum { SLM_OPT_ALLOW_ROOT = 1100, SLM_OPT_ALLOW_CORE_DUMP };
+#define SLM_CLI_PRIVILEGE_OPTIONS                                              \
+    {"allow-root", no_argument, NULL, SLM_OPT_ALLOW_ROOT},                     \
+    {                                                                          \
+        "allow-core-dump", no_argument, NULL, SLM_OPT_ALLOW_CORE_DUMP          \
+    }
+
 /* If getopt's `c` is a sampling flag, parses `arg` into sp and sets *handled
  * (and *seeded for --seed); otherwise leaves everything as it is. */
 slm_status slm_cli_sampling(int c, const char *arg, slm_sampling_params *sp,

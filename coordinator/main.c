@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/privilege.h"
 #include "coordinator/cli.h"
 #include "coordinator/generate.h"
 #include "coordinator/run.h"
@@ -89,6 +90,7 @@ static int cmd_generate(int argc, char **argv)
         {"tokenizer", required_argument, NULL, O_TOK},
         {"prompt", required_argument, NULL, O_PROMPT},
         SLM_CLI_SAMPLING_OPTIONS,
+        SLM_CLI_PRIVILEGE_OPTIONS,
         {"threads", required_argument, NULL, O_THREADS},
         {"weights", required_argument, NULL, O_WEIGHTS},
         {"device", required_argument, NULL, O_DEVICE},
@@ -100,7 +102,7 @@ static int cmd_generate(int argc, char **argv)
     int gpu = 0;
     slm_weights_mode wmode = SLM_WEIGHTS_RESIDENT;
     int64_t steps = 256, threads = 0;
-    bool seeded = false;
+    bool seeded = false, allow_root = false, allow_core_dump = false;
     slm_sampling_params sp = slm_sampling_defaults();
     slm_status rc = SLM_OK;
     int c;
@@ -131,6 +133,12 @@ static int cmd_generate(int argc, char **argv)
         case 'h':
             usage(stdout);
             return 0;
+        case SLM_OPT_ALLOW_ROOT:
+            allow_root = true;
+            break;
+        case SLM_OPT_ALLOW_CORE_DUMP:
+            allow_core_dump = true;
+            break;
         default: {
             bool handled = false;
             rc = slm_cli_sampling(c, optarg, &sp, &handled, &seeded);
@@ -165,6 +173,8 @@ static int cmd_generate(int argc, char **argv)
     slm_sampler_t *sampler = NULL;
     slm_generate_stats st = {0};
     SLM_CHECK_GOTO(slm_sampling_validate(&sp), rc, done);
+    SLM_CHECK_GOTO(slm_privilege_enforce(allow_root, allow_core_dump), rc,
+                   done);
     /* Before anything is loaded: --device cuda without a GPU fails here. */
     SLM_CHECK_GOTO(slm_device_resolve(device, &device), rc, done);
     if (device == SLM_DEVICE_CUDA) {

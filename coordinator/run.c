@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "collectives/comm_mpi.h"
+#include "common/privilege.h"
 #include "coordinator/batch.h"
 #include "coordinator/cli.h"
 #include "coordinator/cluster.h"
@@ -40,6 +41,7 @@ typedef struct {
     int64_t heartbeat_ms, heartbeat_timeout_ms, queue_depth, max_tokens;
     slm_sampling_params sampling;
     slm_device_kind device; /* as asked; each shard resolves it */
+    bool allow_root, allow_core_dump;
     bool serve; /* clients over ZeroMQ until a signal, instead of a batch */
 } run_options;
 
@@ -106,6 +108,7 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         {"input", required_argument, NULL, O_INPUT},
         {"output", required_argument, NULL, O_OUTPUT},
         SLM_CLI_SAMPLING_OPTIONS,
+        SLM_CLI_PRIVILEGE_OPTIONS,
         {"threads", required_argument, NULL, O_THREADS},
         {"control-bind", required_argument, NULL, O_BIND},
         {"timeout-ms", required_argument, NULL, O_TIMEOUT},
@@ -192,6 +195,12 @@ static slm_status parse_options(int argc, char **argv, bool serve,
             break;
         case O_DEVICE:
             rc = slm_device_parse(optarg, &o->device);
+            break;
+        case SLM_OPT_ALLOW_ROOT:
+            o->allow_root = true;
+            break;
+        case SLM_OPT_ALLOW_CORE_DUMP:
+            o->allow_core_dump = true;
             break;
         default: {
             bool handled = false, seeded = false;
@@ -456,6 +465,10 @@ int slm_run_main(int argc, char **argv, bool serve)
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     run_options o;
     slm_status rc = parse_options(argc, argv, serve, &o);
+    /* Every rank, before it loads a weight or opens a socket; a refusal is
+     * part of the go / no-go below. */
+    if (rc == SLM_OK)
+        rc = slm_privilege_enforce(o.allow_root, o.allow_core_dump);
     if (o.threads > 0)
         omp_set_num_threads((int)o.threads);
 

@@ -17,11 +17,12 @@ cmake --build build/release -j "$(nproc 2>/dev/null || echo 2)" \
 client=build/release/client/shardlm-client
 tp=2
 mpirun=(mpirun --oversubscribe)
-[ "$(id -u)" -eq 0 ] && mpirun+=(--allow-run-as-root)
+asroot=() # shardlm refuses root unless told; the demo says so for you
+[ "$(id -u)" -eq 0 ] && mpirun+=(--allow-run-as-root) && asroot=(--allow-root)
 log=$(mktemp)
 # One OpenMP thread per shard: the ranks already share the cores. Port "*":
 # any free one, on loopback.
-OMP_NUM_THREADS=1 "${mpirun[@]}" -np $((1 + tp)) build/release/shardlm serve \
+OMP_NUM_THREADS=1 "${mpirun[@]}" -np $((1 + tp)) build/release/shardlm serve "${asroot[@]}" \
     --model "$models/stories260K.bin" --tokenizer "$models/tok512.bin" \
     --tp "$tp" --listen 'tcp://127.0.0.1:*' 2>"$log" &
 server=$!

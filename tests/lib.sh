@@ -31,6 +31,11 @@ export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$(cd "$(dirname
 mpirun=(mpirun --oversubscribe)
 [ "$(id -u)" -eq 0 ] && mpirun+=(--allow-run-as-root)
 
+# shardlm refuses to run as root unless told (common/privilege.h); tests run
+# as root in CI. Use as "$bin" generate "${asroot[@]}" ...
+asroot=()
+[ "$(id -u)" -eq 0 ] && asroot=(--allow-root)
+
 # require_mpirun: exit 77 (skipped) where Open MPI is not installed.
 require_mpirun() {
     command -v mpirun >/dev/null || { echo "SKIP: mpirun not found"; exit 77; }

@@ -8,6 +8,8 @@
 # Refuses, exit 1, where there is no GPU.
 #   bench/gpu/run.sh [SHAPE...]     (default: tinyllama-1.1b 7b)
 set -euo pipefail
+asroot=() # shardlm refuses root unless told
+[ "$(id -u)" -eq 0 ] && asroot=(--allow-root)
 cd "$(dirname "$0")/../.."
 if ! command -v nvidia-smi >/dev/null || ! nvidia-smi -L 2>/dev/null | grep -q GPU; then
     echo "bench/gpu/run.sh: no NVIDIA GPU here (nvidia-smi lists none);" \
@@ -61,7 +63,7 @@ for shape in "${shapes[@]}"; do
     else
         # bench_gpu_decode not built: batch 1 through `shardlm generate`
         tok=${SHARDLM_MODELS_DIR:-../shared/models}/tokenizer.bin
-        $build/shardlm generate --model "$model" --tokenizer "$tok" \
+        $build/shardlm generate "${asroot[@]}" --model "$model" --tokenizer "$tok" \
             --device cuda -n 128 --temperature 0 2>&1 >/dev/null | tail -1
         bytes=$(stat -c %s "$model")
         echo "  (weights: $((bytes / 2)) bytes in float16; divide by the" \

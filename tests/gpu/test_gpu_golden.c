@@ -157,13 +157,14 @@ static void test_golden_tp2(void **state)
         assert_int_equal(setenv("SLM_TEST_PROMPT", prompts[i], 1), 0);
         assert_int_equal(setenv("SLM_TEST_OUT", out, 1), 0);
         char cmd[16384];
-        int n = snprintf(cmd, sizeof cmd,
-                         "timeout 300 mpirun --oversubscribe %s -np 3 '%s' run "
-                         "--model '%s' --tokenizer '%s' --tp 2 --device cuda "
-                         "--prompt \"$SLM_TEST_PROMPT\" -n 256 --temperature 0 "
-                         "--output \"$SLM_TEST_OUT\"",
-                         getuid() == 0 ? "--allow-run-as-root" : "", bin,
-                         model_path, tok_path);
+        int n =
+            snprintf(cmd, sizeof cmd,
+                     "timeout 300 mpirun --oversubscribe %s -np 3 '%s' run "
+                     "%s --model '%s' --tokenizer '%s' --tp 2 --device cuda "
+                     "--prompt \"$SLM_TEST_PROMPT\" -n 256 --temperature 0 "
+                     "--output \"$SLM_TEST_OUT\"",
+                     getuid() == 0 ? "--allow-run-as-root" : "", bin,
+                     getuid() == 0 ? "--allow-root" : "", model_path, tok_path);
         assert_true(n > 0 && (size_t)n < sizeof cmd);
         assert_int_equal(system(cmd), 0);
         json_error_t err;

@@ -12,7 +12,7 @@ require "$model" "$tok" "$models/tokenizer.bin"
 # matching PATTERN, no sanitizer report.
 expect_fail() {
     local name=$1 m=$2 t=$3 pattern=$4 rc
-    "$bin" generate --model "$m" --tokenizer "$t" --prompt "Once" -n 8 \
+    "$bin" generate "${asroot[@]}" --model "$m" --tokenizer "$t" --prompt "Once" -n 8 \
         --temperature 0 >"$tmp/out" 2>"$tmp/err"
     rc=$?
     if [ $rc -eq 0 ] || [ $rc -ge 128 ] || grep -q "Sanitizer" "$tmp/err" ||
@@ -77,13 +77,30 @@ expect_fail "piece length 100000" "$model" "$tmp/t.bin" "100000"
 
 # missing files and bad flags
 expect_fail "missing model" "$tmp/nope.bin" "$tok" "nope.bin: cannot open"
-"$bin" generate --model "$model" --tokenizer "$tok" -n abc 2>"$tmp/err"
+"$bin" generate "${asroot[@]}" --model "$model" --tokenizer "$tok" -n abc 2>"$tmp/err"
 rc=$?
 check "-n abc refused (exit $rc)" test "$rc" -ne 0 -a "$rc" -lt 128
 check "-n abc names the flag" grep -q -- "-n: 'abc'" "$tmp/err"
-"$bin" generate --model "$model" --tokenizer "$tok" --top-p 2 2>"$tmp/err"
+"$bin" generate "${asroot[@]}" --model "$model" --tokenizer "$tok" --top-p 2 2>"$tmp/err"
 rc=$?
 check "--top-p 2 refused (exit $rc)" test "$rc" -ne 0 -a "$rc" -lt 128
 check "--top-p 2 names the field" grep -q "top_p" "$tmp/err"
+
+# Least privilege: as root, generate and run refuse to start unless told.
+if [ "$(id -u)" -eq 0 ]; then
+    "$bin" generate --model "$model" --tokenizer "$tok" -n 8 >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    check "generate as root without --allow-root: refused (exit $rc)" \
+        test "$rc" -ne 0 -a "$rc" -lt 128 -a ! -s "$tmp/out"
+    check "... saying why and how" grep -q "refusing to run as root.*--allow-root" "$tmp/err"
+    if command -v mpirun >/dev/null; then
+        timeout 60 "${mpirun[@]}" -np 2 "$bin" run --model "$model" \
+            --tokenizer "$tok" --prompt Once -n 8 >"$tmp/out" 2>"$tmp/err"
+        rc=$?
+        check "run as root without --allow-root: refused before loading (exit $rc)" \
+            bash -c "[ $rc -ne 0 ] && [ $rc -lt 124 ] && ! grep -q 'shards ready' '$tmp/err'"
+        check "... saying why" grep -q "refusing to run as root" "$tmp/err"
+    fi
+fi
 
 finish

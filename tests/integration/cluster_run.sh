@@ -27,7 +27,7 @@ done
 # timeout with room for that (serve_faults.sh tests the default).
 for split in "1 1" "2 1" "4 1" "8 1" "1 2" "2 2"; do
     read -r tp pp <<<"$split"
-    if ! timeout 120 "${mpirun[@]}" -np $((1 + tp * pp)) "$bin" run \
+    if ! timeout 120 "${mpirun[@]}" -np $((1 + tp * pp)) "$bin" run "${asroot[@]}" \
         --model "$model" --tokenizer "$tok" --tp "$tp" --pp "$pp" \
         --heartbeat-timeout-ms 10000 \
         --input "$tmp/in.jsonl" --output "$tmp/out.jsonl" 2>"$tmp/err"; then
@@ -52,7 +52,7 @@ done
 expect_refusal() { # NAME PATTERN NP ARGS...
     local name=$1 pattern=$2 np=$3 rc
     shift 3
-    timeout 60 "${mpirun[@]}" -np "$np" "$bin" run --model "$model" \
+    timeout 60 "${mpirun[@]}" -np "$np" "$bin" run "${asroot[@]}" --model "$model" \
         --tokenizer "$tok" "$@" >"$tmp/out" 2>"$tmp/err"
     rc=$?
     if [ $rc -ne 0 ] && [ $rc -lt 124 ] && grep -qE -- "$pattern" "$tmp/err" &&

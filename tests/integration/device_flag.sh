@@ -13,7 +13,7 @@ no_gpu='built without CUDA|no CUDA GPU found'
 
 # generate_on DEVICE: greedy golden prompt 01 on DEVICE.
 generate_on() {
-    "$bin" generate --model "$model" --tokenizer "$tok" \
+    "$bin" generate "${asroot[@]}" --model "$model" --tokenizer "$tok" \
         --prompt "$(cat "$golden/01.prompt")" -n 256 --temperature 0 \
         --device "$1"
 }
@@ -56,7 +56,7 @@ else
         generate_on cuda
     if command -v mpirun >/dev/null; then
         expect_refusal "run --device cuda without a GPU" "$no_gpu" \
-            timeout 120 "${mpirun[@]}" -np 2 "$bin" run --model "$model" \
+            timeout 120 "${mpirun[@]}" -np 2 "$bin" run "${asroot[@]}" --model "$model" \
             --tokenizer "$tok" --prompt "Once" -n 8 --temperature 0 \
             --device cuda
     fi
@@ -71,11 +71,11 @@ if command -v mpirun >/dev/null; then
         [ $cmd = serve ] && args=()
         expect_refusal "$cmd --device bogus" \
             "--device 'bogus': expected auto, cpu or cuda" \
-            timeout 120 "${mpirun[@]}" -np 2 "$bin" $cmd --model "$model" \
+            timeout 120 "${mpirun[@]}" -np 2 "$bin" $cmd "${asroot[@]}" --model "$model" \
             --tokenizer "$tok" "${args[@]}" --device bogus
     done
     # run --device cpu: the golden text through a cluster of one shard
-    if timeout 120 "${mpirun[@]}" -np 2 "$bin" run --model "$model" \
+    if timeout 120 "${mpirun[@]}" -np 2 "$bin" run "${asroot[@]}" --model "$model" \
         --tokenizer "$tok" --prompt "$(cat "$golden/01.prompt")" -n 256 \
         --temperature 0 --device cpu >"$tmp/run.jsonl" 2>"$tmp/run.err" &&
         command -v jq >/dev/null; then

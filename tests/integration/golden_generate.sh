@@ -6,7 +6,7 @@ source "$(dirname "$0")/../lib.sh"
 require "$models/stories260K.bin" "$models/tok512.bin" "$golden/01.prompt"
 for prompt in "$golden"/*.prompt; do
     name=$(basename "$prompt" .prompt)
-    "$bin" generate --model "$models/stories260K.bin" \
+    "$bin" generate "${asroot[@]}" --model "$models/stories260K.bin" \
         --tokenizer "$models/tok512.bin" --prompt "$(cat "$prompt")" \
         -n 256 --temperature 0 >"$tmp/$name.out" 2>"$tmp/$name.err" || {
         fail "$name: exit $?"; cat "$tmp/$name.err"; continue; }

@@ -13,7 +13,7 @@ check "same seed, same bytes" cmp -s "$tmp/a.bin" "$tmp/b.bin"
 "$bin" mkmodel --shape stories260k --seed 4 --out "$tmp/c.bin" 2>/dev/null
 check "other seed, other bytes" bash -c "! cmp -s '$tmp/a.bin' '$tmp/c.bin'"
 
-gen() { "$bin" generate --tokenizer "$1" --model "$2" --prompt "Once upon" \
+gen() { "$bin" generate "${asroot[@]}" --tokenizer "$1" --model "$2" --prompt "Once upon" \
     -n 40 "${@:3}" 2>/dev/null; }
 gen "$models/tok512.bin" "$tmp/a.bin" --temperature 0.9 --seed 5 >"$tmp/s1"
 check "generate on a synthetic model" test -s "$tmp/s1"

@@ -21,7 +21,7 @@ start_server() {
     shift
     # Fault detection is serve_faults.sh's subject; here, a heartbeat
     # timeout with room for an oversubscribed, sanitized host under load.
-    "${mpirun[@]}" -np 3 "$bin" serve --tp 2 --tokenizer "$tok" \
+    "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 --tokenizer "$tok" \
         --listen 'tcp://127.0.0.1:*' --heartbeat-timeout-ms 10000 "$@" \
         2>"$tmp/$name.err" &
     pid=$!
@@ -144,7 +144,12 @@ gen --prompt "Once" -n 5 >"$tmp/b.out" 2>"$tmp/b.err" &
 b=$!
 gen --prompt "Once" -n 5 >"$tmp/c.out" 2>"$tmp/c.err" &
 c=$!
-sleep 0.5 # b and c are queued behind a
+# Until the coordinator reports b and c queued behind a.
+for _ in $(seq 100); do
+    "$client" --connect "$ep" --timeout-ms 2000 health 2>/dev/null |
+        grep -q "2 queued" && break
+    sleep 0.05
+done
 gen --prompt "Once" -n 5 >/dev/null 2>"$tmp/d.err"
 rc=$?
 failed_with "queue full" $rc RESOURCE_EXHAUSTED "$tmp/d.err"

@@ -55,7 +55,7 @@ t0=$SECONDS
 # 3 tasks (1 + TP * PP) on a node of $(nproc) CPUs: --overcommit
 jobid=$(timeout 180 sbatch --wait --parsable --ntasks=3 --overcommit \
     --time=5 --chdir="$tmp" --output="$tmp/batch-%j.out" \
-    --export="$export_vars" "$srcdir/deploy/slurm/batch.sbatch")
+    --export="$export_vars" "$srcdir/deploy/slurm/batch.sbatch" "${asroot[@]}")
 rc=$?
 echo "batch job ${jobid:-?}: sbatch --wait exit $rc after $((SECONDS - t0)) s"
 check "batch job: sbatch --wait exits 0" test "$rc" -eq 0
@@ -81,7 +81,7 @@ done
 # --- the wrong task count is refused, naming the right one ---------------------
 jobid=$(timeout 60 sbatch --wait --parsable --ntasks=2 --time=5 \
     --chdir="$tmp" --output="$tmp/bad-%j.out" --export="$export_vars" \
-    "$srcdir/deploy/slurm/batch.sbatch")
+    "$srcdir/deploy/slurm/batch.sbatch" "${asroot[@]}")
 rc=$?
 state=$(slurm_job_state "$jobid")
 if [ "$rc" -ne 0 ] && [ "$state" = FAILED ] &&
@@ -99,7 +99,7 @@ if [ -x "$client" ]; then
     jobid=$(sbatch --parsable --ntasks=3 --overcommit --time=5 --chdir="$tmp" \
         --output="$tmp/real-serve-%j.out" \
         --export="ALL,TP=2,MODEL=$model,TOKENIZER=$tok,SHARDLM=$bin,PORT=$port" \
-        "$srcdir/deploy/slurm/serve.sbatch")
+        "$srcdir/deploy/slurm/serve.sbatch" "${asroot[@]}")
     endpoint=tcp://127.0.0.1:$port
     for i in $(seq 150); do
         "$client" --connect "$endpoint" --timeout-ms 500 health >"$tmp/health" 2>&1 && break
