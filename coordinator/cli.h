@@ -39,7 +39,18 @@ enum {
 
 /* The least-privilege overrides (common/privilege.h) of generate, run and
  * serve. */
-enum { SLM_OPT_ALLOW_ROOT = 1100, SLM_OPT_ALLOW_CORE_DUMP };
+enum {
+    SLM_OPT_ALLOW_ROOT = 1100,
+    SLM_OPT_ALLOW_CORE_DUMP,
+    SLM_OPT_MANIFEST,
+    SLM_OPT_PUBLIC_KEY
+};
+/* --manifest M [--public-key PUB] (coordinator/manifest_cmd.h). */
+#define SLM_CLI_MANIFEST_OPTIONS                                               \
+    {"manifest", required_argument, NULL, SLM_OPT_MANIFEST},                   \
+    {                                                                          \
+        "public-key", required_argument, NULL, SLM_OPT_PUBLIC_KEY              \
+    }
 #define SLM_CLI_PRIVILEGE_OPTIONS                                              \
     {"allow-root", no_argument, NULL, SLM_OPT_ALLOW_ROOT},                     \
     {                                                                          \

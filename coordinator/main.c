@@ -13,6 +13,7 @@
 
 #include "common/privilege.h"
 #include "coordinator/cli.h"
+#include "coordinator/manifest_cmd.h"
 #include "coordinator/generate.h"
 #include "coordinator/run.h"
 #include "coordinator/sampler.h"
@@ -56,6 +57,14 @@ static void usage(FILE *f)
         "                  --seq-len S) [--separate-classifier] [--seed S]\n"
         "      Writes a llama2.c checkpoint with seeded random weights.\n"
         "      Shapes: %s.\n"
+        "  shardlm keygen --sign PREFIX\n"
+        "      Writes PREFIX.secret (0600) and PREFIX.public: an Ed25519 pair\n"
+        "      for signing manifests.\n"
+        "  shardlm manifest --out M [--sign SECRET_KEY] FILE...\n"
+        "  shardlm manifest --verify M [--public-key PUB] [FILE...]\n"
+        "      Writes / checks a SHA-256 manifest of model files, optionally\n"
+        "      signed; run, serve and generate take --manifest M\n"
+        "      [--public-key PUB] and check it before using a weight.\n"
         "  mpirun -np $((1 + TP * PP)) shardlm run --model M --tokenizer T\n"
         "         --tp TP --pp PP (--prompt TEXT | --input FILE.jsonl) ...\n"
         "      An offline batch on a cluster of shards: `shardlm run --help`.\n"
@@ -91,6 +100,7 @@ static int cmd_generate(int argc, char **argv)
         {"prompt", required_argument, NULL, O_PROMPT},
         SLM_CLI_SAMPLING_OPTIONS,
         SLM_CLI_PRIVILEGE_OPTIONS,
+        SLM_CLI_MANIFEST_OPTIONS,
         {"threads", required_argument, NULL, O_THREADS},
         {"weights", required_argument, NULL, O_WEIGHTS},
         {"device", required_argument, NULL, O_DEVICE},
@@ -98,6 +108,7 @@ static int cmd_generate(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *model = NULL, *tokenizer = NULL, *prompt = "";
+    const char *manifest = NULL, *public_key = NULL;
     slm_device_kind device = SLM_DEVICE_AUTO;
     int gpu = 0;
     slm_weights_mode wmode = SLM_WEIGHTS_RESIDENT;
@@ -139,6 +150,12 @@ static int cmd_generate(int argc, char **argv)
         case SLM_OPT_ALLOW_CORE_DUMP:
             allow_core_dump = true;
             break;
+        case SLM_OPT_MANIFEST:
+            manifest = optarg;
+            break;
+        case SLM_OPT_PUBLIC_KEY:
+            public_key = optarg;
+            break;
         default: {
             bool handled = false;
             rc = slm_cli_sampling(c, optarg, &sp, &handled, &seeded);
@@ -175,6 +192,9 @@ static int cmd_generate(int argc, char **argv)
     SLM_CHECK_GOTO(slm_sampling_validate(&sp), rc, done);
     SLM_CHECK_GOTO(slm_privilege_enforce(allow_root, allow_core_dump), rc,
                    done);
+    SLM_CHECK_GOTO(slm_manifest_check_inputs(manifest, public_key, model,
+                                             tokenizer, "shardlm", true),
+                   rc, done);
     /* Before anything is loaded: --device cuda without a GPU fails here. */
     SLM_CHECK_GOTO(slm_device_resolve(device, &device), rc, done);
     if (device == SLM_DEVICE_CUDA) {
@@ -326,6 +346,10 @@ int main(int argc, char **argv)
         return cmd_generate(argc - 1, argv + 1);
     if (strcmp(cmd, "mkmodel") == 0)
         return cmd_mkmodel(argc - 1, argv + 1);
+    if (strcmp(cmd, "manifest") == 0)
+        return slm_manifest_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "keygen") == 0)
+        return slm_keygen_sign_main(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)
         return slm_run_main(argc - 1, argv + 1, false);
     if (strcmp(cmd, "serve") == 0)

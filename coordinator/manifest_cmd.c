@@ -164,3 +164,27 @@ int slm_keygen_sign_main(int argc, char **argv)
             prefix, prefix);
     return 0;
 }
+
+slm_status slm_manifest_check_inputs(const char *manifest,
+                                     const char *public_key, const char *model,
+                                     const char *tokenizer, const char *who,
+                                     bool say)
+{
+    if (!manifest) {
+        if (public_key)
+            return slm_fail(SLM_ERR_INVALID,
+                            "--public-key needs --manifest: the key checks "
+                            "the manifest's signature");
+        return SLM_OK;
+    }
+    const char *cover[2] = {model, tokenizer};
+    slm_manifest_report rep = {0};
+    SLM_CHECK(slm_manifest_verify(manifest, public_key, cover, 2, &rep));
+    if (say)
+        fprintf(stderr,
+                "%s: manifest verified%s: %zu files, %.1f MiB hashed in "
+                "%.2f s\n",
+                who, rep.signature_verified ? " (signature good)" : "",
+                rep.files, (double)rep.bytes / 1048576.0, rep.seconds);
+    return SLM_OK;
+}

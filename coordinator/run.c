@@ -28,6 +28,7 @@
 #include "coordinator/cli.h"
 #include "coordinator/cluster.h"
 #include "coordinator/generate.h"
+#include "coordinator/manifest_cmd.h"
 #include "coordinator/server.h"
 #include "model/checkpoint.h"
 #include "model/plan.h"
@@ -42,6 +43,7 @@ typedef struct {
     slm_sampling_params sampling;
     slm_device_kind device; /* as asked; each shard resolves it */
     bool allow_root, allow_core_dump;
+    const char *manifest, *public_key;
     bool serve; /* clients over ZeroMQ until a signal, instead of a batch */
 } run_options;
 
@@ -62,6 +64,8 @@ static void run_usage(FILE *f)
         "  common options: [--threads N] [--control-bind ENDPOINT]\n"
         "           [--timeout-ms MS] [--heartbeat-ms MS]\n"
         "           [--heartbeat-timeout-ms MS] [--device auto|cpu|cuda]\n"
+        "           [--manifest M [--public-key PUB]] [--allow-root]\n"
+        "           [--allow-core-dump]\n"
         "  Rank 0 coordinates; ranks 1..TP*PP are shards. run answers\n"
         "  --prompt or the --input batch as JSON lines (stdout by default;\n"
         "  -n counts positions, prompt included). serve answers clients\n"
@@ -109,6 +113,7 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         {"output", required_argument, NULL, O_OUTPUT},
         SLM_CLI_SAMPLING_OPTIONS,
         SLM_CLI_PRIVILEGE_OPTIONS,
+        SLM_CLI_MANIFEST_OPTIONS,
         {"threads", required_argument, NULL, O_THREADS},
         {"control-bind", required_argument, NULL, O_BIND},
         {"timeout-ms", required_argument, NULL, O_TIMEOUT},
@@ -201,6 +206,12 @@ static slm_status parse_options(int argc, char **argv, bool serve,
             break;
         case SLM_OPT_ALLOW_CORE_DUMP:
             o->allow_core_dump = true;
+            break;
+        case SLM_OPT_MANIFEST:
+            o->manifest = optarg;
+            break;
+        case SLM_OPT_PUBLIC_KEY:
+            o->public_key = optarg;
             break;
         default: {
             bool handled = false, seeded = false;
@@ -469,6 +480,15 @@ int slm_run_main(int argc, char **argv, bool serve)
      * part of the go / no-go below. */
     if (rc == SLM_OK)
         rc = slm_privilege_enforce(o.allow_root, o.allow_core_dump);
+    /* Every rank checks the files it will read itself (on another node
+     * they are other copies), before any weight is used. */
+    if (rc == SLM_OK) {
+        char who[64];
+        snprintf(who, sizeof who, "shardlm %s: rank %d",
+                 serve ? "serve" : "run", rank);
+        rc = slm_manifest_check_inputs(o.manifest, o.public_key, o.model,
+                                       o.tokenizer, who, true);
+    }
     if (o.threads > 0)
         omp_set_num_threads((int)o.threads);
 
@@ -487,9 +507,14 @@ int slm_run_main(int argc, char **argv, bool serve)
     int go = rc == SLM_OK;
     MPI_Allreduce(MPI_IN_PLACE, &go, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (!go) {
-        if (rc != SLM_OK && rank == 0)
-            fprintf(stderr, "shardlm run: %s (%s)\n", slm_error_message(),
-                    slm_status_str(rc));
+        /* Rank 0 speaks for all when it failed too (the same command line
+         * fails the same way everywhere); otherwise each failing rank says
+         * why itself (a manifest mismatch on its own node's copy). */
+        int rank0_ok = rank == 0 ? rc == SLM_OK : 0;
+        MPI_Bcast(&rank0_ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        if (rc != SLM_OK && (rank == 0 || rank0_ok))
+            fprintf(stderr, "shardlm run: rank %d: %s (%s)\n", rank,
+                    slm_error_message(), slm_status_str(rc));
         if (rank == 0 && rc != SLM_OK && o.model == NULL)
             run_usage(stderr);
         slm_tokenizer_destroy(&tok);

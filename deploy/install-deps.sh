@@ -20,6 +20,7 @@ packages=(
     libprotobuf-c-dev # protobuf-c runtime: control messages
     protobuf-c-compiler # protoc-c: generates their C code
     libjansson-dev # JSON: the JSONL batch format
+    libsodium-dev # SHA-256 and Ed25519: model manifests and their signatures
     jq            # tests: reading JSONL results
     # Slurm (deploy/slurm/*.sbatch; tests/integration/slurm_batch.sh runs a
     # private one-node cluster of these daemons). Installing them configures
