@@ -433,7 +433,19 @@ static slm_status serve_as_shard(const run_options *o, int world_rank,
     const int local_rank = slm_device_local_rank(shards_mpi);
     slm_device_kind device = SLM_DEVICE_CPU;
     int gpu = 0;
+    const int local_shards = slm_device_local_count(shards_mpi);
     rc = slm_device_resolve(o->device, &device);
+    if (rc == SLM_OK && device == SLM_DEVICE_CUDA &&
+        local_shards > slm_device_count()) {
+        if (o->device == SLM_DEVICE_AUTO)
+            device = SLM_DEVICE_CPU;
+        else
+            rc = slm_fail(SLM_ERR_UNSUPPORTED,
+                          "--device cuda: %d shards on this node but %d "
+                          "GPUs; NCCL needs a GPU for each (use fewer shards "
+                          "per node, or --device cpu)",
+                          local_shards, slm_device_count());
+    }
     if (rc == SLM_OK && device == SLM_DEVICE_CUDA)
         rc = slm_device_pick(local_rank, &gpu);
     int agree[2] = {rc == SLM_OK, device == SLM_DEVICE_CUDA};

@@ -111,6 +111,21 @@ int slm_device_local_rank(MPI_Comm comm)
     return r < 0 ? 0 : r;
 }
 
+int slm_device_local_count(MPI_Comm comm)
+{
+    int size = 1;
+    MPI_Comm node = MPI_COMM_NULL;
+    if (comm != MPI_COMM_NULL &&
+        MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL,
+                            &node) == MPI_SUCCESS &&
+        node != MPI_COMM_NULL) {
+        if (MPI_Comm_size(node, &size) != MPI_SUCCESS)
+            size = 1;
+        MPI_Comm_free(&node);
+    }
+    return size;
+}
+
 slm_status slm_device_pick(int local_rank, int *device)
 {
     const int n = slm_device_count();

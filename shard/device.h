@@ -53,6 +53,11 @@ int slm_device_local_rank(MPI_Comm comm);
  * SLM_ERR_UNSUPPORTED when there is none. */
 slm_status slm_device_pick(int local_rank, int *device);
 
+/* How many ranks of comm share this node (1 for MPI_COMM_NULL): NCCL needs a
+ * GPU of its own for each, so a node with more shards than GPUs runs them
+ * on the CPU (auto) or refuses (cuda). */
+int slm_device_local_count(MPI_Comm comm);
+
 /* --- the CUDA forward pass (shard/cuda/forward.c) ---------------------- */
 
 typedef struct slm_cuda_transformer slm_cuda_transformer_t;

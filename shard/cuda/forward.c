@@ -101,6 +101,7 @@ struct slm_cuda_transformer {
     size_t *gather_counts; /* (tp) vocab_counts * batch */
     bool staged;           /* collectives through host memory */
     bool graphs;           /* capture and replay the step */
+    bool warmed;           /* one plain step has run (see forward_batch) */
 
     void *stream; /* cudaStream_t */
     void *blas;   /* cublasHandle_t */
@@ -659,8 +660,15 @@ static slm_status capture(slm_cuda_transformer_t *t)
                         "cuda: capturing the decode step as a graph failed: "
                         "%s (SHARDLM_CUDA_GRAPHS=0 runs without graphs)",
                         cudaGetErrorString(e));
+    e = cudaGraphInstantiate(&t->graph_exec, g, 0);
+    if (e != cudaSuccess) {
+        cudaGraphDestroy(g);
+        t->graph_exec = NULL;
+        return slm_fail(SLM_ERR_INTERNAL,
+                        "cuda: instantiating the decode graph failed: %s",
+                        cudaGetErrorString(e));
+    }
     t->graph = g;
-    CUDA_CHECK(cudaGraphInstantiate(&t->graph_exec, g, 0));
     return SLM_OK;
 }
 
@@ -690,13 +698,21 @@ slm_status slm_cuda_transformer_forward_batch(slm_cuda_transformer_t *t,
                                cudaMemcpyHostToDevice, st));
     CUDA_CHECK(cudaMemcpyAsync(t->s.pos, t->host_pos, B * sizeof *pos,
                                cudaMemcpyHostToDevice, st));
-    if (t->graphs) {
-        if (!t->graph_exec)
-            SLM_CHECK(capture(t));
-        CUDA_CHECK(cudaGraphLaunch(t->graph_exec, st));
-    } else {
-        SLM_CHECK(enqueue_step(t));
+    /* The first step runs plainly: lazy module loads and cuBLAS's first
+     * allocations must not happen inside a capture. The second is captured,
+     * and replayed from then on; a capture that fails turns graphs off for
+     * good, with one warning, rather than failing the request. */
+    if (t->graphs && t->warmed && !t->graph_exec && capture(t) != SLM_OK) {
+        fprintf(stderr, "shardlm: %s; running without CUDA graphs\n",
+                slm_error_message());
+        (void)cudaGetLastError(); /* clear the sticky capture error */
+        t->graphs = false;
     }
+    if (t->graphs && t->graph_exec)
+        CUDA_CHECK(cudaGraphLaunch(t->graph_exec, st));
+    else
+        SLM_CHECK(enqueue_step(t));
+    t->warmed = true;
     if (t->last_stage)
         CUDA_CHECK(cudaMemcpyAsync(t->host_logits, t->s.logits,
                                    B * d->vocab_total * sizeof(float),
