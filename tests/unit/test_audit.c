@@ -121,8 +121,8 @@ static void test_fields_and_file(void **state)
 
     /* Unsafe files refused: writable by others, a symlink. */
     assert_int_equal(chmod(path, 0622), 0);
-    assert_int_not_equal(
-        slm_audit_open(&(slm_audit_options){.path = path}, &a), SLM_OK);
+    assert_int_not_equal(slm_audit_open(&(slm_audit_options){.path = path}, &a),
+                         SLM_OK);
     assert_non_null(strstr(slm_error_message(), "too open"));
     assert_null(a);
     assert_int_equal(chmod(path, 0644), 0); /* readable by others is fine */
@@ -132,8 +132,8 @@ static void test_fields_and_file(void **state)
     char link[300];
     snprintf(link, sizeof link, "%s/link.log", g_dir);
     assert_int_equal(symlink(path, link), 0);
-    assert_int_not_equal(
-        slm_audit_open(&(slm_audit_options){.path = link}, &a), SLM_OK);
+    assert_int_not_equal(slm_audit_open(&(slm_audit_options){.path = link}, &a),
+                         SLM_OK);
     assert_non_null(strstr(slm_error_message(), "symbolic link"));
     char nodir[300];
     snprintf(nodir, sizeof nodir, "%s/no/such/dir.log", g_dir);
@@ -155,7 +155,8 @@ static void test_escaping(void **state)
         {"bad\xff\xfe", "bad\xef\xbf\xbd\xef\xbf\xbd"},
         {"cut\xe2\x82", "cut\xef\xbf\xbd\xef\xbf\xbd"},
         {"overlong\xc0\xaf", "overlong\xef\xbf\xbd\xef\xbf\xbd"},
-        {"surrogate\xed\xa0\x80", "surrogate\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
+        {"surrogate\xed\xa0\x80",
+         "surrogate\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"},
         {"sep\xe2\x80\xa8\xe2\x80\xa9", "sep\xe2\x80\xa8\xe2\x80\xa9"},
         {"\",\"event\":\"forged", "\",\"event\":\"forged"},
     };
@@ -166,9 +167,9 @@ static void test_escaping(void **state)
                      SLM_OK);
     const size_t n = sizeof cases / sizeof cases[0];
     for (size_t i = 0; i < n; i++)
-        slm_audit_record(a, SLM_AUDIT_MALFORMED_MESSAGE,
-                         &(slm_audit_entry){.reason = cases[i].in,
-                                            .peer = cases[i].in});
+        slm_audit_record(
+            a, SLM_AUDIT_MALFORMED_MESSAGE,
+            &(slm_audit_entry){.reason = cases[i].in, .peer = cases[i].in});
     slm_audit_close(&a);
     json_t *lines = read_lines(path);
     assert_int_equal(json_array_size(lines), n);
@@ -182,7 +183,7 @@ static void test_escaping(void **state)
 
     /* The raw bytes carry no control characters and no U+2028. */
     char out[64];
-    slm_audit_escape("a\nb\xe2\x80\xa8", 7, out, sizeof out);
+    slm_audit_escape("a\nb\xe2\x80\xa8", 6, out, sizeof out);
     assert_string_equal(out, "a\\nb\\u2028");
     /* Long values are cut at SLM_AUDIT_FIELD_MAX input bytes. */
     char *big = malloc(3 * SLM_AUDIT_FIELD_MAX);
@@ -204,7 +205,7 @@ typedef struct {
     int id;
 } worker_arg;
 
-#define THREADS 8
+#define THREADS    8
 #define PER_THREAD 400
 
 static void *worker(void *p)
@@ -225,11 +226,10 @@ static void test_threads(void **state)
     char path[300];
     snprintf(path, sizeof path, "%s/threads.log", g_dir);
     slm_audit_t *a = NULL;
-    assert_int_equal(slm_audit_open(&(slm_audit_options){.path = path,
-                                                         .max_per_second =
-                                                             1000000},
-                                    &a),
-                     SLM_OK);
+    assert_int_equal(
+        slm_audit_open(
+            &(slm_audit_options){.path = path, .max_per_second = 1000000}, &a),
+        SLM_OK);
     pthread_t t[THREADS];
     worker_arg w[THREADS];
     for (int i = 0; i < THREADS; i++) {
