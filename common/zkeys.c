@@ -309,3 +309,14 @@ slm_status slm_zkeys_apply_client(void *sock,
                         zmq_strerror(zmq_errno()));
     return SLM_OK;
 }
+
+slm_status slm_zkeys_pair(char public_key[SLM_ZKEY_Z85_BUF],
+                          char secret[SLM_ZKEY_Z85_BUF])
+{
+    if (zmq_curve_keypair(public_key, secret) != 0)
+        return slm_fail(SLM_ERR_UNSUPPORTED,
+                        "cannot make a CURVE key pair: %s (libzmq without "
+                        "CURVE?)",
+                        zmq_strerror(zmq_errno()));
+    return SLM_OK;
+}

@@ -88,6 +88,11 @@ slm_status slm_zkeys_apply_client(void *sock,
                                   const char public_key[SLM_ZKEY_Z85_BUF],
                                   const char secret[SLM_ZKEY_Z85_BUF]);
 
+/* A fresh key pair in memory (zmq_curve_keypair), for keys that live only as
+ * long as a job: the control plane's. */
+slm_status slm_zkeys_pair(char public_key[SLM_ZKEY_Z85_BUF],
+                          char secret[SLM_ZKEY_Z85_BUF]);
+
 /* Zeroes n bytes at p in a way the compiler may not drop. */
 void slm_zkeys_wipe(void *p, size_t n);
 

@@ -8,6 +8,9 @@
 #include <zmq.h>
 
 #include "collectives/comm_mpi.h"
+#include "common/audit.h"
+#include "common/zap.h"
+#include "common/zkeys.h"
 #include "common/clock.h"
 #include "proto/transport.h"
 
@@ -40,9 +43,11 @@ struct slm_cluster {
         int32_t shard;
     } * conns;
     size_t n_conns, cap_conns;
-    int32_t lost;           /* -1 while every shard is healthy */
-    char lost_why[256];     /* why, once lost >= 0 */
-    char (*shard_keys)[41]; /* (n_shards) their per-job CURVE public keys */
+    int32_t lost;                /* -1 while every shard is healthy */
+    char lost_why[256];          /* why, once lost >= 0 */
+    slm_allowlist_t *shard_keys; /* their per-job CURVE public keys */
+    slm_audit_t *audit;          /* refusals on the control port */
+    slm_zap_t *zap;              /* admits only shard_keys */
     void *watch_sock;
     slm_cluster_watch_fn watch_fn;
     void *watch_user;
@@ -241,12 +246,20 @@ static slm_status drain_control(slm_cluster_t *c, double now,
         char id[64];
         size_t id_len = 0;
         slm_control_msg *m = NULL;
-        int fd = -1;
-        slm_status rc = slm_transport_recv(c->sock, id, sizeof id, &id_len, &fd,
-                                           &c->lim, &m);
+        slm_transport_origin from;
+        slm_status rc = slm_transport_recv(c->sock, id, sizeof id, &id_len,
+                                           &from, &c->lim, &m);
         int32_t shard = id_len ? shard_of(c, id, id_len) : -1;
+        /* A routing id is the peer's choice; the ZAP handler's User-Id is
+         * its key's. A shard speaking as another is not that shard. */
+        if (shard >= 0) {
+            char tenant[32];
+            slm_transport_shard_id(shard, tenant, sizeof tenant);
+            if (strcmp(from.user_id, tenant) != 0)
+                shard = -1;
+        }
         if (shard >= 0 && rc == SLM_OK)
-            conn_note(c, fd, shard);
+            conn_note(c, from.fd, shard);
         if (shard < 0) {
             slm_wire_free_control(&m);
             if (rc != SLM_OK && id_len == 0)
@@ -321,7 +334,8 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
         return slm_fail(SLM_ERR_NOMEM, "cluster: out of memory");
     slm_status rc = SLM_OK;
     char endpoint[SLM_CLUSTER_ENDPOINT_MAX] = "";
-    slm_curve_pair me = {{0}, {0}};
+    char me_public[SLM_ZKEY_Z85_BUF] = "", me_secret[SLM_ZKEY_Z85_BUF] = "";
+    char(*keys)[SLM_ZKEY_Z85_BUF] = NULL;
     char monitor_ep[64];
     snprintf(monitor_ep, sizeof monitor_ep, "inproc://slm-cluster-%p",
              (void *)c);
@@ -335,22 +349,52 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
     c->weight_bytes = calloc((size_t)n_shards, sizeof *c->weight_bytes);
     c->last_beat = calloc((size_t)n_shards, sizeof *c->last_beat);
     c->dropped_at = calloc((size_t)n_shards, sizeof *c->dropped_at);
-    c->shard_keys = calloc((size_t)n_shards + 1, sizeof *c->shard_keys);
     c->logits = calloc((size_t)cfg->vocab_size, sizeof *c->logits);
     c->answered = calloc((size_t)n_shards, 1);
+    keys = calloc((size_t)n_shards + 1, sizeof *keys);
+    /* The per-job keys first, over MPI (the launcher's channel), so that
+     * the ZAP handler knows every shard before one can connect: our public
+     * key out, every shard's in (rank r's lands in row r). Collective: done
+     * even when something failed, which the empty endpoint then reports. */
+    rc = keys ? slm_zkeys_pair(me_public, me_secret)
+              : slm_fail(SLM_ERR_NOMEM, "cluster: out of memory");
+    char none[SLM_ZKEY_Z85_BUF] = "";
+    if (MPI_Bcast(rc == SLM_OK ? me_public : none, SLM_ZKEY_Z85_BUF, MPI_CHAR,
+                  0, world) != MPI_SUCCESS ||
+        MPI_Gather(me_public, SLM_ZKEY_Z85_BUF, MPI_CHAR, keys,
+                   SLM_ZKEY_Z85_BUF, MPI_CHAR, 0, world) != MPI_SUCCESS) {
+        rc = slm_fail(SLM_ERR_IO, "cluster: the key exchange over MPI failed");
+        goto fail_bootstrap;
+    }
+    if (rc != SLM_OK)
+        goto fail_bootstrap;
+    SLM_CHECK_GOTO(slm_allowlist_create((size_t)n_shards, &c->shard_keys), rc,
+                   fail_bootstrap);
+    for (int32_t i = 0; i < n_shards; i++) {
+        char tenant[32];
+        keys[i + 1][SLM_ZKEY_Z85_LEN] = '\0';
+        slm_transport_shard_id(i, tenant, sizeof tenant);
+        SLM_CHECK_GOTO(slm_allowlist_add(c->shard_keys, keys[i + 1], tenant),
+                       rc, fail_bootstrap);
+    }
     c->ctx = zmq_ctx_new();
     c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_ROUTER) : NULL;
     if (!c->weight_bytes || !c->last_beat || !c->dropped_at || !c->logits ||
-        !c->answered || !c->shard_keys || !c->sock) {
+        !c->answered || !c->sock) {
         rc = slm_fail(SLM_ERR_NOMEM, "cluster: cannot set up the control "
                                      "socket");
         goto fail_bootstrap;
     }
+    SLM_CHECK_GOTO(slm_audit_open(NULL, &c->audit), rc, fail_bootstrap);
+    SLM_CHECK_GOTO(
+        slm_zap_start(c->ctx, NULL, c->shard_keys, c->audit, &c->zap), rc,
+        fail_bootstrap);
     SLM_CHECK_GOTO(slm_transport_configure(c->sock, timing->timeout_ms), rc,
                    fail_bootstrap);
-    SLM_CHECK_GOTO(slm_transport_curve_pair(&me), rc, fail_bootstrap);
-    SLM_CHECK_GOTO(slm_transport_curve_server(c->sock, &me, "shardlm-shards"),
-                   rc, fail_bootstrap);
+    SLM_CHECK_GOTO(
+        slm_zkeys_apply_server(c->sock, me_secret, SLM_ZAP_DOMAIN_SHARDS), rc,
+        fail_bootstrap);
+    slm_zkeys_wipe(me_secret, sizeof me_secret);
     if (zmq_socket_monitor(c->sock, monitor_ep, ZMQ_EVENT_DISCONNECTED) != 0 ||
         !(c->monitor = zmq_socket(c->ctx, ZMQ_PAIR)) ||
         zmq_setsockopt(c->monitor, ZMQ_LINGER, &(int){0}, sizeof(int)) != 0 ||
@@ -369,21 +413,17 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
         endpoint[0] = '\0';
         goto fail_bootstrap;
     }
+    /* Public: what an operator (or a test) needs to see who may connect. */
+    fprintf(stderr,
+            "shardlm: control plane on %s (CURVE, server key %s, %d shard "
+            "keys)\n",
+            endpoint, me_public, n_shards);
     /* An empty endpoint tells the shards that the coordinator failed. */
     SLM_CHECK_GOTO(
         slm_comm_mpi_bcast_string(world, 0, endpoint, sizeof endpoint), rc,
         fail);
-    /* The per-job keys, over MPI: ours out, every shard's public key in
-     * (rank r's lands in row r; row 0 is ours, unused). */
-    if (MPI_Bcast(me.public_key, 41, MPI_CHAR, 0, world) != MPI_SUCCESS ||
-        MPI_Gather(me.public_key, 41, MPI_CHAR, c->shard_keys, 41, MPI_CHAR, 0,
-                   world) != MPI_SUCCESS) {
-        rc = slm_fail(SLM_ERR_IO, "cluster: the key exchange over MPI failed");
-        goto fail;
-    }
-    memmove(c->shard_keys, c->shard_keys + 1,
-            (size_t)n_shards * sizeof *c->shard_keys);
-    slm_transport_wipe(&me, sizeof me);
+    free(keys);
+    keys = NULL;
 
     const double deadline = slm_now_seconds() + timing->timeout_ms / 1000.0;
     for (int32_t seen = 0; seen < n_shards;) {
@@ -423,11 +463,12 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
 fail_bootstrap:
     /* The shards are waiting for the endpoint: give them an empty one. */
     {
-        char none[SLM_CLUSTER_ENDPOINT_MAX] = "";
-        (void)slm_comm_mpi_bcast_string(world, 0, none, sizeof none);
+        char empty[SLM_CLUSTER_ENDPOINT_MAX] = "";
+        (void)slm_comm_mpi_bcast_string(world, 0, empty, sizeof empty);
     }
 fail:
-    slm_transport_wipe(&me, sizeof me);
+    slm_zkeys_wipe(me_secret, sizeof me_secret);
+    free(keys);
     slm_cluster_destroy(&c);
     return rc;
 }
@@ -573,14 +614,16 @@ void slm_cluster_destroy(slm_cluster_t **cp)
     }
     if (c->monitor)
         zmq_close(c->monitor);
+    slm_zap_stop(&c->zap); /* before the context ends: it holds a socket */
     if (c->ctx)
         zmq_ctx_term(c->ctx);
+    slm_allowlist_destroy(&c->shard_keys);
+    slm_audit_close(&c->audit);
     free(c->weight_bytes);
     free(c->last_beat);
     free(c->logits);
     free(c->answered);
     free(c->conns);
-    free(c->shard_keys);
     free(c->dropped_at);
     free(c);
     *cp = NULL;

@@ -1,5 +1,6 @@
 /* proto/transport.c - see transport.h. */
 #include "proto/transport.h"
+#include "common/zkeys.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -9,7 +10,10 @@
 
 slm_status slm_transport_configure(void *sock, int timeout_ms)
 {
-    const int64_t max = (int64_t)SLM_WIRE_MAX_CONTROL_BYTES;
+    /* CURVE (every control socket) adds its box to each frame, and the
+     * limit counts the frame as it travels. */
+    const int64_t max =
+        (int64_t)SLM_WIRE_MAX_CONTROL_BYTES + SLM_ZKEY_CURVE_OVERHEAD;
     const int zero = 0;
     if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0 ||
         zmq_setsockopt(sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
@@ -18,47 +22,6 @@ slm_status slm_transport_configure(void *sock, int timeout_ms)
         zmq_setsockopt(sock, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms) != 0)
         return slm_fail(SLM_ERR_IO, "zmq_setsockopt: %s", zmq_strerror(errno));
     return SLM_OK;
-}
-
-slm_status slm_transport_curve_pair(slm_curve_pair *out)
-{
-    if (zmq_curve_keypair(out->public_key, out->secret_key) != 0)
-        return slm_fail(SLM_ERR_UNSUPPORTED,
-                        "cannot make a CURVE key pair: %s (libzmq without "
-                        "CURVE?)",
-                        zmq_strerror(zmq_errno()));
-    return SLM_OK;
-}
-
-slm_status slm_transport_curve_server(void *sock, const slm_curve_pair *me,
-                                      const char *zap_domain)
-{
-    const int one = 1;
-    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
-        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, me->secret_key, 40) != 0 ||
-        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, zap_domain, strlen(zap_domain)) !=
-            0)
-        return slm_fail(SLM_ERR_IO, "CURVE server setup: %s",
-                        zmq_strerror(zmq_errno()));
-    return SLM_OK;
-}
-
-slm_status slm_transport_curve_client(void *sock, const slm_curve_pair *me,
-                                      const char *server_public)
-{
-    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server_public, 40) != 0 ||
-        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, me->public_key, 40) != 0 ||
-        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, me->secret_key, 40) != 0)
-        return slm_fail(SLM_ERR_IO, "CURVE client setup: %s",
-                        zmq_strerror(zmq_errno()));
-    return SLM_OK;
-}
-
-void slm_transport_wipe(void *p, size_t n)
-{
-    volatile unsigned char *b = p;
-    while (n--)
-        *b++ = 0;
 }
 
 size_t slm_transport_shard_id(int32_t index, char *buf, size_t cap)
@@ -93,13 +56,15 @@ slm_status slm_transport_send(void *sock, const void *peer, size_t peer_len,
 }
 
 slm_status slm_transport_recv(void *sock, char *peer, size_t peer_cap,
-                              size_t *peer_len, int *src_fd,
+                              size_t *peer_len, slm_transport_origin *origin,
                               const slm_wire_limits *lim, slm_control_msg **out)
 {
     zmq_msg_t frame;
     *out = NULL;
-    if (src_fd)
-        *src_fd = -1;
+    if (origin) {
+        origin->fd = -1;
+        origin->user_id[0] = '\0';
+    }
     if (peer) {
         zmq_msg_init(&frame);
         if (zmq_msg_recv(&frame, sock, 0) < 0) {
@@ -125,8 +90,12 @@ slm_status slm_transport_recv(void *sock, char *peer, size_t peer_cap,
                         err == EAGAIN ? "timed out" : zmq_strerror(err));
     }
     /* The body carries its connection's fd; a ROUTER's id frame may not. */
-    if (src_fd)
-        *src_fd = zmq_msg_get(&frame, ZMQ_SRCFD);
+    if (origin) {
+        origin->fd = zmq_msg_get(&frame, ZMQ_SRCFD);
+        const char *user = zmq_msg_gets(&frame, "User-Id");
+        if (user)
+            snprintf(origin->user_id, sizeof origin->user_id, "%s", user);
+    }
     slm_status rc = SLM_OK;
     if (zmq_msg_more(&frame)) {
         rc = slm_fail(SLM_ERR_FORMAT, "control receive: unexpected frames");

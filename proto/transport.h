@@ -23,44 +23,25 @@ slm_status slm_transport_configure(void *sock, int timeout_ms);
 slm_status slm_transport_send(void *sock, const void *peer, size_t peer_len,
                               const slm_control_msg *m);
 
+/* Where a message came from, on a ROUTER: the connection's file descriptor
+ * (-1 if unknown), which ties a monitor's disconnect event to a peer, and
+ * the User-Id the ZAP handler gave the peer's CURVE key ("" if none), which
+ * unlike the routing id the peer cannot choose. */
+typedef struct {
+    int fd;
+    char user_id[72];
+} slm_transport_origin;
+
 /* Receives one message and validates it against lim (slm_wire_unpack_control).
  * On a ROUTER the sender's routing id is copied into peer(peer_cap), its
- * length into *peer_len and, if src_fd is not NULL, the connection's file
- * descriptor into *src_fd (-1 if unknown): how the coordinator ties a
- * monitor's disconnect event to a shard. On a DEALER pass NULL, 0, NULL,
- * NULL. A timeout returns
+ * length into *peer_len and, if origin is not NULL, where it came from into
+ * *origin. On a DEALER pass NULL, 0, NULL, NULL. A timeout returns
  * SLM_ERR_IO with "timed out" in the message. On success the caller owns *out
  * (slm_wire_free_control). */
 slm_status slm_transport_recv(void *sock, char *peer, size_t peer_cap,
-                              size_t *peer_len, int *src_fd,
+                              size_t *peer_len, slm_transport_origin *origin,
                               const slm_wire_limits *lim,
                               slm_control_msg **out);
-
-/* The control plane is CURVE-encrypted with keys made per job: the
- * coordinator's pair and one per shard, created in memory at launch and
- * exchanged over MPI (the launcher's trusted channel), never written to disk.
- * Z85 text, 40 characters and a NUL. */
-typedef struct {
-    char public_key[41];
-    char secret_key[41];
-} slm_curve_pair;
-
-/* A fresh pair (zmq_curve_keypair); fails if libzmq was built without
- * CURVE. */
-slm_status slm_transport_curve_pair(slm_curve_pair *out);
-
-/* Makes sock a CURVE server with `me`'s secret key; peers are then vetted by
- * the ZAP handler of the socket's context for `zap_domain`, before any of
- * their bytes reach the application. */
-slm_status slm_transport_curve_server(void *sock, const slm_curve_pair *me,
-                                      const char *zap_domain);
-
-/* Makes sock a CURVE client of the server whose public key is given. */
-slm_status slm_transport_curve_client(void *sock, const slm_curve_pair *me,
-                                      const char *server_public);
-
-/* Clears key material where the compiler cannot skip it. */
-void slm_transport_wipe(void *p, size_t n);
 
 /* "shard-<index>" into buf; returns its length. */
 size_t slm_transport_shard_id(int32_t index, char *buf, size_t cap);

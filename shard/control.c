@@ -10,6 +10,7 @@
 #include <zmq.h>
 
 #include "collectives/comm_mpi.h"
+#include "common/zkeys.h"
 #include "proto/transport.h"
 #include "shard/shard.h"
 
@@ -62,8 +63,7 @@ typedef struct {
     const char *endpoint;
     int32_t index;
     int interval_ms;
-    const slm_curve_pair *keys;
-    const char *server_key;
+    const char *public_key, *secret_key, *server_key;
     atomic_bool stop;
     pthread_t thread;
     bool started;
@@ -76,7 +76,8 @@ static void *heartbeat_main(void *arg)
     char id[32];
     size_t id_len = slm_transport_heartbeat_id(hb->index, id, sizeof id);
     if (!sock || slm_transport_configure(sock, hb->interval_ms) != SLM_OK ||
-        slm_transport_curve_client(sock, hb->keys, hb->server_key) != SLM_OK ||
+        slm_zkeys_apply_client(sock, hb->server_key, hb->public_key,
+                               hb->secret_key) != SLM_OK ||
         zmq_setsockopt(sock, ZMQ_ROUTING_ID, id, id_len) != 0 ||
         zmq_connect(sock, hb->endpoint) != 0) {
         /* The coordinator sees no beats and reports this shard lost. */
@@ -116,33 +117,35 @@ static void heartbeat_stop(heartbeat *hb)
 slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
                            int timeout_ms, int heartbeat_ms)
 {
+    /* The per-job keys, over MPI, before the endpoint (see cluster.c): the
+     * coordinator's public key in, ours out. Collective, so a failure to
+     * make a pair is reported only after it. */
+    char me_public[SLM_ZKEY_Z85_BUF] = "", me_secret[SLM_ZKEY_Z85_BUF] = "";
+    char server_key[SLM_ZKEY_Z85_BUF] = "";
+    slm_status key_rc = slm_zkeys_pair(me_public, me_secret);
+    if (MPI_Bcast(server_key, SLM_ZKEY_Z85_BUF, MPI_CHAR, 0, world) !=
+            MPI_SUCCESS ||
+        MPI_Gather(me_public, SLM_ZKEY_Z85_BUF, MPI_CHAR, NULL, 0, MPI_CHAR, 0,
+                   world) != MPI_SUCCESS)
+        return slm_fail(SLM_ERR_IO, "shard %d: the key exchange failed",
+                        shard_index);
+    server_key[SLM_ZKEY_Z85_LEN] = '\0';
     char endpoint[256];
     SLM_CHECK(slm_comm_mpi_bcast_string(world, 0, endpoint, sizeof endpoint));
-    if (!endpoint[0])
+    if (!endpoint[0] || !server_key[0])
         return slm_fail(SLM_ERR_IO,
                         "shard %d: the coordinator could not "
                         "open its control endpoint",
                         shard_index);
-    /* The per-job keys, over MPI (see proto/transport.h): the
-     * coordinator's public key in, ours out. Both calls are collective, so
-     * a failure to make a pair is reported only after them. */
-    slm_curve_pair me = {{0}, {0}};
-    char server_key[41] = "";
-    slm_status key_rc = slm_transport_curve_pair(&me);
-    if (MPI_Bcast(server_key, 41, MPI_CHAR, 0, world) != MPI_SUCCESS ||
-        MPI_Gather(me.public_key, 41, MPI_CHAR, NULL, 0, MPI_CHAR, 0, world) !=
-            MPI_SUCCESS)
-        return slm_fail(SLM_ERR_IO, "shard %d: the key exchange failed",
-                        shard_index);
     SLM_CHECK(key_rc);
-    server_key[40] = '\0';
     const slm_model_config *cfg = slm_shard_config(s);
     const slm_wire_limits lim = {(uint32_t)(shard_index + 1),
                                  (uint32_t)cfg->vocab_size, cfg->seq_len};
     slm_status rc = SLM_OK;
     heartbeat hb = {.index = shard_index,
                     .interval_ms = heartbeat_ms,
-                    .keys = &me,
+                    .public_key = me_public,
+                    .secret_key = me_secret,
                     .server_key = server_key};
     void *ctx = zmq_ctx_new();
     void *sock = ctx ? zmq_socket(ctx, ZMQ_DEALER) : NULL;
@@ -154,7 +157,9 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
         goto done;
     }
     SLM_CHECK_GOTO(slm_transport_configure(sock, timeout_ms), rc, done);
-    SLM_CHECK_GOTO(slm_transport_curve_client(sock, &me, server_key), rc, done);
+    SLM_CHECK_GOTO(
+        slm_zkeys_apply_client(sock, server_key, me_public, me_secret), rc,
+        done);
     /* Between steps a shard waits as long as the coordinator is idle (a
      * server with no requests, a batch whose other shards still load): the
      * coordinator is the watchdog, with a deadline on every step it sends
@@ -225,6 +230,6 @@ done:
         zmq_close(sock);
     if (ctx)
         zmq_ctx_term(ctx);
-    slm_transport_wipe(&me, sizeof me);
+    slm_zkeys_wipe(me_secret, sizeof me_secret);
     return rc;
 }
