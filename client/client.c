@@ -37,6 +37,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "common/zkeys.h"
 #include "proto/client_wire.h"
 
 #define ENDPOINT_MAX 256
@@ -83,6 +84,9 @@ struct shardlm_client {
     unsigned generation; /* numbers the monitor's inproc endpoints */
     char endpoint[ENDPOINT_MAX];
     int32_t timeout_ms;
+    bool curve; /* the keys below are set */
+    char server_key[SLM_ZKEY_Z85_BUF], public_key[SLM_ZKEY_Z85_BUF],
+        secret_key[SLM_ZKEY_Z85_BUF];
     uint32_t vocab_size;        /* from shardlm_client_info; 0 = unknown */
     uint64_t id_seed, id_count; /* made-up request ids */
     char error[ERROR_MAX];
@@ -186,7 +190,9 @@ static shardlm_client_code_t open_socket(shardlm_client_t *c)
     char monitor_ep[64];
     snprintf(monitor_ep, sizeof monitor_ep, "inproc://shardlm-client-%u",
              c->generation++);
-    const int64_t max_bytes = (int64_t)SLM_CLIENT_MAX_MESSAGE_BYTES;
+    /* CURVE's box travels in each frame and counts against the limit. */
+    const int64_t max_bytes = (int64_t)SLM_CLIENT_MAX_MESSAGE_BYTES +
+                              (c->curve ? SLM_ZKEY_CURVE_OVERHEAD : 0);
     c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
     /* An oversized message drops the connection inside ZeroMQ, before a byte
      * of it reaches us; the monitor reports the drop. */
@@ -198,7 +204,13 @@ static shardlm_client_code_t open_socket(shardlm_client_t *c)
         set_int(c->sock, ZMQ_RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS) != 0 ||
         set_int(c->sock, ZMQ_HEARTBEAT_IVL, HEARTBEAT_IVL_MS) != 0 ||
         set_int(c->sock, ZMQ_HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS) != 0 ||
-        zmq_socket_monitor(c->sock, monitor_ep, ZMQ_EVENT_DISCONNECTED) != 0 ||
+        (c->curve &&
+         slm_zkeys_apply_client(c->sock, c->server_key, c->public_key,
+                                c->secret_key) != SLM_OK) ||
+        zmq_socket_monitor(c->sock, monitor_ep,
+                           ZMQ_EVENT_DISCONNECTED |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0 ||
         !(c->monitor = zmq_socket(c->ctx, ZMQ_PAIR)) ||
         set_int(c->monitor, ZMQ_LINGER, 0) != 0 ||
         zmq_connect(c->monitor, monitor_ep) != 0) {
@@ -221,17 +233,23 @@ static shardlm_client_code_t open_socket(shardlm_client_t *c)
 }
 
 /* Takes every pending monitor event; true if there was one. */
-static bool drain_monitor(shardlm_client_t *c)
+static bool drain_monitor(shardlm_client_t *c, bool *refused)
 {
     bool any = false;
     for (;;) {
         zmq_msg_t frame;
         zmq_msg_init(&frame);
         const int n = zmq_msg_recv(&frame, c->monitor, ZMQ_DONTWAIT);
+        uint16_t event = 0;
+        if (n >= 2 && zmq_msg_more(&frame))
+            memcpy(&event, zmq_msg_data(&frame), 2); /* an event's id */
         zmq_msg_close(&frame);
         if (n < 0)
             return any;
-        any = true; /* each event is two frames; any frame will do */
+        any = true;
+        if (refused && (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                        event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL))
+            *refused = true;
     }
 }
 
@@ -239,7 +257,7 @@ static bool drain_monitor(shardlm_client_t *c)
  * connection dropped since. */
 static shardlm_client_code_t ready_socket(shardlm_client_t *c)
 {
-    if (c->sock && (drain_monitor(c) || c->stale))
+    if (c->sock && (drain_monitor(c, NULL) || c->stale))
         close_socket(c);
     if (!c->sock)
         return open_socket(c);
@@ -354,9 +372,17 @@ static shardlm_client_code_t next_message(shardlm_client_t *c, double deadline,
         if (items[0].revents & ZMQ_POLLIN)
             return receive(c, out);
         if (items[1].revents & ZMQ_POLLIN) {
-            drain_monitor(c);
+            bool refused = false;
+            drain_monitor(c, &refused);
             c->stale = true;
             c->dropped = true;
+            if (refused)
+                return fail(c, SHARDLM_CLIENT_UNAVAILABLE,
+                            "%s refused us in the handshake: %s", c->endpoint,
+                            c->curve ? "our key is not in its allowlist, or "
+                                       "the server key is not its own"
+                                     : "it wants CURVE (give the server's "
+                                       "public key and ours)");
             return fail(c, SHARDLM_CLIENT_UNAVAILABLE,
                         "the connection to %s was lost (the server went "
                         "away or stopped answering)",
@@ -415,6 +441,25 @@ shardlm_client_code_t shardlm_client_connect(const char *endpoint,
         return fail(NULL, SHARDLM_CLIENT_INTERNAL, "out of memory");
     snprintf(c->endpoint, sizeof c->endpoint, "%s", endpoint);
     c->timeout_ms = timeout ? timeout : SHARDLM_CLIENT_DEFAULT_TIMEOUT_MS;
+    const char *skf = o ? o->server_key_file : NULL;
+    const char *kf = o ? o->key_file : NULL;
+    if (!skf != !kf) {
+        free(c);
+        return fail(NULL, SHARDLM_CLIENT_INVALID_ARGUMENT,
+                    "CURVE needs both the server's public key file and our "
+                    "secret key file");
+    }
+    if (skf) {
+        if (slm_zkeys_load_public(skf, c->server_key) != SLM_OK ||
+            slm_zkeys_load_secret(kf, c->public_key, c->secret_key) != SLM_OK) {
+            fail(NULL, SHARDLM_CLIENT_INVALID_ARGUMENT, "%s",
+                 slm_error_message());
+            slm_zkeys_wipe(c->secret_key, sizeof c->secret_key);
+            free(c);
+            return SHARDLM_CLIENT_INVALID_ARGUMENT;
+        }
+        c->curve = true;
+    }
     /* Made-up request ids must not repeat across processes on a server;
      * without getrandom, the clock, the pid and the address will do. */
     if (getrandom(&c->id_seed, sizeof c->id_seed, GRND_NONBLOCK) !=
@@ -448,6 +493,7 @@ void shardlm_client_destroy(shardlm_client_t **pc)
     if (c->ctx)
         while (zmq_ctx_term(c->ctx) != 0 && zmq_errno() == EINTR)
             ;
+    slm_zkeys_wipe(c->secret_key, sizeof c->secret_key);
     free(c);
     *pc = NULL;
 }
@@ -674,6 +720,10 @@ shardlm_client_generate(shardlm_client_t *c,
                     }
                 }
             }
+        } else if (kind == SHARDLM__CLIENT__SERVER_MESSAGE__BODY_QUEUED &&
+                   strcmp(m->queued->request_id, id) == 0) {
+            /* Waiting behind others: the server is alive, keep waiting. */
+            deadline = slm_now_seconds() + timeout;
         } else if (kind == BODY_FINAL &&
                    strcmp(m->final->request_id, id) == 0) {
             take_final(res, m->final);

@@ -48,11 +48,15 @@
 #define EXIT_CODE_BASE   10
 
 static const char usage_text[] =
-    "usage: " PROG " [--connect ENDPOINT] [--timeout-ms MS] COMMAND ...\n"
+    "usage: " PROG " [--connect ENDPOINT] [--timeout-ms MS]\n"
+    "       [--server-key FILE --key FILE] COMMAND ...\n"
     "\n"
     "  --connect ENDPOINT  the server (default " DEFAULT_ENDPOINT ")\n"
     "  --timeout-ms MS     the longest wait for a message from the server\n"
     "                      (default 30000)\n"
+    "  --server-key FILE   the server's CURVE public key (PREFIX.key)\n"
+    "  --key FILE          our CURVE secret key (PREFIX.key_secret, 0600);\n"
+    "                      both or neither (plaintext: an --insecure server)\n"
     "\n"
     "commands:\n"
     "  generate (--prompt TEXT | --token-ids 1,2,3) [options]\n"
@@ -471,10 +475,12 @@ static int cmd_info(shardlm_client_t *c, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    enum { OPT_CONNECT = 1000, OPT_TIMEOUT_MS, OPT_HELP };
+    enum { OPT_CONNECT = 1000, OPT_TIMEOUT_MS, OPT_HELP, OPT_SKEY, OPT_KEY };
     static const struct option longopts[] = {
         {"connect", required_argument, NULL, OPT_CONNECT},
         {"timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS},
+        {"server-key", required_argument, NULL, OPT_SKEY},
+        {"key", required_argument, NULL, OPT_KEY},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -493,6 +499,12 @@ int main(int argc, char **argv)
             if (!parse_i64("--timeout-ms", optarg, 0, INT32_MAX, &v))
                 return EXIT_CODE_BASE + SHARDLM_CLIENT_INVALID_ARGUMENT;
             opts.timeout_ms = (int32_t)v;
+            break;
+        case OPT_SKEY:
+            opts.server_key_file = optarg;
+            break;
+        case OPT_KEY:
+            opts.key_file = optarg;
             break;
         case 'h':
         case OPT_HELP:

@@ -92,6 +92,15 @@ typedef struct {
      * between two, so a long completion is fine while chunks keep coming).
      * 0 = SHARDLM_CLIENT_DEFAULT_TIMEOUT_MS; negative is INVALID_ARGUMENT. */
     int32_t timeout_ms;
+    /* CURVE (the server's default): the file holding the server's public
+     * key (its PREFIX.key, from `shardlm keygen --curve`), and the file
+     * holding ours (our PREFIX.key_secret: mode 0600, ours; the public key
+     * is derived from it). Both or neither (plaintext, for a server started
+     * with --insecure); files only - keys never come from arguments or the
+     * environment. A server that refuses our key fails calls at once with
+     * UNAVAILABLE. */
+    const char *server_key_file;
+    const char *key_file;
 } shardlm_client_options_t;
 
 /* Makes a handle for the server at endpoint (a ZeroMQ endpoint such as

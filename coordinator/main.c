@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "common/privilege.h"
+#include "common/zkeys.h"
 #include "coordinator/cli.h"
 #include "coordinator/manifest_cmd.h"
 #include "coordinator/generate.h"
@@ -57,6 +58,10 @@ static void usage(FILE *f)
         "                  --seq-len S) [--separate-classifier] [--seed S]\n"
         "      Writes a llama2.c checkpoint with seeded random weights.\n"
         "      Shapes: %s.\n"
+        "  shardlm keygen --curve PREFIX\n"
+        "      Writes PREFIX.key_secret (0600) and PREFIX.key: a CURVE pair for\n"
+        "      serve --server-key or shardlm-client --key (list client keys\n"
+        "      in serve --clients FILE as \"<PREFIX.key contents> tenant\").\n"
         "  shardlm keygen --sign PREFIX\n"
         "      Writes PREFIX.secret (0600) and PREFIX.public: an Ed25519 pair\n"
         "      for signing manifests.\n"
@@ -348,6 +353,17 @@ int main(int argc, char **argv)
         return cmd_mkmodel(argc - 1, argv + 1);
     if (strcmp(cmd, "manifest") == 0)
         return slm_manifest_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "keygen") == 0 && argc == 4 &&
+        strcmp(argv[2], "--curve") == 0) {
+        /* CURVE pairs for the client API: PREFIX.key_secret (0600) and
+         * PREFIX.key, for a server (--server-key) or a client (--key). */
+        slm_status rc = slm_zkeys_generate(argv[3]);
+        if (rc != SLM_OK)
+            return fail_exit(rc);
+        fprintf(stderr, "shardlm: wrote %s.key_secret (0600) and %s.key\n",
+                argv[3], argv[3]);
+        return 0;
+    }
     if (strcmp(cmd, "keygen") == 0)
         return slm_keygen_sign_main(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0)

@@ -44,6 +44,8 @@ typedef struct {
     slm_device_kind device; /* as asked; each shard resolves it */
     bool allow_root, allow_core_dump;
     const char *manifest, *public_key;
+    const char *server_key, *clients, *audit_log;
+    bool insecure;
     bool serve; /* clients over ZeroMQ until a signal, instead of a batch */
 } run_options;
 
@@ -101,7 +103,11 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         O_HEARTBEAT_TIMEOUT,
         O_QUEUE,
         O_MAX_TOKENS,
-        O_DEVICE
+        O_DEVICE,
+        O_SERVER_KEY,
+        O_CLIENTS,
+        O_AUDIT,
+        O_INSECURE
     };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
@@ -123,6 +129,10 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         {"queue-depth", required_argument, NULL, O_QUEUE},
         {"max-tokens", required_argument, NULL, O_MAX_TOKENS},
         {"device", required_argument, NULL, O_DEVICE},
+        {"server-key", required_argument, NULL, O_SERVER_KEY},
+        {"clients", required_argument, NULL, O_CLIENTS},
+        {"audit-log", required_argument, NULL, O_AUDIT},
+        {"insecure", no_argument, NULL, O_INSECURE},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
@@ -201,6 +211,18 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         case O_DEVICE:
             rc = slm_device_parse(optarg, &o->device);
             break;
+        case O_SERVER_KEY:
+            o->server_key = optarg;
+            break;
+        case O_CLIENTS:
+            o->clients = optarg;
+            break;
+        case O_AUDIT:
+            o->audit_log = optarg;
+            break;
+        case O_INSECURE:
+            o->insecure = true;
+            break;
         case SLM_OPT_ALLOW_ROOT:
             o->allow_root = true;
             break;
@@ -235,6 +257,14 @@ static slm_status parse_options(int argc, char **argv, bool serve,
                         "--heartbeat-ms %lld",
                         (long long)o->heartbeat_timeout_ms,
                         (long long)o->heartbeat_ms);
+    if (o->serve && !o->insecure && (!o->server_key || !o->clients))
+        return slm_fail(SLM_ERR_INVALID,
+                        "serve needs --server-key FILE and --clients FILE "
+                        "(CURVE: only listed clients get in), or --insecure "
+                        "(plaintext, anyone who can reach --listen)");
+    if (o->insecure && (o->server_key || o->clients))
+        return slm_fail(SLM_ERR_INVALID,
+                        "--insecure contradicts --server-key / --clients");
     /* serve: -n is a request's default completion length, 0 = 256 */
     if (o->serve && o->steps == 0)
         o->steps = 256;
@@ -395,6 +425,10 @@ static slm_status coordinate(const run_options *o, FILE *out,
             (uint32_t)o->queue_depth,
             (uint32_t)o->max_tokens,
             (uint32_t)(o->steps < o->max_tokens ? o->steps : o->max_tokens),
+            o->server_key,
+            o->clients,
+            o->audit_log,
+            o->insecure,
         };
         SLM_CHECK_GOTO(slm_server_run(cluster, cfg, tok, &so), rc, done);
     } else {

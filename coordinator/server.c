@@ -10,8 +10,11 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "common/audit.h"
 #include "common/clock.h"
 #include "common/utf8.h"
+#include "common/zap.h"
+#include "common/zkeys.h"
 #include "coordinator/generate.h"
 #include "coordinator/sampler.h"
 #include "proto/client_wire.h"
@@ -47,7 +50,11 @@ typedef struct request {
 
 typedef struct {
     void *ctx, *sock;
-    char endpoint[256]; /* as bound: a "*" port resolved */
+    char endpoint[256];                /* as bound: a "*" port resolved */
+    char public_key[SLM_ZKEY_Z85_BUF]; /* ours, announced for clients */
+    slm_allowlist_t *clients;
+    slm_audit_t *audit;
+    slm_zap_t *zap;
     slm_cluster_t *cluster;
     slm_model_runner runner;
     const slm_model_config *cfg;
@@ -58,6 +65,7 @@ typedef struct {
     uint32_t queued;
     request *active;
     uint64_t served, rejected, malformed;
+    double queued_notice_at; /* when the queue was last told its places */
 } server;
 
 static volatile sig_atomic_t g_signal;
@@ -350,6 +358,32 @@ static void on_generate(server *s, const uint8_t *peer, size_t peer_len,
         s->head = r;
     s->tail = r;
     s->queued++;
+    if (s->active || s->queued > 1) { /* it will wait: say so at once */
+        Shardlm__Client__Queued q = SHARDLM__CLIENT__QUEUED__INIT;
+        q.request_id = r->id;
+        q.position = s->queued - 1;
+        slm_server_msg m = SHARDLM__CLIENT__SERVER_MESSAGE__INIT;
+        m.body_case = SHARDLM__CLIENT__SERVER_MESSAGE__BODY_QUEUED;
+        m.queued = &q;
+        if (!send_to(s, peer, peer_len, &m))
+            r->gone = true;
+    }
+}
+
+/* Tells every waiting request its place (see Queued in client.proto). */
+static void notify_queue(server *s)
+{
+    uint32_t position = 0;
+    for (request *r = s->head; r; r = r->next, position++) {
+        Shardlm__Client__Queued q = SHARDLM__CLIENT__QUEUED__INIT;
+        q.request_id = r->id;
+        q.position = position;
+        slm_server_msg m = SHARDLM__CLIENT__SERVER_MESSAGE__INIT;
+        m.body_case = SHARDLM__CLIENT__SERVER_MESSAGE__BODY_QUEUED;
+        m.queued = &q;
+        if (!r->gone && !send_to(s, r->peer, r->peer_len, &m))
+            r->gone = true; /* dropped when it reaches the front */
+    }
 }
 
 static void on_cancel(server *s, const uint8_t *peer, size_t peer_len,
@@ -445,6 +479,19 @@ static void on_info(server *s, const uint8_t *peer, size_t peer_len)
     (void)send_to(s, peer, peer_len, &m);
 }
 
+/* A client's message failed validation: who (the ZAP handler's tenant and
+ * the peer's address, which ZeroMQ attaches to every frame) and why. */
+static void audit_malformed(server *s, zmq_msg_t *frame, const char *why)
+{
+    const char *tenant = zmq_msg_gets(frame, "User-Id");
+    const char *peer = zmq_msg_gets(frame, "Peer-Address");
+    slm_audit_record(s->audit, SLM_AUDIT_MALFORMED_MESSAGE,
+                     &(slm_audit_entry){.peer = peer,
+                                        .domain = SLM_ZAP_DOMAIN_CLIENTS,
+                                        .tenant = tenant,
+                                        .reason = why});
+}
+
 /* One message from a client: [routing id][body]. Anything else is dropped
  * whole; a body that does not validate gets INVALID_ARGUMENT. */
 static void take_one(server *s, double now)
@@ -470,6 +517,7 @@ static void take_one(server *s, double now)
     }
     if (frames != 1) {
         s->malformed++;
+        audit_malformed(s, &id, "not exactly one frame");
         send_error(s, peer, peer_len, "",
                    SHARDLM__CLIENT__ERROR__CODE__INVALID_ARGUMENT,
                    frames ? "a message must be exactly one frame"
@@ -480,6 +528,7 @@ static void take_one(server *s, double now)
     if (slm_client_unpack_request(zmq_msg_data(&body), zmq_msg_size(&body),
                                   &s->lim, &m) != SLM_OK) {
         s->malformed++;
+        audit_malformed(s, &body, slm_error_message());
         send_error(s, peer, peer_len, "",
                    SHARDLM__CLIENT__ERROR__CODE__INVALID_ARGUMENT,
                    slm_error_message());
@@ -750,7 +799,9 @@ static void fail_all(server *s, error_code code, const char *message)
 
 static slm_status open_socket(server *s)
 {
-    const int64_t max = (int64_t)SLM_CLIENT_MAX_MESSAGE_BYTES;
+    /* CURVE's box travels in each frame and counts against the limit. */
+    const int64_t max = (int64_t)SLM_CLIENT_MAX_MESSAGE_BYTES +
+                        (s->o->insecure ? 0 : SLM_ZKEY_CURVE_OVERHEAD);
     /* Messages buffered per client: a few requests' worth, so a client that
      * floods cannot park gigabytes in the socket. */
     const int zero = 0, one = 1, hwm = 64;
@@ -766,6 +817,33 @@ static slm_status open_socket(server *s)
         zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0)
         return slm_fail(SLM_ERR_IO, "serve: zmq_setsockopt: %s",
                         zmq_strerror(zmq_errno()));
+    SLM_CHECK(slm_audit_open(&(slm_audit_options){.path = s->o->audit_log},
+                             &s->audit));
+    if (s->o->insecure) {
+        fprintf(stderr,
+                "shardlm serve: WARNING: --insecure: the client API "
+                "is plaintext and admits anyone who can reach %s\n",
+                s->o->listen);
+    } else {
+        if (!s->o->server_key_file || !s->o->clients_file)
+            return slm_fail(SLM_ERR_INVALID,
+                            "serve needs --server-key FILE and --clients FILE "
+                            "(CURVE, only listed clients), or --insecure");
+        char secret[SLM_ZKEY_Z85_BUF];
+        SLM_CHECK(slm_allowlist_load(s->o->clients_file,
+                                     SLM_ALLOWLIST_MAX_ENTRIES, &s->clients));
+        SLM_CHECK(slm_zkeys_load_secret(s->o->server_key_file, s->public_key,
+                                        secret));
+        /* The handler runs before the socket is bound: no peer is ever
+         * let in unvetted (and ZAP_ENFORCE_DOMAIN refuses all without it). */
+        slm_status rc =
+            slm_zap_start(s->ctx, s->clients, NULL, s->audit, &s->zap);
+        if (rc == SLM_OK)
+            rc =
+                slm_zkeys_apply_server(s->sock, secret, SLM_ZAP_DOMAIN_CLIENTS);
+        slm_zkeys_wipe(secret, sizeof secret);
+        SLM_CHECK(rc);
+    }
     size_t len = sizeof s->endpoint;
     if (zmq_bind(s->sock, s->o->listen) != 0 ||
         zmq_getsockopt(s->sock, ZMQ_LAST_ENDPOINT, s->endpoint, &len) != 0)
@@ -805,11 +883,18 @@ slm_status slm_server_run(slm_cluster_t *cluster, const slm_model_config *cfg,
     slm_cluster_watch(cluster, s.sock, on_wakeup, &s);
     /* The bound endpoint, so that "tcp://127.0.0.1:*" can be found. */
     fprintf(stderr,
-            "shardlm serve: listening on %s (queue %u, max_tokens %u)\n",
-            s.endpoint, o->queue_depth, o->max_tokens);
+            "shardlm serve: listening on %s (queue %u, max_tokens %u, %s%s)\n",
+            s.endpoint, o->queue_depth, o->max_tokens,
+            o->insecure ? "plaintext" : "CURVE, server key ",
+            o->insecure ? "" : s.public_key);
 
     while (!g_signal && rc == SLM_OK) {
-        sweep_queue(&s, slm_now_seconds());
+        const double now = slm_now_seconds();
+        sweep_queue(&s, now);
+        if (s.head && now - s.queued_notice_at >= 1.0) {
+            notify_queue(&s);
+            s.queued_notice_at = now;
+        }
         if (!s.active)
             start_next(&s);
         if (s.active)
@@ -844,7 +929,10 @@ close:
         (void)zmq_setsockopt(s.sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
         zmq_close(s.sock);
     }
+    slm_zap_stop(&s.zap); /* before the context ends: it holds a socket */
     if (s.ctx)
         zmq_ctx_term(s.ctx);
+    slm_allowlist_destroy(&s.clients);
+    slm_audit_close(&s.audit);
     return rc;
 }

@@ -35,6 +35,15 @@ typedef struct {
     uint32_t queue_depth;    /* requests waiting behind the running one */
     uint32_t max_tokens;     /* cap on a request's max_tokens */
     uint32_t default_tokens; /* a request's max_tokens when it gives 0 */
+    /* Authentication (issue 6): CURVE with the secret key in
+     * server_key_file (0600) and a ZAP handler admitting only the keys of
+     * clients_file (lines "<public key> <tenant>"); or, with insecure, a
+     * plaintext socket and a warning. Security events go to audit_log
+     * (NULL: stderr). */
+    const char *server_key_file;
+    const char *clients_file;
+    const char *audit_log;
+    bool insecure;
 } slm_server_options;
 
 /* Serves until a signal (SLM_OK once every request is answered) or until

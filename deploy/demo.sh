@@ -20,13 +20,21 @@ mpirun=(mpirun --oversubscribe)
 asroot=() # shardlm refuses root unless told; the demo says so for you
 [ "$(id -u)" -eq 0 ] && mpirun+=(--allow-run-as-root) && asroot=(--allow-root)
 log=$(mktemp)
+# CURVE, as serve requires by default: a server key pair, one client key pair,
+# and the allowlist naming that client (tenant "demo"). Keys live in files
+# only (0600 for secrets), never on command lines.
+keys=$(mktemp -d)
+build/release/shardlm keygen --curve "$keys/server" 2>/dev/null
+build/release/shardlm keygen --curve "$keys/client" 2>/dev/null
+printf '%s demo\n' "$(cat "$keys/client.key")" >"$keys/clients"
 # One OpenMP thread per shard: the ranks already share the cores. Port "*":
 # any free one, on loopback.
 OMP_NUM_THREADS=1 "${mpirun[@]}" -np $((1 + tp)) build/release/shardlm serve "${asroot[@]}" \
     --model "$models/stories260K.bin" --tokenizer "$models/tok512.bin" \
-    --tp "$tp" --listen 'tcp://127.0.0.1:*' 2>"$log" &
+    --tp "$tp" --listen 'tcp://127.0.0.1:*' --server-key "$keys/server.key_secret" \
+    --clients "$keys/clients" 2>"$log" &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -f "$log"' EXIT
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$log" "$keys"' EXIT
 ep=
 for _ in $(seq 300); do
     ep=$(sed -n 's/^shardlm serve: listening on \([^ ]*\) .*/\1/p' "$log")
@@ -36,11 +44,11 @@ for _ in $(seq 300); do
 done
 [ -n "$ep" ] || { cat "$log"; exit 1; }
 echo "== shardlm serve on $ep"
-"$client" --connect "$ep" info
+"$client" --connect "$ep" --server-key "$keys/server.key" --key "$keys/client.key_secret" info
 echo "== shardlm-client generate"
 printf 'Once upon a time'
-"$client" --connect "$ep" generate --prompt "Once upon a time" -n 200 \
+"$client" --connect "$ep" --server-key "$keys/server.key" --key "$keys/client.key_secret" generate --prompt "Once upon a time" -n 200 \
     --temperature 0.8 --top-p 0.9 --seed 42 "$@"
 echo
 echo "== shardlm-client health"
-"$client" --connect "$ep" health
+"$client" --connect "$ep" --server-key "$keys/server.key" --key "$keys/client.key_secret" health

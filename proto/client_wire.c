@@ -347,6 +347,9 @@ static slm_status check_response(const slm_server_msg *m,
         return check_error(m->error, lim);
     case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_HEALTH:
         return check_health(m->health);
+    case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_QUEUED:
+        return check_request_id(RESP, "Queued.request_id",
+                                m->queued->request_id, true, lim);
     case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_INFO:
         SLM_CHECK(check_string(RESP, "InfoResponse.model", m->info->model,
                                SLM_CLIENT_MAX_STRING_BYTES));
@@ -355,7 +358,7 @@ static slm_status check_response(const slm_server_msg *m,
     default:
         return slm_fail(SLM_ERR_FORMAT,
                         RESP ": body = %d, expected one of chunk, final, "
-                             "error, health, info",
+                             "error, health, info, queued",
                         (int)m->body_case);
     }
 }

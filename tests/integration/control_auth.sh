@@ -15,7 +15,7 @@ intruder=${SHARDLM_TEST_BIN_DIR:-}/control_intruder
     { echo "FAIL shardlm-client or control_intruder not built"; exit 1; }
 export OMP_NUM_THREADS=1
 
-"${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 --model "$model" \
+"${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --insecure --tp 2 --model "$model" \
     --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' 2>"$tmp/err" &
 pid=$!
 ep=

@@ -15,6 +15,13 @@ garbage=${SHARDLM_TEST_BIN_DIR:-}/client_garbage
 [ -x "$client" ] || { echo "FAIL shardlm-client not built at $client"; exit 1; }
 export OMP_NUM_THREADS=1
 
+# CURVE by default: a server pair, a listed client and an unlisted one.
+for k in server client stranger; do
+    "$bin" keygen --curve "$tmp/$k" 2>/dev/null || { echo "FAIL keygen $k"; exit 1; }
+done
+printf '# tenant keys\n%s alice\n' "$(cat "$tmp/client.key")" >"$tmp/clients"
+keys=(--server-key "$tmp/server.key" --key "$tmp/client.key_secret")
+
 # start_server NAME ARGS...: mpirun in the background; sets $ep and $pid.
 start_server() {
     local name=$1
@@ -22,7 +29,9 @@ start_server() {
     # Fault detection is serve_faults.sh's subject; here, a heartbeat
     # timeout with room for an oversubscribed, sanitized host under load.
     "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 --tokenizer "$tok" \
-        --listen 'tcp://127.0.0.1:*' --heartbeat-timeout-ms 10000 "$@" \
+        --listen 'tcp://127.0.0.1:*' --heartbeat-timeout-ms 10000 \
+        --server-key "$tmp/server.key_secret" --clients "$tmp/clients" \
+        --audit-log "$tmp/$name.audit" "$@" \
         2>"$tmp/$name.err" &
     pid=$!
     ep=
@@ -50,7 +59,7 @@ golden_prefix() {
     { cat "$golden/$1.prompt"; cat "$2"; } | head -c $n | cmp -s - <(head -c $n "$want")
 }
 
-gen() { "$client" --connect "$ep" generate "$@"; }
+gen() { "$client" --connect "$ep" "${keys[@]}" generate "$@"; }
 
 # failed_with NAME RC CODE ERRFILE: the client exited non-zero naming CODE.
 failed_with() {
@@ -105,7 +114,7 @@ rc=$?
 failed_with "prompt longer than the context" $rc INVALID_ARGUMENT "$tmp/long.err"
 
 if [ -x "$garbage" ]; then
-    "$garbage" "$ep" >"$tmp/garbage.out" 2>&1
+    "$garbage" "$ep" "$tmp/server.key" "$tmp/client.key_secret" >"$tmp/garbage.out" 2>&1
     check "hostile client messages: answered or dropped, never a crash" test $? -eq 0
     [ $? -eq 0 ] || tail -5 "$tmp/garbage.out"
 else
@@ -114,13 +123,34 @@ fi
 gen --prompt "$(cat "$golden/02.prompt")" -n 300 --temperature 0 >"$tmp/after.out" 2>/dev/null
 check "after the hostile messages: golden" golden_prefix 02 "$tmp/after.out"
 
-"$client" --connect "$ep" info >"$tmp/info.out" 2>&1
+"$client" --connect "$ep" "${keys[@]}" info >"$tmp/info.out" 2>&1
 check "info: exit 0" test $? -eq 0
 check "info: names the model and the split" \
     bash -c "grep -q stories260K '$tmp/info.out' && grep -Eiq 'tp[^0-9]*2' '$tmp/info.out'"
-"$client" --connect "$ep" health >"$tmp/health.out" 2>&1
+"$client" --connect "$ep" "${keys[@]}" health >"$tmp/health.out" 2>&1
 check "health: SERVING, exit 0" bash -c "[ $? -eq 0 ] && grep -q SERVING '$tmp/health.out'"
 check "health: one line per rank" test "$(grep -Eic 'rank' "$tmp/health.out")" -ge 3
+
+# Authentication: an unlisted key and a plaintext client are refused in the
+# handshake (fast, with the reason), the audit log records the unlisted
+# key, and listed clients are still served.
+t0=$SECONDS
+"$client" --connect "$ep" --server-key "$tmp/server.key" \
+    --key "$tmp/stranger.key_secret" --timeout-ms 20000 health >/dev/null 2>"$tmp/stranger.err"
+rc=$?
+failed_with "unlisted key refused" $rc "UNAVAILABLE.*refused us in the handshake" "$tmp/stranger.err"
+check "... within 5 s, not at the timeout ($((SECONDS - t0)) s)" test $((SECONDS - t0)) -le 5
+"$client" --connect "$ep" --timeout-ms 3000 health >/dev/null 2>"$tmp/plain.err"
+rc=$?
+failed_with "plaintext client refused" $rc UNAVAILABLE "$tmp/plain.err"
+# (-F: a Z85 key is full of regular-expression characters)
+check "audit log: the unlisted key's refusal, as JSON" \
+    bash -c "grep '\"event\":\"auth_refused\"' '$tmp/main.audit' |
+        grep -qF '\"key\":\"$(cat "$tmp/stranger.key")\"'"
+check "audit log: malformed messages of the listed client, with its tenant" \
+    grep -q '"event":"malformed_message".*"tenant":"alice"' "$tmp/main.audit"
+gen --prompt "$(cat "$golden/01.prompt")" -n 300 --temperature 0 >"$tmp/auth.out" 2>/dev/null
+check "after the refusals: a listed client still gets the golden text" golden_prefix 01 "$tmp/auth.out"
 stop_server $pid
 
 # ---- a slower model: queue overflow, cancel, deadlines ----
@@ -136,7 +166,7 @@ wait_streaming() {
 
 # Started directly (not through the gen function, whose subshell would
 # ignore SIGINT), so that $a is the client itself.
-"$client" --connect "$ep" generate --prompt "Once" -n 2000 --temperature 0 \
+"$client" --connect "$ep" "${keys[@]}" generate --prompt "Once" -n 2000 --temperature 0 \
     >"$tmp/a.out" 2>"$tmp/a.err" &
 a=$!
 check "long request: streaming" wait_streaming "$tmp/a.out"
@@ -146,7 +176,7 @@ gen --prompt "Once" -n 5 >"$tmp/c.out" 2>"$tmp/c.err" &
 c=$!
 # Until the coordinator reports b and c queued behind a.
 for _ in $(seq 100); do
-    "$client" --connect "$ep" --timeout-ms 2000 health 2>/dev/null |
+    "$client" --connect "$ep" "${keys[@]}" --timeout-ms 2000 health 2>/dev/null |
         grep -q "2 queued" && break
     sleep 0.05
 done
@@ -167,7 +197,7 @@ rc=$?
 failed_with "deadline while running" $rc DEADLINE_EXCEEDED "$tmp/e.err"
 check "deadline while running: some text came first" test -s "$tmp/e.out"
 
-"$client" --connect "$ep" generate --prompt "Once" -n 2000 --temperature 0 \
+"$client" --connect "$ep" "${keys[@]}" generate --prompt "Once" -n 2000 --temperature 0 \
     >"$tmp/f.out" 2>"$tmp/f.err" &
 f=$!
 wait_streaming "$tmp/f.out"

@@ -32,7 +32,7 @@ job_procs() {
 
 fault() { # SIGNAL VICTIM_RANK
     local sig=$1 rank=$2 pid ep a b victim t0 rc
-    "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 --model "$tmp/slow.bin" \
+    "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --insecure --tp 2 --model "$tmp/slow.bin" \
         --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' 2>"$tmp/$sig.err" &
     pid=$!
     ep=
@@ -98,7 +98,7 @@ fault() { # SIGNAL VICTIM_RANK
 # shard leave and exits 0.
 graceful() {
     local pid ep a rc p
-    "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 --model "$tmp/slow.bin" \
+    "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --insecure --tp 2 --model "$tmp/slow.bin" \
         --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' 2>"$tmp/term.err" &
     pid=$!
     ep=

@@ -99,7 +99,7 @@ if [ -x "$client" ]; then
     jobid=$(sbatch --parsable --ntasks=3 --overcommit --time=5 --chdir="$tmp" \
         --output="$tmp/real-serve-%j.out" \
         --export="ALL,TP=2,MODEL=$model,TOKENIZER=$tok,SHARDLM=$bin,PORT=$port" \
-        "$srcdir/deploy/slurm/serve.sbatch" "${asroot[@]}")
+        "$srcdir/deploy/slurm/serve.sbatch" "${asroot[@]}" --insecure)
     endpoint=tcp://127.0.0.1:$port
     for i in $(seq 150); do
         "$client" --connect "$endpoint" --timeout-ms 500 health >"$tmp/health" 2>&1 && break

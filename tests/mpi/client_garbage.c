@@ -37,6 +37,7 @@
 
 #include <zmq.h>
 
+#include "common/zkeys.h"
 #include "proto/client_wire.h"
 #include "tests/testutil.h"
 
@@ -258,10 +259,22 @@ static void group(const char *next)
     grp.name = next;
 }
 
+/* CURVE keys when the server wants them (argv[2], argv[3]): the hostile
+ * bytes then come from a listed client, past authentication - the case the
+ * parsers must survive. */
+static bool curve;
+static char server_key[SLM_ZKEY_Z85_BUF], my_public[SLM_ZKEY_Z85_BUF],
+    my_secret[SLM_ZKEY_Z85_BUF];
+
 static void *dealer(void)
 {
     void *s = zmq_socket(ctx, ZMQ_DEALER);
     const int linger = 0, timeout = WAIT_MS;
+    if (s && curve &&
+        slm_zkeys_apply_client(s, server_key, my_public, my_secret) != SLM_OK) {
+        fprintf(stderr, "client_garbage: %s\n", slm_error_message());
+        exit(2);
+    }
     if (!s || zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) ||
         zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout, sizeof timeout) ||
         zmq_connect(s, endpoint)) {
@@ -318,11 +331,20 @@ static const buf control[] = {
 
 int main(int argc, char **argv)
 {
-    if (argc != 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: client_garbage ENDPOINT\n");
+    if ((argc != 2 && argc != 4) || argv[1][0] == '-') {
+        fprintf(stderr, "usage: client_garbage ENDPOINT [SERVER_KEY_FILE "
+                        "CLIENT_SECRET_KEY_FILE]\n");
         return 2;
     }
     endpoint = argv[1];
+    if (argc == 4) {
+        if (slm_zkeys_load_public(argv[2], server_key) != SLM_OK ||
+            slm_zkeys_load_secret(argv[3], my_public, my_secret) != SLM_OK) {
+            fprintf(stderr, "client_garbage: %s\n", slm_error_message());
+            return 2;
+        }
+        curve = true;
+    }
     ctx = zmq_ctx_new();
     void *s = dealer();
     buf b = {0};

@@ -354,6 +354,9 @@ static void assert_valid_response(const slm_server_msg *m)
         assert_true(strlen(m->info->model) <= 1024);
         assert_true(strlen(m->info->version) <= 1024);
         break;
+    case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_QUEUED:
+        assert_id(m->queued->request_id, true);
+        break;
     default:
         fail_msg("unpack accepted body_case %d", (int)m->body_case);
     }
