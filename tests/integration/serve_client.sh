@@ -220,4 +220,10 @@ check "random bytes from the model: stream is valid UTF-8" \
 check "random bytes from the model: broken characters became U+FFFD" \
     grep -q $'\xef\xbf\xbd' "$tmp/bytes.out"
 stop_server $pid
+# On failure, what the servers said (in CI the scratch directory is gone).
+if [ $fails -ne 0 ]; then
+    for f in "$tmp"/*.err; do
+        case $f in */main.err | */slow.err) echo "--- $f"; tail -20 "$f" ;; esac
+    done
+fi
 finish
