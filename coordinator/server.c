@@ -141,7 +141,8 @@ static void send_chunk(server *s, request *r, const int32_t *ids, size_t n_ids,
         r->gone = true;
         return;
     }
-    memcpy(t, text, len);
+    if (len)
+        memcpy(t, text, len);
     t[len] = '\0';
     Shardlm__Client__Chunk c = SHARDLM__CLIENT__CHUNK__INIT;
     c.request_id = r->id;
@@ -603,7 +604,9 @@ static bool held_reserve(request *r, size_t more)
 static bool held_append_utf8(request *r, const char *piece, size_t len)
 {
     const size_t n = r->tail_len + len;
-    uint8_t *in = malloc(n ? n : 1);
+    if (n == 0) /* an empty or hidden piece: r->held may still be NULL */
+        return true;
+    uint8_t *in = malloc(n);
     if (!in || !held_reserve(r, 3 * n)) { /* each byte: at most U+FFFD */
         free(in);
         return false;
@@ -671,7 +674,8 @@ static bool emit_piece(server *s, request *r, int32_t id, const char *piece,
     }
     const size_t sent = r->held_len - keep;
     send_chunk(s, r, &id, 1, r->held, sent);
-    memmove(r->held, r->held + sent, keep);
+    if (keep)
+        memmove(r->held, r->held + sent, keep);
     r->held_len = keep;
     return true;
 }
