@@ -22,6 +22,8 @@ packages=(
     libjansson-dev # JSON: the JSONL batch format
     libsodium-dev # SHA-256 and Ed25519: model manifests and their signatures
     jq            # tests: reading JSONL results
+    clang         # tests/fuzz/run.sh: libFuzzer targets with ASan+UBSan
+    libclang-rt-14-dev # libFuzzer's and the sanitizers' runtimes for clang
     # Slurm (deploy/slurm/*.sbatch; tests/integration/slurm_batch.sh runs a
     # private one-node cluster of these daemons). Installing them configures
     # no cluster: without /etc/slurm/slurm.conf slurmctld and slurmd stay

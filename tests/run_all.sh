@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs the dependencies,
 # then builds and runs every test twice - a release build with warnings as
-# errors (and the CUDA kernels, where nvcc is found), and an ASan+UBSan build.
+# errors (and the CUDA kernels, where nvcc is found), and an ASan+UBSan build -
+# then runs every libFuzzer target for a minute (tests/fuzz/run.sh).
 # Tests needing the shared models or a GPU report themselves skipped when
 # those are absent. Exits non-zero if anything fails.
 set -euo pipefail
@@ -32,4 +33,8 @@ export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 run_suite asan+ubsan build/ci-asan -DSLM_SANITIZE=ON -DSLM_CUDA=OFF \
     -DSLM_BENCH=OFF -DCMAKE_BUILD_TYPE=Debug
+# Every parser of outside bytes (control and client messages, tokenizer,
+# manifest, allowlist) under libFuzzer for ${FUZZ_SECONDS:-60} s each.
+echo "=== fuzz: every libFuzzer target"
+bash tests/fuzz/run.sh build/ci-release
 echo "=== all suites passed"
