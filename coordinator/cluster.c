@@ -352,12 +352,18 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
     c->logits = calloc((size_t)cfg->vocab_size, sizeof *c->logits);
     c->answered = calloc((size_t)n_shards, 1);
     keys = calloc((size_t)n_shards + 1, sizeof *keys);
+    if (!keys) {
+        /* The gather below needs somewhere to land, and the shards are
+         * already waiting in it: nothing to do but end the job. */
+        fprintf(stderr, "shardlm: cluster: out of memory for %d keys\n",
+                n_shards);
+        MPI_Abort(world, 1);
+    }
     /* The per-job keys first, over MPI (the launcher's channel), so that
      * the ZAP handler knows every shard before one can connect: our public
      * key out, every shard's in (rank r's lands in row r). Collective: done
      * even when something failed, which the empty endpoint then reports. */
-    rc = keys ? slm_zkeys_pair(me_public, me_secret)
-              : slm_fail(SLM_ERR_NOMEM, "cluster: out of memory");
+    rc = slm_zkeys_pair(me_public, me_secret);
     char none[SLM_ZKEY_Z85_BUF] = "";
     if (MPI_Bcast(rc == SLM_OK ? me_public : none, SLM_ZKEY_Z85_BUF, MPI_CHAR,
                   0, world) != MPI_SUCCESS ||
