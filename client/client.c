@@ -602,6 +602,7 @@ pack_generate(shardlm_client_t *c, const shardlm_client_generate_request_t *r,
     g.stop = (char **)r->stop;
     g.n_stop = r->n_stop;
     g.deadline_ms = r->deadline_ms;
+    g.ignore_eos = r->ignore_eos != 0;
     slm_client_msg m = SHARDLM__CLIENT__CLIENT_MESSAGE__INIT;
     m.body_case = SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_GENERATE;
     m.generate = &g;

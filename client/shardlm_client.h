@@ -161,6 +161,9 @@ typedef struct {
     const char *const *stop; /* n_stop stop sequences (at most 16 of at */
     size_t n_stop;           /* most 256 bytes, non-empty UTF-8) */
     uint64_t deadline_ms;    /* from the server's receipt; 0 = none; <= 24 h */
+    /* Non-zero: go on past end-of-sequence until max_tokens (which must then
+     * be set), for benchmarks of a fixed output length. */
+    int ignore_eos;
     /* Optional: when *cancel_flag becomes non-zero (set, say, by a signal
      * handler), the request is cancelled as if on_chunk had returned
      * non-zero. Looked at at least every 100 ms. */

@@ -43,6 +43,7 @@ static const char *const event_names[SLM_AUDIT__COUNT] = {
     [SLM_AUDIT_MALFORMED_MESSAGE] = "malformed_message",
     [SLM_AUDIT_MANIFEST_FAILURE] = "manifest_failure",
     [SLM_AUDIT_QUOTA_REJECTED] = "quota_rejected",
+    [SLM_AUDIT_FRAME_REJECTED] = "frame_rejected",
 };
 
 const char *slm_audit_event_name(slm_audit_event ev)

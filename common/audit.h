@@ -34,6 +34,8 @@ typedef enum {
     SLM_AUDIT_MALFORMED_MESSAGE, /* a peer's message failed validation */
     SLM_AUDIT_MANIFEST_FAILURE,  /* a model manifest or signature failed */
     SLM_AUDIT_QUOTA_REJECTED,    /* a tenant's request over its quota */
+    SLM_AUDIT_FRAME_REJECTED,    /* a frame failed CURVE's checks (tampered,
+                                    replayed, out of order) */
     SLM_AUDIT__COUNT
 } slm_audit_event;
 

@@ -17,9 +17,21 @@ typedef struct {
     size_t line; /* where it was read, for duplicate errors; 0 if added */
 } entry;
 
+typedef struct {
+    char tenant[SLM_ALLOWLIST_TENANT_MAX + 1];
+    slm_tenant_limits v;
+    size_t line;
+    bool keyed; /* some key maps to the tenant */
+} limit_entry;
+
 struct slm_allowlist {
     entry *e; /* (n), sorted by key once built */
     size_t n, cap, max;
+    limit_entry *lim; /* (n_lim), sorted by tenant once built */
+    size_t n_lim, cap_lim;
+    bool has_default; /* a "limits *" line */
+    slm_tenant_limits def;
+    size_t def_line;
 };
 
 static int cmp_entry(const void *a, const void *b)
@@ -48,6 +60,7 @@ void slm_allowlist_destroy(slm_allowlist_t **lp)
     if (!lp || !*lp)
         return;
     free((*lp)->e);
+    free((*lp)->lim);
     free(*lp);
     *lp = NULL;
 }
@@ -66,6 +79,29 @@ const char *slm_allowlist_find(const slm_allowlist_t *l,
     memcpy(probe.key, key, SLM_ZKEY_BYTES);
     const entry *hit = bsearch(&probe, l->e, l->n, sizeof *l->e, cmp_entry);
     return hit ? hit->tenant : NULL;
+}
+
+static int cmp_limit(const void *a, const void *b)
+{
+    return strcmp(((const limit_entry *)a)->tenant,
+                  ((const limit_entry *)b)->tenant);
+}
+
+slm_tenant_limits slm_allowlist_limits(const slm_allowlist_t *l,
+                                       const char *tenant)
+{
+    const slm_tenant_limits none = {0, 0, 0};
+    if (!l || !tenant)
+        return none;
+    if (l->n_lim && strlen(tenant) <= SLM_ALLOWLIST_TENANT_MAX) {
+        limit_entry probe;
+        strcpy(probe.tenant, tenant);
+        const limit_entry *hit =
+            bsearch(&probe, l->lim, l->n_lim, sizeof *l->lim, cmp_limit);
+        if (hit)
+            return hit->v;
+    }
+    return l->has_default ? l->def : none;
 }
 
 /* Checks a tenant name (len bytes, not NUL-terminated). */
@@ -154,6 +190,111 @@ static bool blank(char c)
     return c == ' ' || c == '\t';
 }
 
+/* One "name=N" setting of a limits line: *out in 1..max. */
+static slm_status parse_setting(const char *s, size_t len, const char *name,
+                                uint32_t max, uint32_t *out, const char *where)
+{
+    const size_t nl = strlen(name);
+    const char *v = s + nl + 1; /* after "name=" */
+    const size_t vl = len - nl - 1;
+    if (*out)
+        return slm_fail(SLM_ERR_FORMAT, "%s: %s is given twice", where, name);
+    uint64_t n = 0;
+    for (size_t i = 0; i < vl; i++) {
+        if (v[i] < '0' || v[i] > '9' || n > max)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "%s: %s needs a whole number from 1 to %u", where,
+                            name, max);
+        n = n * 10 + (uint64_t)(v[i] - '0');
+    }
+    if (vl == 0 || n < 1 || n > max)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: %s needs a whole number from 1 to %u", where, name,
+                        max);
+    *out = (uint32_t)n;
+    return SLM_OK;
+}
+
+/* The rest of a "limits <tenant|*> name=N..." line, after "limits". */
+static slm_status parse_limits(slm_allowlist_t *l, const char *s, size_t len,
+                               size_t line_no, const char *where)
+{
+    size_t i = 0;
+    while (i < len && blank(s[i]))
+        i++;
+    const size_t t0 = i;
+    while (i < len && !blank(s[i]))
+        i++;
+    const size_t t1 = i;
+    const bool star = t1 - t0 == 1 && s[t0] == '*';
+    if (!star)
+        SLM_CHECK(check_tenant(s + t0, t1 - t0, where));
+    slm_tenant_limits v = {0, 0, 0};
+    bool any = false;
+    for (;;) {
+        while (i < len && blank(s[i]))
+            i++;
+        if (i == len)
+            break;
+        const size_t f0 = i;
+        while (i < len && !blank(s[i]))
+            i++;
+        const char *f = s + f0;
+        const size_t fl = i - f0;
+        if (fl > 11 && memcmp(f, "concurrent=", 11) == 0)
+            SLM_CHECK(parse_setting(f, fl, "concurrent", SLM_TENANT_LIMIT_MAX,
+                                    &v.concurrent, where));
+        else if (fl > 7 && memcmp(f, "tokens=", 7) == 0)
+            SLM_CHECK(parse_setting(f, fl, "tokens", SLM_TENANT_LIMIT_MAX,
+                                    &v.max_tokens, where));
+        else if (fl > 6 && memcmp(f, "queue=", 6) == 0)
+            SLM_CHECK(
+                parse_setting(f, fl, "queue", 100, &v.queue_share, where));
+        else
+            return slm_fail(SLM_ERR_FORMAT,
+                            "%s: unknown limit '%.*s' (expected "
+                            "concurrent=N, tokens=N or queue=PERCENT)",
+                            where, (int)(fl > 64 ? 64 : fl), f);
+        any = true;
+    }
+    if (!any)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: a limits line sets at least one of "
+                        "concurrent=N, tokens=N, queue=PERCENT",
+                        where);
+    if (star) {
+        if (l->has_default)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "%s: a second 'limits *' line (the first is on "
+                            "line %zu)",
+                            where, l->def_line);
+        l->has_default = true;
+        l->def = v;
+        l->def_line = line_no;
+        return SLM_OK;
+    }
+    if (l->n_lim >= l->max)
+        return slm_fail(SLM_ERR_RANGE, "%s: more than %zu limits lines", where,
+                        l->max);
+    if (l->n_lim == l->cap_lim) {
+        size_t cap = l->cap_lim ? 2 * l->cap_lim : 8;
+        if (cap > l->max)
+            cap = l->max;
+        limit_entry *e = realloc(l->lim, cap * sizeof *e);
+        if (!e)
+            return slm_fail(SLM_ERR_NOMEM, "%s: out of memory", where);
+        l->lim = e;
+        l->cap_lim = cap;
+    }
+    limit_entry *e = &l->lim[l->n_lim++];
+    memcpy(e->tenant, s + t0, t1 - t0);
+    e->tenant[t1 - t0] = '\0';
+    e->v = v;
+    e->line = line_no;
+    e->keyed = false;
+    return SLM_OK;
+}
+
 /* Parses one line (without its "\n") into l. */
 static slm_status parse_line(slm_allowlist_t *l, const char *s, size_t len,
                              size_t line_no, const char *source)
@@ -174,6 +315,8 @@ static slm_status parse_line(slm_allowlist_t *l, const char *s, size_t len,
         i++;
     if (i == len || s[i] == '#')
         return SLM_OK;
+    if (len - i > 6 && memcmp(s + i, "limits", 6) == 0 && blank(s[i + 6]))
+        return parse_limits(l, s + i + 6, len - i - 6, line_no, where);
     const size_t k0 = i;
     while (i < len && !blank(s[i]))
         i++;
@@ -219,6 +362,38 @@ slm_status slm_allowlist_parse(const char *text, size_t len, size_t max_entries,
         SLM_CHECK_GOTO(parse_line(l, text + pos, end - pos, line_no, source),
                        rc, fail);
         pos = end + 1;
+    }
+    if (l->n_lim) {
+        qsort(l->lim, l->n_lim, sizeof *l->lim, cmp_limit);
+        for (size_t i = 0; i < l->n_lim; i++) {
+            const limit_entry *e = &l->lim[i];
+            if (i > 0 && strcmp(l->lim[i - 1].tenant, e->tenant) == 0) {
+                const size_t a = l->lim[i - 1].line, b = e->line;
+                rc = slm_fail(SLM_ERR_FORMAT,
+                              "%s:%zu: limits for tenant %s are set twice "
+                              "(also on line %zu)",
+                              source, a > b ? a : b, e->tenant, a > b ? b : a);
+                goto fail;
+            }
+        }
+        for (size_t k = 0; k < l->n; k++) {
+            limit_entry probe;
+            strcpy(probe.tenant, l->e[k].tenant);
+            limit_entry *hit =
+                bsearch(&probe, l->lim, l->n_lim, sizeof *l->lim, cmp_limit);
+            if (hit)
+                hit->keyed = true;
+        }
+        for (size_t i = 0; i < l->n_lim; i++) {
+            const limit_entry *e = &l->lim[i];
+            if (!e->keyed) {
+                rc = slm_fail(SLM_ERR_FORMAT,
+                              "%s:%zu: limits for tenant %s, which has no key "
+                              "in this file",
+                              source, e->line, e->tenant);
+                goto fail;
+            }
+        }
     }
     if (l->n > 1) {
         qsort(l->e, l->n, sizeof *l->e, cmp_entry);

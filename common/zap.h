@@ -38,11 +38,19 @@
  * lack it; "\r" is refused, so a file saved with DOS line endings says so).
  *     # comment (the first non-blank character is '#')
  *     <40-character Z85 public key> <tenant name>
+ *     limits <tenant name or *> [concurrent=N] [tokens=N] [queue=P]
  * Blank lines and spaces/tabs around the fields are allowed; fields are
  * separated by spaces or tabs; anything after the tenant is refused. A
  * comment never collides with a key: a Z85 key cannot begin with '#' (that
- * would encode more than 32 bits). Tenant names are 1-64 of [A-Za-z0-9_.-].
- * A tenant may have several keys (rotation); a key may appear only once.
+ * would encode more than 32 bits), nor can "limits" be one (6 characters).
+ * Tenant names are 1-64 of [A-Za-z0-9_.-]. A tenant may have several keys
+ * (rotation); a key may appear only once.
+ *
+ * A limits line sets what one tenant may hold in the server (see
+ * slm_tenant_limits), or with "*" the default of every tenant without a
+ * line of its own; each tenant (and "*") at most once, every tenant named
+ * must have a key (a typo would otherwise leave a tenant unlimited), each
+ * setting at most once, N in 1..SLM_TENANT_LIMIT_MAX, P in 1..100.
  * Every line is checked; the first error names the source and line number.
  */
 #ifndef SLM_COMMON_ZAP_H
@@ -66,6 +74,17 @@
 #define SLM_ALLOWLIST_FILE_MAX ((size_t)16 << 20)
 
 typedef struct slm_allowlist slm_allowlist_t;
+
+#define SLM_TENANT_LIMIT_MAX 1000000u
+
+/* What one tenant may hold in a server at once; 0 in a field = no limit of
+ * that kind. */
+typedef struct {
+    uint32_t concurrent;  /* requests running or queued */
+    uint32_t max_tokens;  /* completion tokens (max_tokens) per request */
+    uint32_t queue_share; /* percent of the queue depth its waiting
+                             requests may fill (at least one request) */
+} slm_tenant_limits;
 
 /* An empty list of at most max_entries (1..SLM_ALLOWLIST_MAX_ENTRIES). The
  * caller owns *out (slm_allowlist_destroy). */
@@ -96,6 +115,11 @@ const char *slm_allowlist_find(const slm_allowlist_t *l,
                                const uint8_t key[SLM_ZKEY_BYTES]);
 
 size_t slm_allowlist_count(const slm_allowlist_t *l);
+
+/* The limits of `tenant`: its own limits line, else the "*" line, else no
+ * limits (all 0). l may be NULL (no limits). */
+slm_tenant_limits slm_allowlist_limits(const slm_allowlist_t *l,
+                                       const char *tenant);
 
 /* Frees *l and sets it to NULL; accepts NULL. */
 void slm_allowlist_destroy(slm_allowlist_t **l);

@@ -28,8 +28,21 @@
 typedef Shardlm__Client__Error__Code error_code;
 typedef Shardlm__Client__Final__FinishReason finish_reason;
 
+/* One tenant's share of the server (issue 6): its limits and what it holds
+ * now. Made at its first request and kept: tenants are the allowlist's, a
+ * bounded set. */
+typedef struct tenant {
+    struct tenant *next;
+    char name[SLM_ALLOWLIST_TENANT_MAX + 1]; /* "" without CURVE */
+    slm_tenant_limits lim;
+    uint32_t open;   /* its requests queued or running */
+    uint32_t queued; /* of which waiting */
+    uint64_t rejected;
+} tenant;
+
 typedef struct request {
     struct request *next; /* in the queue */
+    tenant *tenant;
     uint8_t peer[PEER_MAX];
     size_t peer_len;
     char *id;
@@ -37,6 +50,7 @@ typedef struct request {
     size_t n, n_prompt;
     int32_t pos;                /* the next position to run */
     uint32_t max_new, produced; /* completion tokens allowed, made */
+    bool ignore_eos;
     slm_sampler_t *sampler;
     char **stops;
     size_t n_stops;
@@ -63,6 +77,9 @@ typedef struct {
     slm_client_limits lim;
     request *head, *tail; /* the queue */
     uint32_t queued;
+    tenant *tenants;   /* every tenant seen */
+    tenant *last_turn; /* whose request started last (fair turns) */
+    void *monitor;     /* the client socket's handshake and frame failures */
     request *active;
     uint64_t served, rejected, malformed;
     double queued_notice_at; /* when the queue was last told its places */
@@ -79,6 +96,8 @@ static void request_free(request *r)
 {
     if (!r)
         return;
+    if (r->tenant)
+        r->tenant->open--;
     free(r->id);
     free(r->ids);
     slm_sampler_destroy(&r->sampler);
@@ -222,6 +241,7 @@ static void unlink_queued(server *s, request *r, request *prev)
         s->tail = prev;
     r->next = NULL;
     s->queued--;
+    r->tenant->queued--;
 }
 
 /* Builds a request from a validated GenerateRequest; a request the model
@@ -286,6 +306,7 @@ static slm_status make_request(server *s, const uint8_t *peer, size_t peer_len,
     /* client_wire refused more than o->max_tokens, and the default is no
      * more; the context length ends a request too (LENGTH). */
     r->max_new = g->max_tokens ? g->max_tokens : s->o->default_tokens;
+    r->ignore_eos = g->ignore_eos;
     slm_sampling_params sp = {0.0f, 0, 1.0f, 1.0f, 0};
     const Shardlm__Client__SamplingParams *q = g->sampling;
     if (q) { /* client_wire resolved the zero defaults and checked ranges */
@@ -318,7 +339,63 @@ fail:
     return rc;
 }
 
+/* The tenant called `name` ("" without CURVE), made at its first request;
+ * NULL when memory ran out. */
+static tenant *tenant_of(server *s, const char *name)
+{
+    if (!name || strlen(name) > SLM_ALLOWLIST_TENANT_MAX)
+        name = ""; /* ZAP names are checked; only plaintext lacks one */
+    for (tenant *t = s->tenants; t; t = t->next)
+        if (strcmp(t->name, name) == 0)
+            return t;
+    tenant *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    strcpy(t->name, name);
+    t->lim = slm_allowlist_limits(s->clients, name);
+    t->next = s->tenants;
+    s->tenants = t;
+    return t;
+}
+
+/* Whether tenant t may open request g now; if not, why(cap) says why. A
+ * tenant's limits come from the allowlist file (slm_tenant_limits). */
+static bool within_quota(server *s, const tenant *t,
+                         const Shardlm__Client__GenerateRequest *g, char *why,
+                         size_t cap)
+{
+    const slm_tenant_limits *lim = &t->lim;
+    if (lim->max_tokens && g->max_tokens > lim->max_tokens) {
+        snprintf(why, cap,
+                 "tenant %s may ask for at most %u tokens per request; this "
+                 "one asks for %u",
+                 t->name, lim->max_tokens, g->max_tokens);
+        return false;
+    }
+    if (lim->concurrent && t->open >= lim->concurrent) {
+        snprintf(why, cap,
+                 "tenant %s has %u requests open, its limit; retry when one "
+                 "ends",
+                 t->name, t->open);
+        return false;
+    }
+    if (lim->queue_share && (s->active || s->queued)) { /* it would wait */
+        uint64_t share = (uint64_t)s->o->queue_depth * lim->queue_share / 100;
+        if (share < 1)
+            share = 1;
+        if (t->queued >= share) {
+            snprintf(why, cap,
+                     "tenant %s has %u requests waiting, its share (%u%% of "
+                     "the queue of %u); retry later",
+                     t->name, t->queued, lim->queue_share, s->o->queue_depth);
+            return false;
+        }
+    }
+    return true;
+}
+
 static void on_generate(server *s, const uint8_t *peer, size_t peer_len,
+                        const char *tenant_name, const char *peer_address,
                         const Shardlm__Client__GenerateRequest *g, double now)
 {
     request *prev = NULL;
@@ -328,6 +405,26 @@ static void on_generate(server *s, const uint8_t *peer, size_t peer_len,
                    SHARDLM__CLIENT__ERROR__CODE__INVALID_ARGUMENT,
                    "request_id is already in use by one of this client's "
                    "running or queued requests");
+        return;
+    }
+    tenant *t = tenant_of(s, tenant_name);
+    if (!t) {
+        send_error(s, peer, peer_len, g->request_id,
+                   SHARDLM__CLIENT__ERROR__CODE__RESOURCE_EXHAUSTED,
+                   "out of memory");
+        return;
+    }
+    char why[256];
+    if (!within_quota(s, t, g, why, sizeof why)) {
+        t->rejected++;
+        s->rejected++;
+        slm_audit_record(s->audit, SLM_AUDIT_QUOTA_REJECTED,
+                         &(slm_audit_entry){.peer = peer_address,
+                                            .domain = SLM_ZAP_DOMAIN_CLIENTS,
+                                            .tenant = t->name,
+                                            .reason = why});
+        send_error(s, peer, peer_len, g->request_id,
+                   SHARDLM__CLIENT__ERROR__CODE__RESOURCE_EXHAUSTED, why);
         return;
     }
     /* queue_depth counts requests waiting behind a running one; an idle
@@ -353,6 +450,11 @@ static void on_generate(server *s, const uint8_t *peer, size_t peer_len,
                    slm_error_message());
         return;
     }
+    r->tenant = t;
+    t->open++;
+    t->queued++;
+    if (t->lim.max_tokens && r->max_new > t->lim.max_tokens)
+        r->max_new = t->lim.max_tokens; /* the server's default was more */
     if (s->tail)
         s->tail->next = r;
     else
@@ -484,12 +586,12 @@ static void on_info(server *s, const uint8_t *peer, size_t peer_len)
  * the peer's address, which ZeroMQ attaches to every frame) and why. */
 static void audit_malformed(server *s, zmq_msg_t *frame, const char *why)
 {
-    const char *tenant = zmq_msg_gets(frame, "User-Id");
+    const char *tenant_name = zmq_msg_gets(frame, "User-Id");
     const char *peer = zmq_msg_gets(frame, "Peer-Address");
     slm_audit_record(s->audit, SLM_AUDIT_MALFORMED_MESSAGE,
                      &(slm_audit_entry){.peer = peer,
                                         .domain = SLM_ZAP_DOMAIN_CLIENTS,
-                                        .tenant = tenant,
+                                        .tenant = tenant_name,
                                         .reason = why});
 }
 
@@ -537,7 +639,10 @@ static void take_one(server *s, double now)
     }
     switch (m->body_case) {
     case SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_GENERATE:
-        on_generate(s, peer, peer_len, m->generate, now);
+        /* The tenant is what the ZAP handler said for this connection's
+         * key: a client cannot name its own. */
+        on_generate(s, peer, peer_len, zmq_msg_gets(&body, "User-Id"),
+                    zmq_msg_gets(&body, "Peer-Address"), m->generate, now);
         break;
     case SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_CANCEL:
         on_cancel(s, peer, peer_len, m->cancel->request_id);
@@ -557,6 +662,81 @@ done:
     zmq_msg_close(&body);
 }
 
+static void start_next(server *s);
+
+/* ---- frames that fail CURVE's checks ----
+ *
+ * After the handshake every CURVE frame carries a nonce that must grow and a
+ * MAC; ZeroMQ drops the connection of a peer whose frame fails either, so a
+ * tampered, replayed or reordered frame never reaches the parser. It tells
+ * only the socket's monitor, which is read here to put each case in the
+ * audit log; a plaintext peer at a CURVE socket (mechanism mismatch) and a
+ * malformed handshake come the same way. */
+
+#define MONITOR_ENDPOINT "inproc://shardlm-client-monitor"
+
+static const char *protocol_error(uint32_t code)
+{
+    switch (code) {
+    case ZMQ_PROTOCOL_ERROR_ZMTP_INVALID_SEQUENCE:
+        return "a frame out of sequence: replayed or reordered (its CURVE "
+               "nonce did not increase); connection dropped";
+    case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+        return "a frame failed CURVE authentication (tampered, or sealed with "
+               "another key); connection dropped";
+    case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return "the peer does not speak CURVE (plaintext client?); "
+               "connection dropped";
+    case ZMQ_PROTOCOL_ERROR_ZMTP_KEY_EXCHANGE:
+        return "the CURVE key exchange failed (a replayed or forged "
+               "handshake?); connection dropped";
+    default:
+        return NULL;
+    }
+}
+
+static void drain_monitor(server *s)
+{
+    for (int i = 0; s->monitor && i < 64; i++) {
+        zmq_msg_t ev, addr;
+        zmq_msg_init(&ev);
+        zmq_msg_init(&addr);
+        const bool got = zmq_msg_recv(&ev, s->monitor, ZMQ_DONTWAIT) >= 0 &&
+                         zmq_msg_more(&ev) &&
+                         zmq_msg_recv(&addr, s->monitor, ZMQ_DONTWAIT) >= 0;
+        if (got && zmq_msg_size(&ev) == 6) {
+            uint16_t event;
+            uint32_t value;
+            memcpy(&event, zmq_msg_data(&ev), 2);
+            memcpy(&value, (const uint8_t *)zmq_msg_data(&ev) + 2, 4);
+            char where[128], other[96];
+            size_t n = zmq_msg_size(&addr);
+            if (n >= sizeof where)
+                n = sizeof where - 1;
+            memcpy(where, zmq_msg_data(&addr), n);
+            where[n] = '\0';
+            const char *why = protocol_error(value);
+            if (!why) {
+                snprintf(other, sizeof other,
+                         "a malformed handshake or frame (ZMTP error "
+                         "0x%08x); connection dropped",
+                         value);
+                why = other;
+            }
+            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+                slm_audit_record(
+                    s->audit, SLM_AUDIT_FRAME_REJECTED,
+                    &(slm_audit_entry){.peer = where,
+                                       .domain = SLM_ZAP_DOMAIN_CLIENTS,
+                                       .reason = why});
+        }
+        zmq_msg_close(&ev);
+        zmq_msg_close(&addr);
+        if (!got)
+            break;
+    }
+}
+
 /* Messages taken per wake-up, and the time spent on them: bounded so that
  * a flood of clients cannot starve the running request's steps (the rest
  * wait in the socket for the next wake-up). */
@@ -567,6 +747,7 @@ static slm_status on_wakeup(void *user, bool readable)
 {
     server *s = user;
     const double now = slm_now_seconds();
+    drain_monitor(s);
     for (int i = 0; readable && i < TAKE_PER_WAKEUP &&
                     slm_now_seconds() - now < TAKE_SECONDS;
          i++) {
@@ -576,6 +757,10 @@ static slm_status on_wakeup(void *user, bool readable)
             !(events & ZMQ_POLLIN))
             break;
         take_one(s, now);
+        /* An idle server starts a request at once, so that the next one
+         * counts as waiting behind it (the queue limits count waiters). */
+        if (!s->active)
+            start_next(s);
     }
     return SLM_OK;
 }
@@ -728,7 +913,7 @@ static slm_status step_active(server *s)
     /* The sampler may rewrite the logits; the next step rewrites them. */
     const int32_t next =
         slm_sampler_sample(r->sampler, (float *)logits_ro, r->ids, r->n);
-    if (next == SLM_TOKEN_BOS || next == SLM_TOKEN_EOS) {
+    if ((next == SLM_TOKEN_BOS || next == SLM_TOKEN_EOS) && !r->ignore_eos) {
         s->active = NULL;
         finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP);
         return SLM_OK;
@@ -777,12 +962,42 @@ static void sweep_queue(server *s, double now)
     }
 }
 
+/* The next request to run: the oldest of the next tenant, in turn, that
+ * has one waiting - so a tenant with many queued requests delays another's
+ * by at most one of its own (the queue is FIFO within a tenant). */
+static request *next_turn(server *s, request **prev_out)
+{
+    *prev_out = NULL;
+    if (!s->head)
+        return NULL;
+    tenant *first =
+        s->last_turn && s->last_turn->next ? s->last_turn->next : s->tenants;
+    tenant *t = first, *pick = NULL;
+    do {
+        if (t->queued) {
+            pick = t;
+            break;
+        }
+        t = t->next ? t->next : s->tenants;
+    } while (t != first);
+    request *prev = NULL;
+    for (request *r = s->head; r; prev = r, r = r->next)
+        if (r->tenant == pick) {
+            *prev_out = prev;
+            return r;
+        }
+    *prev_out = NULL; /* not reached: a queued request has a tenant */
+    return s->head;
+}
+
 static void start_next(server *s)
 {
-    request *r = s->head;
+    request *prev = NULL;
+    request *r = next_turn(s, &prev);
     if (!r)
         return;
-    unlink_queued(s, r, NULL);
+    unlink_queued(s, r, prev);
+    s->last_turn = r->tenant;
     r->started = slm_now_seconds();
     s->active = r;
 }
@@ -809,6 +1024,10 @@ static slm_status open_socket(server *s)
     /* Messages buffered per client: a few requests' worth, so a client that
      * floods cannot park gigabytes in the socket. */
     const int zero = 0, one = 1, hwm = 64;
+    /* ZMTP pings: a connection that stops answering (a dead client, or one
+     * whose stream ZeroMQ stopped reading after a frame failed CURVE's
+     * checks) is closed after a few seconds rather than held. */
+    const int ping_ms = 1000, ping_timeout_ms = 3000;
     s->ctx = zmq_ctx_new();
     s->sock = s->ctx ? zmq_socket(s->ctx, ZMQ_ROUTER) : NULL;
     if (!s->sock)
@@ -818,11 +1037,23 @@ static slm_status open_socket(server *s)
     if (zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &max, sizeof max) != 0 ||
         zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_setsockopt(s->sock, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
-        zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0)
+        zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0 ||
+        zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_IVL, &ping_ms, sizeof ping_ms) !=
+            0 ||
+        zmq_setsockopt(s->sock, ZMQ_HEARTBEAT_TIMEOUT, &ping_timeout_ms,
+                       sizeof ping_timeout_ms) != 0)
         return slm_fail(SLM_ERR_IO, "serve: zmq_setsockopt: %s",
                         zmq_strerror(zmq_errno()));
     SLM_CHECK(slm_audit_open(&(slm_audit_options){.path = s->o->audit_log},
                              &s->audit));
+    if (zmq_socket_monitor(s->sock, MONITOR_ENDPOINT,
+                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0 ||
+        !(s->monitor = zmq_socket(s->ctx, ZMQ_PAIR)) ||
+        zmq_setsockopt(s->monitor, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
+        zmq_connect(s->monitor, MONITOR_ENDPOINT) != 0)
+        return slm_fail(SLM_ERR_IO,
+                        "serve: cannot monitor the client socket: %s",
+                        zmq_strerror(zmq_errno()));
     if (s->o->insecure) {
         fprintf(stderr,
                 "shardlm serve: WARNING: --insecure: the client API "
@@ -894,6 +1125,7 @@ slm_status slm_server_run(slm_cluster_t *cluster, const slm_model_config *cfg,
 
     while (!g_signal && rc == SLM_OK) {
         const double now = slm_now_seconds();
+        drain_monitor(&s);
         sweep_queue(&s, now);
         if (s.head && now - s.queued_notice_at >= 1.0) {
             notify_queue(&s);
@@ -931,7 +1163,15 @@ close:
         /* Let the last replies leave, but never wait long for a client. */
         const int linger_ms = 1000;
         (void)zmq_setsockopt(s.sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
+        zmq_socket_monitor(s.sock, NULL, 0);
         zmq_close(s.sock);
+    }
+    if (s.monitor)
+        zmq_close(s.monitor);
+    while (s.tenants) {
+        tenant *t = s.tenants;
+        s.tenants = t->next;
+        free(t);
     }
     slm_zap_stop(&s.zap); /* before the context ends: it holds a socket */
     if (s.ctx)

@@ -200,6 +200,9 @@ static slm_status check_generate(Shardlm__Client__GenerateRequest *g,
                         REQ ": GenerateRequest.max_tokens = %u exceeds the "
                             "limit of %u",
                         g->max_tokens, lim->max_tokens);
+    if (g->ignore_eos && g->max_tokens == 0)
+        return slm_fail(SLM_ERR_FORMAT,
+                        REQ ": GenerateRequest.ignore_eos needs max_tokens");
     if (g->n_stop > lim->max_stop)
         return slm_fail(SLM_ERR_FORMAT,
                         REQ ": GenerateRequest.stop has %zu sequences, more "

@@ -37,6 +37,7 @@ struct slm_transformer {
     slm_shard_links links; /* zeroed for a whole model */
     bool first_stage, last_stage;
     size_t *vocab_counts; /* (tp) rows per tensor rank, for the all-gather */
+    size_t kv_used; /* cache rows written since the cache was last zeroed */
     run_state s;
 };
 
@@ -173,6 +174,36 @@ static slm_status tp_all_reduce(slm_transformer_t *t, float *x, size_t n)
                                t->links.tp, NULL);
 }
 
+void slm_transformer_reset(slm_transformer_t *t)
+{
+    const slm_shard_dims *d = &t->d;
+    const size_t row = d->kv_dim * sizeof(float);
+    for (size_t l = 0; l < d->n_layers && t->kv_used; l++) {
+        memset(t->s.key_cache + l * d->seq_len * d->kv_dim, 0,
+               t->kv_used * row);
+        memset(t->s.value_cache + l * d->seq_len * d->kv_dim, 0,
+               t->kv_used * row);
+    }
+    t->kv_used = 0;
+}
+
+size_t slm_transformer_kv_rows_nonzero(const slm_transformer_t *t)
+{
+    const slm_shard_dims *d = &t->d;
+    size_t rows = 0;
+    for (size_t p = 0; p < d->seq_len; p++) {
+        bool any = false;
+        for (size_t l = 0; l < d->n_layers && !any; l++) {
+            const size_t at = (l * d->seq_len + p) * d->kv_dim;
+            for (size_t i = 0; i < d->kv_dim && !any; i++)
+                any = t->s.key_cache[at + i] != 0.0f ||
+                      t->s.value_cache[at + i] != 0.0f;
+        }
+        rows += any;
+    }
+    return rows;
+}
+
 slm_status slm_transformer_forward(slm_transformer_t *t, int32_t token,
                                    int32_t pos, const float **logits)
 {
@@ -192,6 +223,13 @@ slm_status slm_transformer_forward(slm_transformer_t *t, int32_t token,
     const size_t dim = d->dim, hidden = d->hidden, head_size = d->head_size;
     const size_t q_dim = d->q_dim, kv_dim = d->kv_dim, seq = d->seq_len;
     const size_t p = (size_t)pos;
+    /* A sequence starts at position 0: the previous one's keys and values
+     * (another request's, perhaps another tenant's) are wiped first, not
+     * just overwritten as far as the new one reaches. */
+    if (p == 0)
+        slm_transformer_reset(t);
+    if (p + 1 > t->kv_used)
+        t->kv_used = p + 1;
 
     /* the residual stream enters: the token's embedding row (held by one
      * tensor rank, zeros elsewhere, summed), or the previous stage's output */

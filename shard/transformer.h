@@ -65,4 +65,12 @@ slm_status slm_transformer_forward(slm_transformer_t *t, int32_t token,
 
 const slm_model_config *slm_transformer_config(const slm_transformer_t *t);
 
+/* Zeroes the KV cache rows written so far. slm_transformer_forward does it
+ * itself when a step at position 0 starts a new sequence, so one request's
+ * keys and values never outlive it into the next. */
+void slm_transformer_reset(slm_transformer_t *t);
+
+/* Positions whose KV cache row is not all zeros in some layer (tests). */
+size_t slm_transformer_kv_rows_nonzero(const slm_transformer_t *t);
+
 #endif

@@ -119,6 +119,7 @@ struct slm_cuda_transformer {
     float *host_logits;   /* (B, vocab_total) pinned */
     int32_t *host_tokens; /* (B) pinned */
     int32_t *host_pos;    /* (B) pinned */
+    size_t *kv_used;      /* (B) cache rows each sequence wrote since zeroed */
 };
 
 static cudaStream_t stream_of(const slm_cuda_transformer_t *t)
@@ -369,6 +370,10 @@ slm_status slm_cuda_transformer_create(const slm_shard_weights_t *w,
                    fail);
     SLM_CHECK_GOTO(host_alloc((void **)&t->host_pos, B, sizeof(int32_t)), rc,
                    fail);
+    if (!(t->kv_used = calloc(B, sizeof *t->kv_used))) {
+        rc = slm_fail(SLM_ERR_NOMEM, "cuda: out of memory");
+        goto fail;
+    }
     if (t->staged) {
         size_t n = d->dim > d->vocab_total ? d->dim : d->vocab_total;
         SLM_CHECK_GOTO(
@@ -453,6 +458,7 @@ void slm_cuda_transformer_destroy(slm_cuda_transformer_t **tp)
     cudaFreeHost(t->host_logits);
     cudaFreeHost(t->host_tokens);
     cudaFreeHost(t->host_pos);
+    free(t->kv_used);
     if (t->blas)
         slm_cuda_blas_destroy(&t->blas);
     if (t->stream)
@@ -692,6 +698,25 @@ slm_status slm_cuda_transformer_forward_batch(slm_cuda_transformer_t *t,
     cudaStream_t st = stream_of(t);
     CUDA_CHECK(cudaSetDevice(t->device));
     const size_t B = t->batch;
+    /* A sequence starting at position 0 first wipes what its slot's last
+     * sequence left in the cache (as the CPU twin, slm_transformer_reset):
+     * another request's keys and values must not outlive it. */
+    const size_t row_bytes = d->kv_dim * slm_cuda_dtype_size(t->dt);
+    const size_t slot_bytes = t->max_seq * row_bytes;
+    for (size_t r = 0; r < B; r++) {
+        if (pos[r] == 0 && t->kv_used[r]) {
+            for (size_t l = 0; l < d->n_layers; l++) {
+                const size_t at = (l * B + r) * slot_bytes;
+                CUDA_CHECK(cudaMemsetAsync((char *)t->s.key_cache + at, 0,
+                                           t->kv_used[r] * row_bytes, st));
+                CUDA_CHECK(cudaMemsetAsync((char *)t->s.value_cache + at, 0,
+                                           t->kv_used[r] * row_bytes, st));
+            }
+            t->kv_used[r] = 0;
+        }
+        if ((size_t)pos[r] + 1 > t->kv_used[r])
+            t->kv_used[r] = (size_t)pos[r] + 1;
+    }
     memcpy(t->host_tokens, tokens, B * sizeof *tokens);
     memcpy(t->host_pos, pos, B * sizeof *pos);
     CUDA_CHECK(cudaMemcpyAsync(t->s.tokens, t->host_tokens, B * sizeof *tokens,

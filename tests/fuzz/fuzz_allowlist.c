@@ -6,7 +6,8 @@
  * entries" is reached), then the allowlist text. A text that parses is
  * checked against what it says: every line whose first non-blank byte is not
  * '#' must begin with a key that decodes and is found, with a tenant of 1-64
- * characters of [A-Za-z0-9_.-]; the count is at most max_entries, and the
+ * characters of [A-Za-z0-9_.-], or be a limits line whose tenant's limits
+ * are in range and not all unset; the count is at most max_entries, and the
  * same text must fail with a limit one below the count and pass with the
  * count itself.
  *
@@ -68,7 +69,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t i = pos;
         while (i < end && (text[i] == ' ' || text[i] == '\t'))
             i++;
-        if (i < end && text[i] != '#') {
+        if (end - i > 6 && memcmp(text + i, "limits", 6) == 0 &&
+            (text[i + 6] == ' ' || text[i + 6] == '\t')) {
+            /* A limits line: its tenant's limits are in range. */
+            size_t t0 = i + 6;
+            while (t0 < end && (text[t0] == ' ' || text[t0] == '\t'))
+                t0++;
+            size_t t1 = t0;
+            while (t1 < end && text[t1] != ' ' && text[t1] != '\t')
+                t1++;
+            char tenant[SLM_ALLOWLIST_TENANT_MAX + 1];
+            if (t1 - t0 > SLM_ALLOWLIST_TENANT_MAX)
+                abort();
+            memcpy(tenant, text + t0, t1 - t0);
+            tenant[t1 - t0] = '\0';
+            const slm_tenant_limits v = slm_allowlist_limits(l, tenant);
+            if (v.concurrent > SLM_TENANT_LIMIT_MAX ||
+                v.max_tokens > SLM_TENANT_LIMIT_MAX || v.queue_share > 100 ||
+                v.concurrent + v.max_tokens + v.queue_share == 0)
+                abort();
+        } else if (i < end && text[i] != '#') {
             uint8_t key[SLM_ZKEY_BYTES];
             if (end - i < SLM_ZKEY_Z85_LEN ||
                 slm_zkeys_decode(text + i, "fuzz", key) != SLM_OK)

@@ -147,6 +147,8 @@ failed_with "plaintext client refused" $rc UNAVAILABLE "$tmp/plain.err"
 check "audit log: the unlisted key's refusal, as JSON" \
     bash -c "grep '\"event\":\"auth_refused\"' '$tmp/main.audit' |
         grep -qF '\"key\":\"$(cat "$tmp/stranger.key")\"'"
+check "audit log: the plaintext client, as a frame refused for not speaking CURVE" \
+    grep -q '"event":"frame_rejected".*does not speak CURVE' "$tmp/main.audit"
 check "audit log: malformed messages of the listed client, with its tenant" \
     grep -q '"event":"malformed_message".*"tenant":"alice"' "$tmp/main.audit"
 gen --prompt "$(cat "$golden/01.prompt")" -n 300 --temperature 0 >"$tmp/auth.out" 2>/dev/null

@@ -102,6 +102,47 @@ static void test_forward_rejects_bad_token_and_position(void **state)
     slm_checkpoint_destroy(&ck);
 }
 
+/* One request's keys and values never outlive it: a new sequence (position
+ * 0) wipes every cache row the last one wrote, and computes exactly what it
+ * would on a fresh cache. */
+static void test_kv_cache_zeroed_between_sequences(void **state)
+{
+    (void)state;
+    slm_checkpoint_t *ck = NULL;
+    slm_shard_weights_t *w = NULL;
+    slm_transformer_t *t = NULL, *fresh = NULL;
+    const float *logits = NULL;
+    assert_int_equal(slm_checkpoint_open(model_path, SLM_WEIGHTS_MAPPED, &ck),
+                     SLM_OK);
+    assert_int_equal(slm_shard_weights_whole(ck, &w), SLM_OK);
+    assert_int_equal(slm_transformer_create(w, NULL, &t), SLM_OK);
+    assert_int_equal(slm_transformer_create(w, NULL, &fresh), SLM_OK);
+    assert_int_equal(slm_transformer_kv_rows_nonzero(t), 0);
+    for (int p = 0; p < ROWS; p++)
+        assert_int_equal(slm_transformer_forward(t, input_ids[p], p, &logits),
+                         SLM_OK);
+    assert_int_equal(slm_transformer_kv_rows_nonzero(t), ROWS);
+
+    /* The next request: 3 positions of another prompt. */
+    static const int32_t other[3] = {1, 300, 301};
+    float got[VOCAB];
+    for (int p = 0; p < 3; p++) {
+        assert_int_equal(slm_transformer_forward(t, other[p], p, &logits),
+                         SLM_OK);
+        memcpy(got, logits, sizeof got);
+        assert_int_equal(slm_transformer_kv_rows_nonzero(t), p + 1);
+        assert_int_equal(slm_transformer_forward(fresh, other[p], p, &logits),
+                         SLM_OK);
+        assert_memory_equal(got, logits, sizeof got);
+    }
+    slm_transformer_reset(t);
+    assert_int_equal(slm_transformer_kv_rows_nonzero(t), 0);
+    slm_transformer_destroy(&t);
+    slm_transformer_destroy(&fresh);
+    slm_shard_weights_destroy(&w);
+    slm_checkpoint_destroy(&ck);
+}
+
 int main(void)
 {
     if (slm_test_model_path("stories260K.bin", model_path, sizeof model_path) ||
@@ -112,6 +153,7 @@ int main(void)
         cmocka_unit_test(test_logits_match_reference_resident),
         cmocka_unit_test(test_logits_match_reference_mapped),
         cmocka_unit_test(test_forward_rejects_bad_token_and_position),
+        cmocka_unit_test(test_kv_cache_zeroed_between_sequences),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -168,6 +168,71 @@ static void test_allowlist_parse(void **state)
         SLM_OK);
 }
 
+/* Limits lines: per tenant, the "*" default, and every way one is wrong. */
+static void test_allowlist_limits(void **state)
+{
+    char a[41], b[41], c[41], s[41], text[2048];
+    keypair(a, s);
+    keypair(b, s);
+    keypair(c, s);
+    snprintf(text, sizeof text,
+             "%s alice\n"
+             "%s bob\n"
+             "%s carol\n"
+             "limits alice concurrent=1 tokens=400\n"
+             "  limits\t*   queue=50 concurrent=8\n"
+             "limits bob tokens=1000000\n",
+             a, b, c);
+    slm_allowlist_t *l = parse_ok(text, 16);
+    assert_int_equal(slm_allowlist_count(l), 3);
+    slm_tenant_limits v = slm_allowlist_limits(l, "alice");
+    assert_int_equal(v.concurrent, 1);
+    assert_int_equal(v.max_tokens, 400);
+    assert_int_equal(v.queue_share, 0); /* its own line replaces "*" whole */
+    v = slm_allowlist_limits(l, "bob");
+    assert_int_equal(v.concurrent, 0);
+    assert_int_equal(v.max_tokens, 1000000);
+    v = slm_allowlist_limits(l, "carol"); /* no line: the default */
+    assert_int_equal(v.concurrent, 8);
+    assert_int_equal(v.max_tokens, 0);
+    assert_int_equal(v.queue_share, 50);
+    v = slm_allowlist_limits(l, "nobody");
+    assert_int_equal(v.queue_share, 50);
+    slm_allowlist_destroy(&l);
+    v = slm_allowlist_limits(NULL, "alice");
+    assert_int_equal(v.concurrent + v.max_tokens + v.queue_share, 0);
+
+    /* Without any limits line, nobody is limited. */
+    snprintf(text, sizeof text, "%s alice\n", a);
+    l = parse_ok(text, 4);
+    v = slm_allowlist_limits(l, "alice");
+    assert_int_equal(v.concurrent + v.max_tokens + v.queue_share, 0);
+    slm_allowlist_destroy(&l);
+
+    static const struct {
+        const char *line, *want;
+    } bad[] = {
+        {"limits alice", "at least one"},
+        {"limits alice concurrent=0", "from 1 to"},
+        {"limits alice concurrent=1000001", "from 1 to"},
+        {"limits alice concurrent=99999999999999999999999", "from 1 to"},
+        {"limits alice concurrent=-1", "from 1 to"},
+        {"limits alice concurrent=1x", "from 1 to"},
+        {"limits alice queue=101", "from 1 to 100"},
+        {"limits alice tokens=", "unknown limit"},
+        {"limits alice tokens=5 tokens=6", "given twice"},
+        {"limits alice speed=5", "unknown limit"},
+        {"limits bad/name tokens=5", "tenant name"},
+        {"limits dave tokens=5", "has no key"},
+        {"limits alice tokens=5\nlimits alice queue=5", "set twice"},
+        {"limits * tokens=5\nlimits * queue=5", "second 'limits *'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(text, sizeof text, "%s alice\n%s\n", a, bad[i].line);
+        parse_bad(text, strlen(text), 4, bad[i].want);
+    }
+}
+
 static void test_allowlist_add_and_load(void **state)
 {
     char a[41], b[41], s[41];
@@ -766,6 +831,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_allowlist_parse),
+        cmocka_unit_test(test_allowlist_limits),
         cmocka_unit_test(test_allowlist_add_and_load),
         cmocka_unit_test(test_handler_requests),
         cmocka_unit_test(test_curve_end_to_end),
