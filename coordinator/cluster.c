@@ -28,8 +28,17 @@ struct slm_cluster {
     double *last_beat;      /* (n_shards) when each was last heard from */
     uint8_t *answered;      /* (n_shards) who answered the current step */
     int32_t n_answered;
+    slm_kv_config kv;
+    size_t want_rows; /* rows of logits the step in flight asked for */
+    size_t rows;      /* rows the decider sent */
     bool have_logits;
-    float *logits; /* (vocab) the last step's logits */
+    float *logits; /* (max_seqs, vocab) the last step's logits */
+    /* The unbatched path (cluster_forward): one sequence in blocks 0, 1,
+     * ..., of which single_blocks were written since they were zeroed. */
+    uint32_t *identity;
+    size_t single_blocks;
+    Shardlm__Control__StepSequence *step_seqs;  /* (max_seqs) */
+    Shardlm__Control__StepSequence **step_list; /* (max_seqs) */
     /* (n_shards) when a connection of each shard dropped (0: none): a shard
      * that has not beaten again within two intervals is gone (a network
      * blip would reconnect and beat). */
@@ -213,13 +222,16 @@ static slm_status handle(slm_cluster_t *c, int32_t shard, bool from_hb,
         return slm_fail(SLM_ERR_INTERNAL, "step %llu: shard %d failed: %s",
                         (unsigned long long)c->seq, shard, r->result->error);
     if (shard == c->decider) {
-        /* wire.c checked: exactly vocab_size finite floats, or none */
-        if (r->result->n_logits != (size_t)c->cfg.vocab_size)
+        /* wire.c checked: whole rows of finite floats, at most max_seqs */
+        const size_t rows = r->result->n_logits / (size_t)c->cfg.vocab_size;
+        if (rows != c->want_rows)
             return slm_fail(SLM_ERR_FORMAT,
-                            "step %llu: the decider sent no logits",
-                            (unsigned long long)c->seq);
+                            "step %llu: the decider sent %zu rows of logits "
+                            "for %zu",
+                            (unsigned long long)c->seq, rows, c->want_rows);
         memcpy(c->logits, r->result->logits,
                r->result->n_logits * sizeof(float));
+        c->rows = rows;
         c->have_logits = true;
     }
     return SLM_OK;
@@ -324,8 +336,8 @@ static slm_status wait_once(slm_cluster_t *c, int timeout_ms,
 }
 
 slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
-                              int32_t n_shards, int32_t decider,
-                              const char *bind,
+                              const slm_kv_config *kv, int32_t n_shards,
+                              int32_t decider, const char *bind,
                               const slm_cluster_timing *timing,
                               slm_cluster_t **out)
 {
@@ -344,12 +356,26 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
     c->cfg = *cfg;
     c->timing = *timing;
     c->lost = -1;
-    c->lim = (slm_wire_limits){(uint32_t)n_shards, (uint32_t)cfg->vocab_size,
-                               cfg->seq_len};
+    c->kv = *kv;
+    c->lim = (slm_wire_limits){.n_shards = (uint32_t)n_shards,
+                               .vocab_size = (uint32_t)cfg->vocab_size,
+                               .seq_len = cfg->seq_len,
+                               .max_seqs = (uint32_t)kv->max_seqs,
+                               .max_tokens = (uint32_t)kv->max_tokens,
+                               .n_blocks = (uint32_t)kv->n_blocks,
+                               .block_size = (uint32_t)kv->block_size};
+    const size_t per_seq =
+        ((size_t)cfg->seq_len + kv->block_size - 1) / kv->block_size;
+    c->identity = calloc(per_seq, sizeof *c->identity);
+    for (size_t i = 0; c->identity && i < per_seq; i++)
+        c->identity[i] = (uint32_t)i;
     c->weight_bytes = calloc((size_t)n_shards, sizeof *c->weight_bytes);
     c->last_beat = calloc((size_t)n_shards, sizeof *c->last_beat);
     c->dropped_at = calloc((size_t)n_shards, sizeof *c->dropped_at);
-    c->logits = calloc((size_t)cfg->vocab_size, sizeof *c->logits);
+    c->logits =
+        calloc((size_t)cfg->vocab_size * kv->max_seqs, sizeof *c->logits);
+    c->step_seqs = calloc(kv->max_seqs, sizeof *c->step_seqs);
+    c->step_list = calloc(kv->max_seqs, sizeof *c->step_list);
     c->answered = calloc((size_t)n_shards, 1);
     keys = calloc((size_t)n_shards + 1, sizeof *keys);
     if (!keys) {
@@ -386,7 +412,8 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
     c->ctx = zmq_ctx_new();
     c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_ROUTER) : NULL;
     if (!c->weight_bytes || !c->last_beat || !c->dropped_at || !c->logits ||
-        !c->answered || !c->sock) {
+        !c->step_seqs || !c->step_list || !c->identity || !c->answered ||
+        !c->sock) {
         rc = slm_fail(SLM_ERR_NOMEM, "cluster: cannot set up the control "
                                      "socket");
         goto fail_bootstrap;
@@ -492,26 +519,48 @@ slm_status slm_cluster_pump(slm_cluster_t *c, int timeout_ms)
     return wait_once(c, timeout_ms, NULL, NULL);
 }
 
-/* One position on every shard: Step out to all, one StepResult back from
- * each, the decider's carrying the logits; heartbeats and the watched socket
- * are served while waiting. */
-static slm_status cluster_forward(void *ctx, int32_t token, int32_t pos,
-                                  const float **logits)
+/* One batched step on every shard: the Step out to all, one StepResult
+ * back from each, the decider's carrying a row of logits per sequence that
+ * wants them; heartbeats and the watched socket are served while waiting. */
+static slm_status cluster_step(void *ctx, const slm_step *st,
+                               const float **logits, size_t *rows)
 {
     slm_cluster_t *c = ctx;
     *logits = NULL;
+    *rows = 0;
     if (c->lost >= 0)
         return lost_status(c);
+    if (st->n_seqs > c->kv.max_seqs)
+        return slm_fail(SLM_ERR_INTERNAL, "step: %zu sequences, more than %zu",
+                        st->n_seqs, c->kv.max_seqs);
+    Shardlm__Control__StepSequence *seqs = c->step_seqs;
+    Shardlm__Control__StepSequence **list = c->step_list;
     Shardlm__Control__Step step = SHARDLM__CONTROL__STEP__INIT;
     step.seq = ++c->seq;
-    step.token = token;
-    step.pos = pos;
+    c->want_rows = 0;
+    for (size_t i = 0; i < st->n_seqs; i++) {
+        const slm_step_seq *q = &st->seqs[i];
+        shardlm__control__step_sequence__init(&seqs[i]);
+        seqs[i].tokens = (int32_t *)q->tokens; /* protobuf-c: not const */
+        seqs[i].n_tokens = q->n_tokens;
+        seqs[i].pos = q->pos;
+        seqs[i].blocks = (uint32_t *)q->blocks;
+        seqs[i].n_blocks = q->n_blocks;
+        seqs[i].want_logits = q->want_logits;
+        list[i] = &seqs[i];
+        c->want_rows += q->want_logits;
+    }
+    step.seqs = list;
+    step.n_seqs = st->n_seqs;
+    step.free_blocks = (uint32_t *)st->free_blocks;
+    step.n_free_blocks = st->n_free;
     slm_control_msg m = SHARDLM__CONTROL__CONTROL_MESSAGE__INIT;
     m.body_case = SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP;
     m.step = &step;
     memset(c->answered, 0, (size_t)c->n_shards);
     c->n_answered = 0;
     c->have_logits = false;
+    c->rows = 0;
     for (int32_t i = 0; i < c->n_shards; i++) {
         char id[32];
         size_t n = slm_transport_shard_id(i, id, sizeof id);
@@ -522,24 +571,57 @@ static slm_status cluster_forward(void *ctx, int32_t token, int32_t pos,
         double left_ms = (deadline - slm_now_seconds()) * 1000.0;
         if (left_ms <= 0)
             return slm_fail(SLM_ERR_UNAVAILABLE,
-                            "step %llu (position %d): %d of %d shards "
-                            "answered within %d ms",
-                            (unsigned long long)c->seq, pos, c->n_answered,
+                            "step %llu: %d of %d shards answered within %d ms",
+                            (unsigned long long)c->seq, c->n_answered,
                             c->n_shards, c->timing.timeout_ms);
         slm_status rc = wait_once(c, (int)left_ms + 1, NULL, NULL);
         if (rc != SLM_OK)
-            return slm_error_prefix(rc, "step %llu (position %d)",
-                                    (unsigned long long)c->seq, pos);
+            return slm_error_prefix(rc, "step %llu",
+                                    (unsigned long long)c->seq);
     }
-    if (!c->have_logits)
+    if (c->want_rows && !c->have_logits)
         return slm_fail(SLM_ERR_INTERNAL, "step: no logits");
-    *logits = c->logits;
+    *logits = c->want_rows ? c->logits : NULL;
+    *rows = c->rows;
     return SLM_OK;
+}
+
+/* One position of the single sequence of `shardlm run` (blocks 0, 1, ...):
+ * a new one (position 0) has the shards zero the blocks the last wrote. */
+static slm_status cluster_forward(void *ctx, int32_t token, int32_t pos,
+                                  const float **logits)
+{
+    slm_cluster_t *c = ctx;
+    *logits = NULL;
+    if (pos < 0 || pos >= c->cfg.seq_len)
+        return slm_fail(SLM_ERR_RANGE,
+                        "position %d is outside the context [0, %d)", pos,
+                        c->cfg.seq_len);
+    if (!c->identity)
+        return slm_fail(SLM_ERR_NOMEM, "out of memory");
+    const size_t bs = c->kv.block_size;
+    slm_step_seq q = {.tokens = &token,
+                      .n_tokens = 1,
+                      .pos = pos,
+                      .blocks = c->identity,
+                      .n_blocks = ((size_t)pos + bs) / bs,
+                      .want_logits = true};
+    slm_step st = {.seqs = &q, .n_seqs = 1};
+    if (pos == 0) {
+        st.free_blocks = c->identity;
+        st.n_free = c->single_blocks;
+        c->single_blocks = 0;
+    }
+    if (q.n_blocks > c->single_blocks)
+        c->single_blocks = q.n_blocks;
+    size_t rows = 0;
+    return cluster_step(c, &st, logits, &rows);
 }
 
 slm_model_runner slm_cluster_runner(slm_cluster_t *c)
 {
-    slm_model_runner r = {cluster_forward, c, c->cfg.seq_len};
+    slm_model_runner r = {cluster_forward, cluster_step, c, c->cfg.seq_len,
+                          &c->kv};
     return r;
 }
 
@@ -628,6 +710,9 @@ void slm_cluster_destroy(slm_cluster_t **cp)
     free(c->weight_bytes);
     free(c->last_beat);
     free(c->logits);
+    free(c->identity);
+    free(c->step_seqs);
+    free(c->step_list);
     free(c->answered);
     free(c->conns);
     free(c->dropped_at);

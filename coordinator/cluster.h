@@ -41,7 +41,8 @@ slm_cluster_timing slm_cluster_default_timing(void);
 
 /* On rank 0 of `world` (shards are ranks 1..n_shards): binds `bind`, sends
  * the endpoint to every rank, and waits up to timing->timeout_ms for every
- * shard's Hello. cfg is copied. The caller owns *out; free with
+ * shard's Hello. cfg and kv (resolved with slm_kv_config_resolve, as every
+ * shard resolves it) are copied. The caller owns *out; free with
  * slm_cluster_destroy (after slm_cluster_shutdown).
  *
  * From then on every wait of the cluster also watches the shards' health:
@@ -50,8 +51,8 @@ slm_cluster_timing slm_cluster_default_timing(void);
  * the wait, and every later call, with SLM_ERR_UNAVAILABLE and a message
  * naming its rank: a tensor group cannot go on without a member. */
 slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
-                              int32_t n_shards, int32_t decider,
-                              const char *bind,
+                              const slm_kv_config *kv, int32_t n_shards,
+                              int32_t decider, const char *bind,
                               const slm_cluster_timing *timing,
                               slm_cluster_t **out);
 

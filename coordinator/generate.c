@@ -23,9 +23,17 @@ static slm_status local_forward(void *ctx, int32_t token, int32_t pos,
     return slm_transformer_forward(ctx, token, pos, logits);
 }
 
+static slm_status local_step(void *ctx, const slm_step *step,
+                             const float **logits, size_t *rows)
+{
+    return slm_transformer_step(ctx, step, logits, rows);
+}
+
 slm_model_runner slm_runner_local(slm_transformer_t *t)
 {
-    slm_model_runner r = {local_forward, t, slm_transformer_config(t)->seq_len};
+    slm_model_runner r = {local_forward, local_step, t,
+                          slm_transformer_config(t)->seq_len,
+                          slm_transformer_kv(t)};
     return r;
 }
 

@@ -17,12 +17,19 @@
 /* Whatever computes the logits of one position: the model in this process,
  * or a cluster of shards driven over the control plane. */
 typedef struct {
-    /* Feeds token at pos; *logits: vocab_size floats, borrowed until the
-     * next call. */
+    /* Feeds token at pos of the runner's single sequence (a new one at
+     * position 0); *logits: vocab_size floats, borrowed until the next
+     * call. */
     slm_status (*forward)(void *ctx, int32_t token, int32_t pos,
                           const float **logits);
+    /* One batched step over the paged KV cache (slm_transformer_step);
+     * *logits: *rows rows of vocab_size floats, borrowed until the next
+     * call. Not to be mixed with forward, which uses the blocks from 0. */
+    slm_status (*step)(void *ctx, const slm_step *step, const float **logits,
+                       size_t *rows);
     void *ctx;
     int32_t seq_len;
+    const slm_kv_config *kv; /* the pool and the limits of a step */
 } slm_model_runner;
 
 /* The runner of a whole model in this process; t is borrowed. */

@@ -59,7 +59,8 @@ static void usage(FILE *f)
         "      Writes a llama2.c checkpoint with seeded random weights.\n"
         "      Shapes: %s.\n"
         "  shardlm keygen --curve PREFIX\n"
-        "      Writes PREFIX.key_secret (0600) and PREFIX.key: a CURVE pair for\n"
+        "      Writes PREFIX.key_secret (0600) and PREFIX.key: a CURVE pair "
+        "for\n"
         "      serve --server-key or shardlm-client --key (list client keys\n"
         "      in serve --clients FILE as \"<PREFIX.key contents> tenant\").\n"
         "  shardlm keygen --sign PREFIX\n"
@@ -94,6 +95,12 @@ static slm_status forward_step(void *ctx, int32_t token, int32_t pos,
                                const float **logits)
 {
     return slm_forward_step(ctx, token, pos, logits);
+}
+
+static slm_status forward_batch(void *ctx, const slm_step *step,
+                                const float **logits, size_t *rows)
+{
+    return slm_forward_batch(ctx, step, logits, rows);
 }
 
 static int cmd_generate(int argc, char **argv)
@@ -215,12 +222,13 @@ static int cmd_generate(int argc, char **argv)
     SLM_CHECK_GOTO(slm_tokenizer_load(tokenizer, cfg->vocab_size, &tok), rc,
                    done);
     SLM_CHECK_GOTO(slm_shard_weights_whole(ck, &weights), rc, done);
-    SLM_CHECK_GOTO(slm_forward_create(device, gpu, weights, NULL, &fwd), rc,
-                   done);
+    SLM_CHECK_GOTO(slm_forward_create(device, gpu, weights, NULL, NULL, &fwd),
+                   rc, done);
     SLM_CHECK_GOTO(slm_sampler_create(cfg->vocab_size, &sp, &sampler), rc,
                    done);
-    const slm_model_runner runner = {forward_step, fwd,
-                                     slm_forward_seq_len(fwd)};
+    const slm_model_runner runner = {forward_step, forward_batch, fwd,
+                                     slm_forward_seq_len(fwd),
+                                     slm_forward_kv(fwd)};
     SLM_CHECK_GOTO(slm_generate(&runner, tok, sampler, prompt, (int32_t)steps,
                                 write_piece, NULL, &st),
                    rc, done);

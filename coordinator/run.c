@@ -40,6 +40,7 @@ typedef struct {
     const char *model, *tokenizer, *prompt, *input, *output, *bind, *listen;
     int64_t tp, pp, steps, threads, timeout_ms;
     int64_t heartbeat_ms, heartbeat_timeout_ms, queue_depth, max_tokens;
+    int64_t max_batch, step_tokens, kv_block, kv_blocks; /* 0: default */
     slm_sampling_params sampling;
     slm_device_kind device; /* as asked; each shard resolves it */
     bool allow_root, allow_core_dump;
@@ -62,7 +63,9 @@ static void run_usage(FILE *f)
         "       mpirun -np $((1 + TP * PP)) shardlm serve --model M "
         "--tokenizer T\n"
         "           [--tp TP] [--pp PP] [--listen ENDPOINT] [-n TOKENS]\n"
-        "           [--queue-depth N] [--max-tokens N] [common options]\n"
+        "           [--queue-depth N] [--max-tokens N] [--max-batch N]\n"
+        "           [--step-tokens N] [--kv-block N] [--kv-blocks N]\n"
+        "           [common options]\n"
         "  common options: [--threads N] [--control-bind ENDPOINT]\n"
         "           [--timeout-ms MS] [--heartbeat-ms MS]\n"
         "           [--heartbeat-timeout-ms MS] [--device auto|cpu|cuda]\n"
@@ -76,7 +79,12 @@ static void run_usage(FILE *f)
         "  none (default 256), --max-tokens the most one may ask\n"
         "  (default 65536; the model's context caps it too), --queue-depth\n"
         "  the requests that may wait (default 64; more are refused with\n"
-        "  RESOURCE_EXHAUSTED). Shards beat every --heartbeat-ms (200); one\n"
+        "  RESOURCE_EXHAUSTED). Requests run together: up to --max-batch\n"
+        "  (32) per step, --step-tokens (128) tokens per step with prompts\n"
+        "  fed in chunks, KV cache in blocks of --kv-block (16) positions\n"
+        "  from a pool of --kv-blocks (default: max-batch whole contexts);\n"
+        "  a request waits until the pool can hold it.\n"
+        "  Shards beat every --heartbeat-ms (200); one\n"
         "  silent for --heartbeat-timeout-ms (1000) is lost and the job\n"
         "  ends. The control endpoint defaults to %s (loopback).\n"
         "  --device: where shards run; auto (default) is cuda when every\n"
@@ -107,7 +115,11 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         O_SERVER_KEY,
         O_CLIENTS,
         O_AUDIT,
-        O_INSECURE
+        O_INSECURE,
+        O_MAX_BATCH,
+        O_STEP_TOKENS,
+        O_KV_BLOCK,
+        O_KV_BLOCKS
     };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
@@ -133,6 +145,10 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         {"clients", required_argument, NULL, O_CLIENTS},
         {"audit-log", required_argument, NULL, O_AUDIT},
         {"insecure", no_argument, NULL, O_INSECURE},
+        {"max-batch", required_argument, NULL, O_MAX_BATCH},
+        {"step-tokens", required_argument, NULL, O_STEP_TOKENS},
+        {"kv-block", required_argument, NULL, O_KV_BLOCK},
+        {"kv-blocks", required_argument, NULL, O_KV_BLOCKS},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
@@ -223,6 +239,22 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         case O_INSECURE:
             o->insecure = true;
             break;
+        case O_MAX_BATCH:
+            rc = slm_cli_int("--max-batch", optarg, 1, SLM_KV_MAX_SEQS,
+                             &o->max_batch);
+            break;
+        case O_STEP_TOKENS:
+            rc = slm_cli_int("--step-tokens", optarg, 1, SLM_KV_MAX_TOKENS,
+                             &o->step_tokens);
+            break;
+        case O_KV_BLOCK:
+            rc = slm_cli_int("--kv-block", optarg, 1, SLM_KV_MAX_BLOCK,
+                             &o->kv_block);
+            break;
+        case O_KV_BLOCKS:
+            rc = slm_cli_int("--kv-blocks", optarg, 1, SLM_KV_MAX_BLOCKS,
+                             &o->kv_blocks);
+            break;
         case SLM_OPT_ALLOW_ROOT:
             o->allow_root = true;
             break;
@@ -298,6 +330,22 @@ static slm_status append_piece(void *user, const char *piece, size_t len,
     return SLM_OK;
 }
 
+/* The KV options as given (slm_kv_config_resolve fills in the rest, the
+ * same on every rank). serve batches by default; run feeds one sequence a
+ * token at a time, as does an explicit --device cuda. */
+static slm_kv_config kv_options(const run_options *o)
+{
+    const bool batch = o->serve && o->device != SLM_DEVICE_CUDA;
+    size_t seqs = o->max_batch ? (size_t)o->max_batch : batch ? 32 : 1;
+    size_t tokens = o->step_tokens ? (size_t)o->step_tokens : batch ? 128 : 1;
+    if (tokens < seqs && !o->step_tokens)
+        tokens = seqs;
+    return (slm_kv_config){.block_size = (size_t)o->kv_block,
+                           .max_seqs = seqs,
+                           .max_tokens = tokens,
+                           .n_blocks = (size_t)o->kv_blocks};
+}
+
 /* Rank 0, step 1: everything that can be checked without the shards. */
 static slm_status validate_job(const run_options *o, int world_size,
                                slm_model_config *cfg, int32_t *decider,
@@ -328,6 +376,10 @@ static slm_status validate_job(const run_options *o, int world_size,
                    done);
     *cfg = *slm_checkpoint_config(ck);
     SLM_CHECK_GOTO(slm_plan_create(cfg, (int32_t)o->tp, (int32_t)o->pp, &plan),
+                   rc, done);
+    const slm_kv_config kv_given = kv_options(o);
+    slm_kv_config kv;
+    SLM_CHECK_GOTO(slm_kv_config_resolve(&kv_given, (size_t)cfg->seq_len, &kv),
                    rc, done);
     *decider = (slm_plan_pp(plan) - 1) * slm_plan_tp(plan);
     SLM_CHECK_GOTO(slm_tokenizer_load(o->tokenizer, cfg->vocab_size, tok), rc,
@@ -400,8 +452,12 @@ static slm_status coordinate(const run_options *o, FILE *out,
     const int32_t n_shards = (int32_t)(o->tp * o->pp);
     const slm_cluster_timing timing = {(int)o->timeout_ms, (int)o->heartbeat_ms,
                                        (int)o->heartbeat_timeout_ms};
-    SLM_CHECK_GOTO(slm_cluster_create(MPI_COMM_WORLD, cfg, n_shards, decider,
-                                      o->bind, &timing, &cluster),
+    const slm_kv_config kv_given = kv_options(o);
+    slm_kv_config kv;
+    SLM_CHECK_GOTO(slm_kv_config_resolve(&kv_given, (size_t)cfg->seq_len, &kv),
+                   rc, done);
+    SLM_CHECK_GOTO(slm_cluster_create(MPI_COMM_WORLD, cfg, &kv, n_shards,
+                                      decider, o->bind, &timing, &cluster),
                    rc, done);
     uint64_t max_bytes = 0;
     for (int32_t i = 0; i < n_shards; i++) {
@@ -494,9 +550,10 @@ static slm_status serve_as_shard(const run_options *o, int world_rank,
     }
     device = agree[1] ? SLM_DEVICE_CUDA : SLM_DEVICE_CPU;
     SLM_CHECK_GOTO(slm_comm_mpi_create(shards_mpi, &shards), rc, done);
+    const slm_kv_config kv = kv_options(o);
     SLM_CHECK_GOTO(slm_shard_create_on(shards, shards_mpi, o->model,
-                                       (int32_t)o->tp, (int32_t)o->pp, device,
-                                       gpu, &shard),
+                                       (int32_t)o->tp, (int32_t)o->pp, &kv,
+                                       device, gpu, &shard),
                    rc, done);
     SLM_CHECK_GOTO(slm_shard_serve(shard, MPI_COMM_WORLD, world_rank - 1,
                                    (int)o->timeout_ms, (int)o->heartbeat_ms),

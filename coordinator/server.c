@@ -16,6 +16,7 @@
 #include "common/zap.h"
 #include "common/zkeys.h"
 #include "coordinator/generate.h"
+#include "coordinator/kvpool.h"
 #include "coordinator/sampler.h"
 #include "proto/client_wire.h"
 
@@ -51,6 +52,8 @@ typedef struct request {
     int32_t pos;                /* the next position to run */
     uint32_t max_new, produced; /* completion tokens allowed, made */
     bool ignore_eos;
+    uint32_t *blocks; /* its KV blocks once admitted (all it may need) */
+    size_t n_blocks;
     slm_sampler_t *sampler;
     char **stops;
     size_t n_stops;
@@ -80,7 +83,11 @@ typedef struct {
     tenant *tenants;   /* every tenant seen */
     tenant *last_turn; /* whose request started last (fair turns) */
     void *monitor;     /* the client socket's handshake and frame failures */
-    request *active;
+    request **run;     /* (kv.max_seqs) admitted requests, in admission order */
+    size_t n_run;
+    const slm_kv_config *kv;
+    slm_kvpool_t *pool;
+    slm_step_seq *entries; /* (kv.max_seqs) the step being built */
     uint64_t served, rejected, malformed;
     double queued_notice_at; /* when the queue was last told its places */
 } server;
@@ -100,6 +107,7 @@ static void request_free(request *r)
         r->tenant->open--;
     free(r->id);
     free(r->ids);
+    free(r->blocks);
     slm_sampler_destroy(&r->sampler);
     for (size_t i = 0; i < r->n_stops; i++)
         free(r->stops[i]);
@@ -141,13 +149,23 @@ static void send_error(server *s, const uint8_t *peer, size_t peer_len,
     (void)send_to(s, peer, peer_len, &m);
 }
 
+/* Frees r, its KV blocks back to the pool (to be zeroed by the next
+ * step). */
+static void drop(server *s, request *r)
+{
+    if (r->n_blocks &&
+        slm_kvpool_release(s->pool, r->blocks, r->n_blocks) != SLM_OK)
+        fprintf(stderr, "shardlm serve: %s\n", slm_error_message());
+    request_free(r);
+}
+
 /* Ends r with an Error and frees it. */
 static void finish_error(server *s, request *r, error_code code,
                          const char *message)
 {
     if (!r->gone)
         send_error(s, r->peer, r->peer_len, r->id, code, message);
-    request_free(r);
+    drop(s, r);
 }
 
 static void send_chunk(server *s, request *r, const int32_t *ids, size_t n_ids,
@@ -209,7 +227,7 @@ static void finish_final(server *s, request *r, finish_reason why)
     if (!r->gone)
         (void)send_to(s, r->peer, r->peer_len, &m);
     s->served++;
-    request_free(r);
+    drop(s, r);
 }
 
 /* ---- taking requests in ---- */
@@ -379,7 +397,8 @@ static bool within_quota(server *s, const tenant *t,
                  t->name, t->open);
         return false;
     }
-    if (lim->queue_share && (s->active || s->queued)) { /* it would wait */
+    if (lim->queue_share && (s->n_run >= s->kv->max_seqs || s->queued)) {
+        /* it would wait */
         uint64_t share = (uint64_t)s->o->queue_depth * lim->queue_share / 100;
         if (share < 1)
             share = 1;
@@ -394,13 +413,24 @@ static bool within_quota(server *s, const tenant *t,
     return true;
 }
 
+static request *find_running(server *s, const uint8_t *peer, size_t peer_len,
+                             const char *id)
+{
+    for (size_t i = 0; i < s->n_run; i++)
+        if (same_request(s->run[i], peer, peer_len, id))
+            return s->run[i];
+    return NULL;
+}
+
+static void admit(server *s);
+
 static void on_generate(server *s, const uint8_t *peer, size_t peer_len,
                         const char *tenant_name, const char *peer_address,
                         const Shardlm__Client__GenerateRequest *g, double now)
 {
     request *prev = NULL;
     if (find(s, peer, peer_len, g->request_id, &prev) ||
-        (s->active && same_request(s->active, peer, peer_len, g->request_id))) {
+        find_running(s, peer, peer_len, g->request_id)) {
         send_error(s, peer, peer_len, g->request_id,
                    SHARDLM__CLIENT__ERROR__CODE__INVALID_ARGUMENT,
                    "request_id is already in use by one of this client's "
@@ -427,9 +457,10 @@ static void on_generate(server *s, const uint8_t *peer, size_t peer_len,
                    SHARDLM__CLIENT__ERROR__CODE__RESOURCE_EXHAUSTED, why);
         return;
     }
-    /* queue_depth counts requests waiting behind a running one; an idle
-     * server takes one even at depth 0. */
-    if (s->queued >= s->o->queue_depth && (s->active || s->queued)) {
+    /* queue_depth counts requests waiting for a place in the batch; one
+     * that can start at once never waits, even at depth 0. */
+    if (s->queued >= s->o->queue_depth &&
+        (s->n_run >= s->kv->max_seqs || s->queued)) {
         char msg[128];
         snprintf(msg, sizeof msg,
                  "the server is busy: %u requests are queued (the limit); "
@@ -461,7 +492,8 @@ static void on_generate(server *s, const uint8_t *peer, size_t peer_len,
         s->head = r;
     s->tail = r;
     s->queued++;
-    if (s->active || s->queued > 1) { /* it will wait: say so at once */
+    admit(s);
+    if (!r->blocks) { /* it waits: say so at once */
         Shardlm__Client__Queued q = SHARDLM__CLIENT__QUEUED__INIT;
         q.request_id = r->id;
         q.position = s->queued - 1;
@@ -498,8 +530,8 @@ static void on_cancel(server *s, const uint8_t *peer, size_t peer_len,
         unlink_queued(s, r, prev);
         finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__CANCELLED,
                      "cancelled by the client while queued");
-    } else if (s->active && same_request(s->active, peer, peer_len, id)) {
-        s->active->cancelled = true; /* ends before its next step */
+    } else if ((r = find_running(s, peer, peer_len, id))) {
+        r->cancelled = true; /* ends before its next step */
     }
 }
 
@@ -514,7 +546,7 @@ static void on_health(server *s, const uint8_t *peer, size_t peer_len)
         calloc((size_t)n + 1, sizeof *ranks);
     Shardlm__Client__HealthResponse__RankHealth **list =
         calloc((size_t)n + 1, sizeof *list);
-    char(*detail)[96] = calloc((size_t)n + 1, sizeof *detail);
+    char(*detail)[160] = calloc((size_t)n + 1, sizeof *detail);
     if (!ranks || !list || !detail) {
         send_error(s, peer, peer_len, "",
                    SHARDLM__CLIENT__ERROR__CODE__RESOURCE_EXHAUSTED,
@@ -529,11 +561,11 @@ static void on_health(server *s, const uint8_t *peer, size_t peer_len)
         rk->state = SHARDLM__CLIENT__HEALTH_RESPONSE__STATE__SERVING;
         if (i == 0) {
             snprintf(detail[i], sizeof detail[i],
-                     "coordinator: %u queued, %s, %llu served, %llu "
-                     "rejected",
-                     s->queued, s->active ? "1 running" : "idle",
-                     (unsigned long long)s->served,
-                     (unsigned long long)s->rejected);
+                     "coordinator: %u queued, %zu running, %llu served, "
+                     "%llu rejected, kv blocks %zu of %zu free",
+                     s->queued, s->n_run, (unsigned long long)s->served,
+                     (unsigned long long)s->rejected,
+                     slm_kvpool_free_count(s->pool), slm_kvpool_total(s->pool));
         } else {
             const double age = slm_cluster_heartbeat_age_ms(s->cluster, i - 1);
             rk->last_heartbeat_ms = age > 0 ? (uint64_t)age : 0;
@@ -662,8 +694,6 @@ done:
     zmq_msg_close(&body);
 }
 
-static void start_next(server *s);
-
 /* ---- frames that fail CURVE's checks ----
  *
  * After the handshake every CURVE frame carries a nonce that must grow and a
@@ -757,10 +787,6 @@ static slm_status on_wakeup(void *user, bool readable)
             !(events & ZMQ_POLLIN))
             break;
         take_one(s, now);
-        /* An idle server starts a request at once, so that the next one
-         * counts as waiting behind it (the queue limits count waiters). */
-        if (!s->active)
-            start_next(s);
     }
     return SLM_OK;
 }
@@ -865,20 +891,36 @@ static bool emit_piece(server *s, request *r, int32_t id, const char *piece,
     return true;
 }
 
-/* Runs one position of the active request. A failure of the cluster is
- * returned (and the request is left for the caller to fail). */
-/* Ends the active request if it was cancelled, its deadline passed or its
- * client is gone; returns whether it did. */
-static bool end_if_due(server *s, request *r)
+/* ---- the batch ----
+ *
+ * Admitted requests run together (continuous batching): each step carries
+ * every running sequence - one token for those generating, a chunk of the
+ * prompt for those still reading it, within the step's token budget - and
+ * a new request joins at the next step, a finished one leaves at once. */
+
+/* Removes run[i], keeping the order (the oldest are fed first). */
+static void unrun(server *s, size_t i)
 {
+    memmove(&s->run[i], &s->run[i + 1], (s->n_run - i - 1) * sizeof *s->run);
+    s->n_run--;
+}
+
+/* Ends run[i] if it was cancelled, its deadline passed, its client is gone
+ * or it may make no tokens at all; returns whether it did. */
+static bool end_if_due(server *s, size_t i)
+{
+    request *r = s->run[i];
     const double now = slm_now_seconds();
-    if (r->gone || r->cancelled || (r->deadline > 0 && now >= r->deadline)) {
-        s->active = NULL;
+    if (r->gone || r->cancelled || (r->deadline > 0 && now >= r->deadline) ||
+        r->max_new == 0) {
+        unrun(s, i);
         if (r->gone) {
-            request_free(r);
+            drop(s, r);
         } else if (r->cancelled) {
             finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__CANCELLED,
                          "cancelled by the client");
+        } else if (r->max_new == 0) {
+            finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__LENGTH);
         } else {
             finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__DEADLINE_EXCEEDED,
                          "the request's deadline passed while it ran");
@@ -888,81 +930,7 @@ static bool end_if_due(server *s, request *r)
     return false;
 }
 
-static slm_status step_active(server *s)
-{
-    request *r = s->active;
-    if (end_if_due(s, r))
-        return SLM_OK;
-    if (r->max_new == 0) {
-        s->active = NULL;
-        finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__LENGTH);
-        return SLM_OK;
-    }
-    const float *logits_ro = NULL;
-    const int32_t token = r->ids[r->pos];
-    SLM_CHECK(s->runner.forward(s->runner.ctx, token, r->pos, &logits_ro));
-    /* A Cancel or the deadline may have come during the step. */
-    if (end_if_due(s, r))
-        return SLM_OK;
-    if ((size_t)r->pos + 1 < r->n_prompt) {
-        r->pos++; /* still inside the prompt */
-        return SLM_OK;
-    }
-    if (r->first_token == 0)
-        r->first_token = slm_now_seconds();
-    /* The sampler may rewrite the logits; the next step rewrites them. */
-    const int32_t next =
-        slm_sampler_sample(r->sampler, (float *)logits_ro, r->ids, r->n);
-    if ((next == SLM_TOKEN_BOS || next == SLM_TOKEN_EOS) && !r->ignore_eos) {
-        s->active = NULL;
-        finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP);
-        return SLM_OK;
-    }
-    r->ids[r->n++] = next;
-    r->produced++;
-    size_t len = 0;
-    const char *piece = slm_tokenizer_decode(s->tok, token, next, &len);
-    if (!slm_piece_printable(piece, len))
-        len = 0;
-    bool stopped = false;
-    if (!emit_piece(s, r, next, piece, len, &stopped)) {
-        s->active = NULL;
-        finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__RESOURCE_EXHAUSTED,
-                     "out of memory for the request's text");
-        return SLM_OK;
-    }
-    if (stopped) {
-        s->active = NULL;
-        finish_final(s, r,
-                     SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP_SEQUENCE);
-    } else if (r->produced >= r->max_new || r->n >= (size_t)s->cfg->seq_len) {
-        s->active = NULL;
-        finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__LENGTH);
-    } else {
-        r->pos++;
-    }
-    return SLM_OK;
-}
-
-/* Queued requests whose deadline passed leave. (A client that went away is
- * noticed when its request runs: its first Chunk cannot be delivered.) */
-static void sweep_queue(server *s, double now)
-{
-    request *prev = NULL;
-    for (request *r = s->head; r;) {
-        request *next = r->next;
-        if (r->deadline > 0 && now >= r->deadline) {
-            unlink_queued(s, r, prev);
-            finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__DEADLINE_EXCEEDED,
-                         "the request's deadline passed while it was queued");
-        } else {
-            prev = r;
-        }
-        r = next;
-    }
-}
-
-/* The next request to run: the oldest of the next tenant, in turn, that
+/* The next request to admit: the oldest of the next tenant, in turn, that
  * has one waiting - so a tenant with many queued requests delays another's
  * by at most one of its own (the queue is FIFO within a tenant). */
 static request *next_turn(server *s, request **prev_out)
@@ -990,24 +958,160 @@ static request *next_turn(server *s, request **prev_out)
     return s->head;
 }
 
-static void start_next(server *s)
+/* Admits waiting requests, in turns between tenants, while the batch has a
+ * place and the KV pool can hold the next one's whole context; when it
+ * cannot, the request waits (backpressure), and so do those behind it. */
+static void admit(server *s)
+{
+    const size_t bs = s->kv->block_size;
+    while (s->n_run < s->kv->max_seqs && s->head) {
+        request *prev = NULL;
+        request *r = next_turn(s, &prev);
+        if (!r)
+            return;
+        /* Positions it can reach: its prompt and what it may generate,
+         * within the context (the last sampled token is never fed). */
+        size_t reach = r->n_prompt + r->max_new;
+        if (reach > (size_t)s->cfg->seq_len)
+            reach = (size_t)s->cfg->seq_len;
+        const size_t need = (reach + bs - 1) / bs;
+        uint32_t *blocks = malloc((need ? need : 1) * sizeof *blocks);
+        if (!blocks)
+            return; /* retried at the next wake-up */
+        if (!slm_kvpool_alloc(s->pool, need, blocks)) {
+            free(blocks);
+            return;
+        }
+        unlink_queued(s, r, prev);
+        s->last_turn = r->tenant;
+        r->blocks = blocks;
+        r->n_blocks = need;
+        r->started = slm_now_seconds();
+        s->run[s->n_run++] = r;
+    }
+}
+
+/* Samples r's next token from its logits (the step fed its last known
+ * token); returns whether r is finished (and was ended). */
+static bool take_token(server *s, request *r, const float *logits_ro)
+{
+    if (r->first_token == 0)
+        r->first_token = slm_now_seconds();
+    /* The sampler may rewrite the logits: the row is the step's scratch. */
+    const int32_t next =
+        slm_sampler_sample(r->sampler, (float *)logits_ro, r->ids, r->n);
+    if ((next == SLM_TOKEN_BOS || next == SLM_TOKEN_EOS) && !r->ignore_eos) {
+        finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP);
+        return true;
+    }
+    const int32_t prev = r->ids[r->n - 1];
+    r->ids[r->n++] = next;
+    r->produced++;
+    size_t len = 0;
+    const char *piece = slm_tokenizer_decode(s->tok, prev, next, &len);
+    if (!slm_piece_printable(piece, len))
+        len = 0;
+    bool stopped = false;
+    if (!emit_piece(s, r, next, piece, len, &stopped)) {
+        finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__RESOURCE_EXHAUSTED,
+                     "out of memory for the request's text");
+        return true;
+    }
+    if (stopped) {
+        finish_final(s, r,
+                     SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP_SEQUENCE);
+        return true;
+    }
+    if (r->produced >= r->max_new || r->n >= (size_t)s->cfg->seq_len) {
+        finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__LENGTH);
+        return true;
+    }
+    return false;
+}
+
+/* One step of the whole batch. Generating sequences go first (one token
+ * each), then prompts in chunks from what is left of the token budget, so
+ * that a long prompt never stalls the streams already running. A failure
+ * of the cluster is returned (the caller fails every request). */
+static slm_status run_step(server *s)
+{
+    for (size_t i = 0; i < s->n_run;)
+        if (!end_if_due(s, i))
+            i++;
+    size_t budget = s->kv->max_tokens, n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < s->n_run && budget; i++) {
+            request *r = s->run[i];
+            const size_t left = r->n - (size_t)r->pos; /* >= 1 */
+            if ((pass == 0) != (left == 1))
+                continue;
+            const size_t chunk = left < budget ? left : budget;
+            s->entries[n++] = (slm_step_seq){
+                .tokens = r->ids + r->pos,
+                .n_tokens = chunk,
+                .pos = r->pos,
+                .blocks = r->blocks,
+                .n_blocks = r->n_blocks,
+                .want_logits = chunk == left,
+            };
+            budget -= chunk;
+        }
+    }
+    slm_step st = {.seqs = s->entries, .n_seqs = n};
+    slm_kvpool_take_freed(s->pool, &st.free_blocks, &st.n_free);
+    if (n == 0 && st.n_free == 0)
+        return slm_cluster_pump(s->cluster, SLM_CLUSTER_TICK_MS);
+    const float *logits = NULL;
+    size_t rows = 0;
+    SLM_CHECK(s->runner.step(s->runner.ctx, &st, &logits, &rows));
+    /* The entries point into the requests; match them up again (a request
+     * admitted while the step ran is not among them). */
+    const size_t vocab = (size_t)s->cfg->vocab_size;
+    size_t row = 0;
+    for (size_t e = 0; e < n; e++) {
+        size_t i = 0;
+        while (i < s->n_run &&
+               s->run[i]->ids + s->run[i]->pos != s->entries[e].tokens)
+            i++;
+        if (i == s->n_run) /* cannot happen: only this loop ends requests */
+            continue;
+        request *r = s->run[i];
+        r->pos += (int32_t)s->entries[e].n_tokens;
+        if (!s->entries[e].want_logits)
+            continue;
+        if (row >= rows)
+            return slm_fail(SLM_ERR_INTERNAL, "step: too few rows of logits");
+        if (take_token(s, r, logits + row++ * vocab))
+            unrun(s, i);
+    }
+    return SLM_OK;
+}
+
+/* Queued requests whose deadline passed leave. (A client that went away is
+ * noticed when its request runs: its first Chunk cannot be delivered.) */
+static void sweep_queue(server *s, double now)
 {
     request *prev = NULL;
-    request *r = next_turn(s, &prev);
-    if (!r)
-        return;
-    unlink_queued(s, r, prev);
-    s->last_turn = r->tenant;
-    r->started = slm_now_seconds();
-    s->active = r;
+    for (request *r = s->head; r;) {
+        request *next = r->next;
+        if (r->deadline > 0 && now >= r->deadline) {
+            unlink_queued(s, r, prev);
+            finish_error(s, r, SHARDLM__CLIENT__ERROR__CODE__DEADLINE_EXCEEDED,
+                         "the request's deadline passed while it was queued");
+        } else {
+            prev = r;
+        }
+        r = next;
+    }
 }
 
 /* Every request still open ends with `code` and `message`. */
 static void fail_all(server *s, error_code code, const char *message)
 {
-    if (s->active) {
-        finish_error(s, s->active, code, message);
-        s->active = NULL;
+    while (s->n_run) {
+        request *r = s->run[s->n_run - 1];
+        s->n_run--;
+        finish_error(s, r, code, message);
     }
     while (s->head) {
         request *r = s->head;
@@ -1104,7 +1208,14 @@ slm_status slm_server_run(slm_cluster_t *cluster, const slm_model_config *cfg,
         (uint64_t)cfg->seq_len * (uint64_t)slm_tokenizer_max_token_bytes(tok);
     if (fits > 0 && fits < s.lim.max_prompt_bytes)
         s.lim.max_prompt_bytes = (uint32_t)fits;
-    slm_status rc = open_socket(&s);
+    s.kv = s.runner.kv;
+    s.run = calloc(s.kv->max_seqs, sizeof *s.run);
+    s.entries = calloc(s.kv->max_seqs, sizeof *s.entries);
+    slm_status rc = slm_kvpool_create(s.kv->n_blocks, &s.pool);
+    if (rc == SLM_OK && (!s.run || !s.entries))
+        rc = slm_fail(SLM_ERR_NOMEM, "serve: out of memory");
+    if (rc == SLM_OK)
+        rc = open_socket(&s);
     if (rc != SLM_OK)
         goto close;
 
@@ -1118,8 +1229,10 @@ slm_status slm_server_run(slm_cluster_t *cluster, const slm_model_config *cfg,
     slm_cluster_watch(cluster, s.sock, on_wakeup, &s);
     /* The bound endpoint, so that "tcp://127.0.0.1:*" can be found. */
     fprintf(stderr,
-            "shardlm serve: listening on %s (queue %u, max_tokens %u, %s%s)\n",
-            s.endpoint, o->queue_depth, o->max_tokens,
+            "shardlm serve: listening on %s (queue %u, max_tokens %u, batch "
+            "%zu, %zu tokens per step, %zu KV blocks of %zu, %s%s)\n",
+            s.endpoint, o->queue_depth, o->max_tokens, s.kv->max_seqs,
+            s.kv->max_tokens, s.kv->n_blocks, s.kv->block_size,
             o->insecure ? "plaintext" : "CURVE, server key ",
             o->insecure ? "" : s.public_key);
 
@@ -1131,12 +1244,8 @@ slm_status slm_server_run(slm_cluster_t *cluster, const slm_model_config *cfg,
             notify_queue(&s);
             s.queued_notice_at = now;
         }
-        if (!s.active)
-            start_next(&s);
-        if (s.active)
-            rc = step_active(&s);
-        else
-            rc = slm_cluster_pump(cluster, SLM_CLUSTER_TICK_MS);
+        admit(&s);
+        rc = run_step(&s);
     }
     char why[512];
     if (rc != SLM_OK)
@@ -1177,6 +1286,9 @@ close:
     if (s.ctx)
         zmq_ctx_term(s.ctx);
     slm_allowlist_destroy(&s.clients);
+    free(s.run);
+    free(s.entries);
+    slm_kvpool_destroy(&s.pool);
     slm_audit_close(&s.audit);
     return rc;
 }

@@ -13,6 +13,7 @@
 #define SLM_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* The instruction set the hot kernels dispatch to on this machine:
  * "avx512", "avx2" or "scalar". Decided once, at first use. */
@@ -50,6 +51,20 @@ void slm_cpu_attention(float *out, const float *q, const float *k_cache,
                        const float *v_cache, float *att, size_t att_stride,
                        size_t n_heads, size_t n_kv_heads, size_t head_size,
                        size_t kv_stride, size_t pos);
+
+/* One query head's attention for a token at position `pos` over a paged
+ * KV cache: position t's keys and values are row
+ *     table[t / block_size] * block_size + t % block_size
+ * of k_pool and v_pool (rows of kv_stride floats), this head's kv head
+ * starting at kv_off in the row. out(head_size), q(head_size), att(pos + 1)
+ * scratch. The arithmetic of slm_cpu_attention, in the same order, so the
+ * two agree bit for bit. Single-threaded: the caller spreads (token, head)
+ * pairs over its threads. */
+void slm_cpu_attention_paged_head(float *out, const float *q,
+                                  const float *k_pool, const float *v_pool,
+                                  const uint32_t *table, size_t block_size,
+                                  float *att, size_t head_size,
+                                  size_t kv_stride, size_t kv_off, size_t pos);
 
 /* SwiGLU: h1(n) = silu(h1) * h3, in place on h1. */
 void slm_cpu_swiglu(float *h1, const float *h3, size_t n);
@@ -103,5 +118,38 @@ typedef struct {
 int32_t slm_cpu_sample_topk_topp(const float *logits, size_t vocab,
                                  float temperature, int32_t top_k, float top_p,
                                  float coin, slm_cpu_candidate *scratch);
+
+/* ---- Batched products (prefill, batched decode) ------------------------ */
+
+/* out(batch, rows) = x(batch, cols) @ W(rows, cols)^T: row b of out is W
+ * times row b of x. W is row-major (rows = output features), as for
+ * slm_cpu_matvec; x and out are row-major, one token per row. W is read from
+ * memory once per call whatever the batch (cache-blocked), so a batch of B
+ * tokens costs about one matvec's memory traffic and B times its arithmetic.
+ * batch == 1 is slm_cpu_matvec. Multi-threaded with OpenMP over rows (one
+ * parallel region, rows handed out in chunks as threads come free); the
+ * caller sets the thread count. Each thread uses 32 KiB of stack for a
+ * packed tile. No alignment needed. kernels/cpu/matmul.c. */
+void slm_cpu_matmul(float *out, const float *w, const float *x, size_t batch,
+                    size_t rows, size_t cols);
+
+/* Symmetric per-output-channel int8 quantization of W(rows, cols):
+ * scale(rows)[r] = max_j |W[r, j]| / 127 and q(rows, cols)[r, j] =
+ * round(W[r, j] / scale[r]) (nearest, ties to even), in [-127, 127]; an
+ * all-zero row gets scale 0 and q 0. So W[r, j] is q[r, j] * scale[r] within
+ * scale[r] / 2 (plus float rounding). W must be finite. Single-threaded
+ * (a load-time step). kernels/cpu/matmul_q8.c. */
+void slm_cpu_quantize_q8(int8_t *q, float *scale, const float *w, size_t rows,
+                         size_t cols);
+
+/* out(batch, rows) = x(batch, cols) @ (scale * q)(rows, cols)^T: the product
+ * of slm_cpu_matmul with the weights dequantized from slm_cpu_quantize_q8.
+ * Weight-only quantization: the int8 weights are widened to float in
+ * registers and x stays float, so the only error beyond float rounding is
+ * the weights' own. Reads q once per call (a quarter of the float32 bytes),
+ * which is what batch-1 decode is bound by. Threads and alignment as
+ * slm_cpu_matmul. kernels/cpu/matmul_q8.c. */
+void slm_cpu_matmul_q8(float *out, const int8_t *q, const float *scale,
+                       const float *x, size_t batch, size_t rows, size_t cols);
 
 #endif

@@ -23,9 +23,10 @@
 #define MAX_HEADS  1024u
 
 /* Total bytes one unpack of len input bytes may allocate: room for the
- * logits (one float per 4 input bytes), the structs and protobuf-c's
+ * logits (one float per 4 input bytes), a step's sequences (a struct of
+ * about 100 bytes for each 8 or more input bytes) and protobuf-c's
  * scratch. */
-#define UNPACK_BUDGET(len) ((len)*4 + ((size_t)64 << 10))
+#define UNPACK_BUDGET(len) ((len)*16 + ((size_t)256 << 10))
 
 slm_status slm_wire_pack_control(const slm_control_msg *m, uint8_t **buf,
                                  size_t *len)
@@ -114,16 +115,57 @@ static slm_status check_step(const Shardlm__Control__Step *s,
     if (s->seq < 1)
         return slm_fail(SLM_ERR_FORMAT,
                         "control message: Step.seq = 0, must be at least 1");
-    if (s->token < 0 || (uint32_t)s->token >= lim->vocab_size)
+    if (s->n_seqs > lim->max_seqs)
         return slm_fail(SLM_ERR_FORMAT,
-                        "control message: Step.token = %d is out of range "
-                        "[0, %u)",
-                        s->token, lim->vocab_size);
-    if (s->pos < 0 || s->pos >= lim->seq_len)
+                        "control message: Step has %zu sequences, more than "
+                        "%u",
+                        s->n_seqs, lim->max_seqs);
+    if (s->n_free_blocks > lim->n_blocks)
         return slm_fail(SLM_ERR_FORMAT,
-                        "control message: Step.pos = %d is out of range "
-                        "[0, %d)",
-                        s->pos, lim->seq_len);
+                        "control message: Step frees %zu blocks of a pool of "
+                        "%u",
+                        s->n_free_blocks, lim->n_blocks);
+    for (size_t i = 0; i < s->n_free_blocks; i++)
+        if (s->free_blocks[i] >= lim->n_blocks)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "control message: Step.free_blocks[%zu] = %u is "
+                            "out of range [0, %u)",
+                            i, s->free_blocks[i], lim->n_blocks);
+    const uint32_t bs = lim->block_size ? lim->block_size : 1;
+    const size_t max_blocks = ((size_t)lim->seq_len + bs - 1) / bs;
+    size_t tokens = 0;
+    for (size_t i = 0; i < s->n_seqs; i++) {
+        const Shardlm__Control__StepSequence *q = s->seqs[i];
+        SLM_CHECK(slm_pb_check_field_zero("control message", &q->base));
+        if (q->pos < 0 || q->pos >= lim->seq_len || q->n_tokens == 0 ||
+            q->n_tokens > (size_t)(lim->seq_len - q->pos))
+            return slm_fail(SLM_ERR_FORMAT,
+                            "control message: Step.seqs[%zu] feeds %zu "
+                            "tokens at position %d; the context is %d",
+                            i, q->n_tokens, q->pos, lim->seq_len);
+        tokens += q->n_tokens; /* each count <= seq_len: no overflow */
+        if (tokens > lim->max_tokens)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "control message: Step has more than %u tokens",
+                            lim->max_tokens);
+        for (size_t j = 0; j < q->n_tokens; j++)
+            if (q->tokens[j] < 0 || (uint32_t)q->tokens[j] >= lim->vocab_size)
+                return slm_fail(SLM_ERR_FORMAT,
+                                "control message: Step.seqs[%zu].tokens[%zu] "
+                                "= %d is out of range [0, %u)",
+                                i, j, q->tokens[j], lim->vocab_size);
+        if (q->n_blocks > max_blocks)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "control message: Step.seqs[%zu] has %zu blocks, "
+                            "more than a whole context's %zu",
+                            i, q->n_blocks, max_blocks);
+        for (size_t j = 0; j < q->n_blocks; j++)
+            if (q->blocks[j] >= lim->n_blocks)
+                return slm_fail(SLM_ERR_FORMAT,
+                                "control message: Step.seqs[%zu].blocks[%zu] "
+                                "= %u is out of range [0, %u)",
+                                i, j, q->blocks[j], lim->n_blocks);
+    }
     return SLM_OK;
 }
 
@@ -131,11 +173,14 @@ static slm_status check_result(const Shardlm__Control__StepResult *r,
                                const slm_wire_limits *lim)
 {
     SLM_CHECK(check_shard("StepResult", r->shard, lim));
-    if (r->n_logits != 0 && r->n_logits != lim->vocab_size)
+    if (lim->vocab_size == 0
+            ? r->n_logits != 0
+            : r->n_logits % lim->vocab_size != 0 ||
+                  r->n_logits / lim->vocab_size > lim->max_seqs)
         return slm_fail(SLM_ERR_FORMAT,
                         "control message: StepResult.logits has %zu values, "
-                        "expected 0 or vocab_size = %u",
-                        r->n_logits, lim->vocab_size);
+                        "expected rows of vocab_size = %u, at most %u rows",
+                        r->n_logits, lim->vocab_size, lim->max_seqs);
     for (size_t i = 0; i < r->n_logits; i++)
         if (!isfinite(r->logits[i]))
             return slm_fail(SLM_ERR_FORMAT,

@@ -19,15 +19,20 @@
 
 typedef Shardlm__Control__ControlMessage slm_control_msg;
 
-/* Hard cap on one control message (a step result carries the logits: 1M
- * vocabulary x 4 bytes, plus framing). Used as ZMQ_MAXMSGSIZE. */
-#define SLM_WIRE_MAX_CONTROL_BYTES ((size_t)5 << 20)
+/* Hard cap on one control message (a step result carries a row of logits
+ * per sequence of the step: 64 rows of a 256K vocabulary, plus framing).
+ * Used as ZMQ_MAXMSGSIZE; only authenticated shards can send one. */
+#define SLM_WIRE_MAX_CONTROL_BYTES ((size_t)72 << 20)
 
 /* What a receiver knows, to bound the fields it will use. */
 typedef struct {
     uint32_t n_shards;   /* shard ids must be below this */
-    uint32_t vocab_size; /* a logits array must be empty or exactly this */
+    uint32_t vocab_size; /* logits come in rows of exactly this */
     int32_t seq_len;     /* positions must be in [0, seq_len) */
+    uint32_t max_seqs;   /* sequences per step, and rows of logits */
+    uint32_t max_tokens; /* tokens per step */
+    uint32_t n_blocks;   /* KV blocks are below this */
+    uint32_t block_size; /* positions per block */
 } slm_wire_limits;
 
 /* Serialises m into a new buffer. The caller owns *buf (free()). Fails with
@@ -36,9 +41,12 @@ slm_status slm_wire_pack_control(const slm_control_msg *m, uint8_t **buf,
                                  size_t *len);
 
 /* Parses and validates buf(len) against lim: exactly one body set; Step:
- * seq >= 1, token in [0, vocab_size), pos in [0, seq_len); StepResult and
- * Hello and Heartbeat: shard < n_shards; StepResult: logits empty or exactly
- * vocab_size finite floats, error at most 1024 bytes; Hello: ranges within
+ * seq >= 1, at most max_seqs sequences and max_tokens tokens, each sequence
+ * 1+ tokens in [0, vocab_size) at positions within [0, seq_len), its blocks
+ * and the freed ones below n_blocks, at most a whole context's blocks per
+ * sequence; StepResult and Hello and Heartbeat: shard < n_shards;
+ * StepResult: at most max_seqs rows of vocab_size finite floats, error at
+ * most 1024 bytes; Hello: ranges within
  * the limits; Shutdown: reason at most 1024 bytes. On success the caller
  * owns *out and frees it with slm_wire_free_control. On failure *out is NULL
  * and the message names the field and value. */

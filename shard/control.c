@@ -3,6 +3,7 @@
  * StepResult per Step, until Shutdown. See slm_shard_serve in shard.h.
  */
 #include <pthread.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -139,8 +140,17 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
                         shard_index);
     SLM_CHECK(key_rc);
     const slm_model_config *cfg = slm_shard_config(s);
-    const slm_wire_limits lim = {(uint32_t)(shard_index + 1),
-                                 (uint32_t)cfg->vocab_size, cfg->seq_len};
+    const slm_kv_config *kv = slm_shard_kv(s);
+    const slm_wire_limits lim = {.n_shards = (uint32_t)(shard_index + 1),
+                                 .vocab_size = (uint32_t)cfg->vocab_size,
+                                 .seq_len = cfg->seq_len,
+                                 .max_seqs = (uint32_t)kv->max_seqs,
+                                 .max_tokens = (uint32_t)kv->max_tokens,
+                                 .n_blocks = (uint32_t)kv->n_blocks,
+                                 .block_size = (uint32_t)kv->block_size};
+    slm_step_seq *seqs = calloc(kv->max_seqs, sizeof *seqs);
+    if (!seqs)
+        return slm_fail(SLM_ERR_NOMEM, "shard %d: out of memory", shard_index);
     slm_status rc = SLM_OK;
     heartbeat hb = {.index = shard_index,
                     .interval_ms = heartbeat_ms,
@@ -209,8 +219,23 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
             goto done;
         }
         last_seq = m->step->seq;
+        /* wire.c bounded every count and index by `lim`; the transformer
+         * checks what they mean together. */
+        const Shardlm__Control__Step *w = m->step;
+        for (size_t i = 0; i < w->n_seqs; i++)
+            seqs[i] = (slm_step_seq){.tokens = w->seqs[i]->tokens,
+                                     .n_tokens = w->seqs[i]->n_tokens,
+                                     .pos = w->seqs[i]->pos,
+                                     .blocks = w->seqs[i]->blocks,
+                                     .n_blocks = w->seqs[i]->n_blocks,
+                                     .want_logits = w->seqs[i]->want_logits};
+        const slm_step step = {.seqs = seqs,
+                               .n_seqs = w->n_seqs,
+                               .free_blocks = w->free_blocks,
+                               .n_free = w->n_free_blocks};
         const float *logits = NULL;
-        rc = slm_shard_forward(s, m->step->token, m->step->pos, &logits);
+        size_t rows = 0;
+        rc = slm_shard_step(s, &step, &logits, &rows);
         slm_wire_free_control(&m);
         if (rc != SLM_OK) {
             /* Tell the coordinator why before giving up; peers may be
@@ -220,11 +245,12 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
             goto done;
         }
         SLM_CHECK_GOTO(send_result(sock, last_seq, shard_index,
-                                   decider ? logits : NULL,
-                                   (size_t)cfg->vocab_size, NULL),
+                                   decider && rows ? logits : NULL,
+                                   rows * (size_t)cfg->vocab_size, NULL),
                        rc, done);
     }
 done:
+    free(seqs);
     heartbeat_stop(&hb);
     if (sock)
         zmq_close(sock);

@@ -205,13 +205,15 @@ size_t slm_cuda_transformer_weight_bytes(const slm_cuda_transformer_t *t)
 
 struct slm_forward {
     slm_device_kind kind;
+    slm_kv_config kv; /* as resolved */
     slm_transformer_t *cpu;
     slm_cuda_transformer_t *cuda;
 };
 
 slm_status slm_forward_create(slm_device_kind kind, int device,
                               const slm_shard_weights_t *w,
-                              const slm_shard_links *links, slm_forward_t **out)
+                              const slm_shard_links *links,
+                              const slm_kv_config *kv, slm_forward_t **out)
 {
     slm_forward_t *f = calloc(1, sizeof *f);
     if (!f)
@@ -219,8 +221,21 @@ slm_status slm_forward_create(slm_device_kind kind, int device,
     slm_status rc = SLM_OK;
     f->kind = kind;
     if (kind == SLM_DEVICE_CPU) {
-        SLM_CHECK_GOTO(slm_transformer_create(w, links, &f->cpu), rc, fail);
+        SLM_CHECK_GOTO(slm_transformer_create_ex(w, links, kv, &f->cpu), rc,
+                       fail);
+        f->kv = *slm_transformer_kv(f->cpu);
     } else if (kind == SLM_DEVICE_CUDA) {
+        /* The GPU pass keeps one contiguous cache per batch slot and runs
+         * one token per step; batched, paged steps are the CPU's for now. */
+        if (kv && (kv->max_seqs > 1 || kv->max_tokens > 1)) {
+            rc = slm_fail(SLM_ERR_INVALID,
+                          "the CUDA backend runs one sequence of one token "
+                          "per step: serve with --max-batch 1 --step-tokens "
+                          "1 (batching is on the CPU backend)");
+            goto fail;
+        }
+        f->kv = (slm_kv_config){
+            .block_size = SLM_KV_DEFAULT_BLOCK, .max_seqs = 1, .max_tokens = 1};
         const slm_cuda_options opt = slm_cuda_options_default();
         SLM_CHECK_GOTO(
             slm_cuda_transformer_create(w, links, device, &opt, &f->cuda), rc,
@@ -254,6 +269,36 @@ slm_status slm_forward_step(slm_forward_t *f, int32_t token, int32_t pos,
     if (f->cuda)
         return slm_cuda_transformer_forward(f->cuda, token, pos, logits);
     return slm_transformer_forward(f->cpu, token, pos, logits);
+}
+
+slm_status slm_forward_batch(slm_forward_t *f, const slm_step *st,
+                             const float **logits, size_t *rows)
+{
+    *logits = NULL;
+    *rows = 0;
+    if (!f->cuda)
+        return slm_transformer_step(f->cpu, st, logits, rows);
+    /* The GPU pass zeroes a slot's cache itself when a sequence starts at
+     * position 0, so freed blocks need nothing here. */
+    if (st->n_seqs == 0)
+        return SLM_OK;
+    if (st->n_seqs > 1 || st->seqs[0].n_tokens != 1)
+        return slm_fail(SLM_ERR_INVALID,
+                        "the CUDA backend runs one sequence of one token per "
+                        "step, not %zu sequences",
+                        st->n_seqs);
+    SLM_CHECK(slm_cuda_transformer_forward(f->cuda, st->seqs[0].tokens[0],
+                                           st->seqs[0].pos, logits));
+    if (st->seqs[0].want_logits && *logits)
+        *rows = 1;
+    else
+        *logits = NULL;
+    return SLM_OK;
+}
+
+const slm_kv_config *slm_forward_kv(const slm_forward_t *f)
+{
+    return &f->kv;
 }
 
 slm_device_kind slm_forward_kind(const slm_forward_t *f)

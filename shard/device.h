@@ -128,7 +128,7 @@ typedef struct slm_forward slm_forward_t;
 slm_status slm_forward_create(slm_device_kind kind, int device,
                               const slm_shard_weights_t *w,
                               const slm_shard_links *links,
-                              slm_forward_t **out);
+                              const slm_kv_config *kv, slm_forward_t **out);
 
 /* Accepts NULL; sets *f to NULL. */
 void slm_forward_destroy(slm_forward_t **f);
@@ -136,6 +136,14 @@ void slm_forward_destroy(slm_forward_t **f);
 /* slm_transformer_forward's contract, on whichever device. */
 slm_status slm_forward_step(slm_forward_t *f, int32_t token, int32_t pos,
                             const float **logits);
+
+/* One batched step (slm_transformer_step). The CUDA backend takes steps of
+ * at most one sequence of one token. */
+slm_status slm_forward_batch(slm_forward_t *f, const slm_step *step,
+                             const float **logits, size_t *rows);
+
+/* The KV configuration in force (defaults resolved). */
+const slm_kv_config *slm_forward_kv(const slm_forward_t *f);
 
 slm_device_kind slm_forward_kind(const slm_forward_t *f);
 const slm_model_config *slm_forward_config(const slm_forward_t *f);

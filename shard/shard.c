@@ -20,14 +20,14 @@ struct slm_shard {
 slm_status slm_shard_create(slm_comm_t *shards, const char *model_path,
                             int32_t tp, int32_t pp, slm_shard_t **out)
 {
-    return slm_shard_create_on(shards, MPI_COMM_NULL, model_path, tp, pp,
+    return slm_shard_create_on(shards, MPI_COMM_NULL, model_path, tp, pp, NULL,
                                SLM_DEVICE_CPU, 0, out);
 }
 
 slm_status slm_shard_create_on(slm_comm_t *shards, MPI_Comm shards_mpi,
                                const char *model_path, int32_t tp, int32_t pp,
-                               slm_device_kind device, int gpu,
-                               slm_shard_t **out)
+                               const slm_kv_config *kv, slm_device_kind device,
+                               int gpu, slm_shard_t **out)
 {
     slm_shard_t *s = calloc(1, sizeof *s);
     if (!s)
@@ -67,8 +67,8 @@ slm_status slm_shard_create_on(slm_comm_t *shards, MPI_Comm shards_mpi,
                    rc, fail);
     const slm_shard_links links = {s->plan, s->tp, s->pp};
     SLM_CHECK_GOTO(
-        slm_forward_create(device, gpu, s->weights, &links, &s->forward), rc,
-        fail);
+        slm_forward_create(device, gpu, s->weights, &links, kv, &s->forward),
+        rc, fail);
     *out = s;
     return SLM_OK;
 fail:
@@ -96,6 +96,17 @@ slm_status slm_shard_forward(slm_shard_t *s, int32_t token, int32_t pos,
                              const float **logits)
 {
     return slm_forward_step(s->forward, token, pos, logits);
+}
+
+slm_status slm_shard_step(slm_shard_t *s, const slm_step *step,
+                          const float **logits, size_t *rows)
+{
+    return slm_forward_batch(s->forward, step, logits, rows);
+}
+
+const slm_kv_config *slm_shard_kv(const slm_shard_t *s)
+{
+    return slm_forward_kv(s->forward);
 }
 
 slm_transformer_t *slm_shard_transformer(slm_shard_t *s)

@@ -27,16 +27,17 @@ typedef struct slm_shard slm_shard_t;
 slm_status slm_shard_create(slm_comm_t *shards, const char *model_path,
                             int32_t tp, int32_t pp, slm_shard_t **out);
 
-/* As slm_shard_create, on `device` (resolved: cpu or cuda; every shard
- * passes the same kind). On cuda the slice runs on GPU `gpu`
- * (shard/cuda/forward.c); with tp * pp > 1 the tensor and pipeline groups
+/* As slm_shard_create, with the KV configuration kv (NULL: one sequence of
+ * one token per step; every shard passes the same) on `device` (resolved:
+ * cpu or cuda; every shard passes the same kind). On cuda the slice runs on GPU
+ * `gpu` (shard/cuda/forward.c); with tp * pp > 1 the tensor and pipeline groups
  * are then NCCL communicators built over shards_mpi (the MPI communicator
  * under `shards`), which must be valid on cuda and may be MPI_COMM_NULL on
  * cpu. */
 slm_status slm_shard_create_on(slm_comm_t *shards, MPI_Comm shards_mpi,
                                const char *model_path, int32_t tp, int32_t pp,
-                               slm_device_kind device, int gpu,
-                               slm_shard_t **out);
+                               const slm_kv_config *kv, slm_device_kind device,
+                               int gpu, slm_shard_t **out);
 
 /* Accepts NULL; sets *s to NULL. Collective-free. */
 void slm_shard_destroy(slm_shard_t **s);
@@ -45,6 +46,13 @@ void slm_shard_destroy(slm_shard_t **s);
  * contract. */
 slm_status slm_shard_forward(slm_shard_t *s, int32_t token, int32_t pos,
                              const float **logits);
+
+/* One batched step of the slice (slm_forward_batch). */
+slm_status slm_shard_step(slm_shard_t *s, const slm_step *step,
+                          const float **logits, size_t *rows);
+
+/* The KV configuration in force. */
+const slm_kv_config *slm_shard_kv(const slm_shard_t *s);
 
 /* Borrowed; valid while s lives. NULL when the shard runs on a GPU. */
 slm_transformer_t *slm_shard_transformer(slm_shard_t *s);

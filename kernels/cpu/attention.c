@@ -64,3 +64,36 @@ void slm_cpu_attention(float *out, const float *q, const float *k_cache,
                     kv_stride, pos);
     }
 }
+
+/* attend_head with the keys and values of position t at row
+ * table[t / block_size] * block_size + t % block_size of the pools: the
+ * same arithmetic in the same order, so paged and contiguous caches give
+ * bit-identical results. */
+void slm_cpu_attention_paged_head(float *out, const float *q,
+                                  const float *k_pool, const float *v_pool,
+                                  const uint32_t *table, size_t block_size,
+                                  float *att, size_t head_size,
+                                  size_t kv_stride, size_t kv_off, size_t pos)
+{
+    float scale = sqrtf((float)head_size);
+    for (size_t t = 0; t <= pos; t++) {
+        const size_t row = (size_t)table[t / block_size] * block_size +
+                           t % block_size;
+        const float *k = k_pool + row * kv_stride + kv_off;
+        float score = 0.0f;
+        for (size_t i = 0; i < head_size; i++)
+            score += q[i] * k[i];
+        att[t] = score / scale;
+    }
+    slm_cpu_softmax(att, pos + 1);
+    for (size_t i = 0; i < head_size; i++)
+        out[i] = 0.0f;
+    for (size_t t = 0; t <= pos; t++) {
+        const size_t row = (size_t)table[t / block_size] * block_size +
+                           t % block_size;
+        const float *v = v_pool + row * kv_stride + kv_off;
+        float a = att[t];
+        for (size_t i = 0; i < head_size; i++)
+            out[i] += a * v[i];
+    }
+}

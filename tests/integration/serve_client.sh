@@ -158,7 +158,8 @@ stop_server $pid
 # ---- a slower model: queue overflow, cancel, deadlines ----
 "$bin" mkmodel --out "$tmp/slow.bin" --dim 512 --hidden 1536 --layers 8 \
     --heads 8 --kv-heads 8 --vocab 512 --seq-len 2048 --seed 3 >/dev/null
-start_server slow --model "$tmp/slow.bin" --queue-depth 2 || exit 1
+# One request at a time (--max-batch 1), so that others wait in the queue.
+start_server slow --model "$tmp/slow.bin" --queue-depth 2 --max-batch 1 || exit 1
 
 # wait_streaming FILE: until the client has printed something.
 wait_streaming() {

@@ -32,8 +32,9 @@ job_procs() {
 
 fault() { # SIGNAL VICTIM_RANK
     local sig=$1 rank=$2 pid ep a b victim t0 rc
+    # One request at a time (--max-batch 1): one runs, the other waits.
     "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --insecure --tp 2 --model "$tmp/slow.bin" \
-        --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' 2>"$tmp/$sig.err" &
+        --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --max-batch 1 2>"$tmp/$sig.err" &
     pid=$!
     ep=
     for _ in $(seq 600); do
@@ -99,7 +100,7 @@ fault() { # SIGNAL VICTIM_RANK
 graceful() {
     local pid ep a rc p
     "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --insecure --tp 2 --model "$tmp/slow.bin" \
-        --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' 2>"$tmp/term.err" &
+        --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --max-batch 1 2>"$tmp/term.err" &
     pid=$!
     ep=
     for _ in $(seq 600); do

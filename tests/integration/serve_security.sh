@@ -30,7 +30,7 @@ limits carol queue=50
 END
 
 "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 --model "$model" \
-    --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --queue-depth 4 \
+    --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --queue-depth 4 --max-batch 1 \
     --heartbeat-timeout-ms 10000 --server-key "$tmp/server.key_secret" \
     --clients "$tmp/clients" --audit-log "$tmp/audit" 2>"$tmp/serve.err" &
 pid=$!

@@ -29,6 +29,14 @@
  *     - a direct client is still answered.
  *     The script then finds each refusal in the audit log.
  *
+ *   client_security flood ENDPOINT SERVER.key ALICE.key_secret N
+ *     Not a security check but the same plumbing: N short requests (random
+ *     prompt ids of 1-40 tokens, 1-12 tokens out, greedy) from 8 DEALERs,
+ *     up to 32 in flight; one in ten cancelled after its first chunk, one
+ *     in twenty with a 1 ms deadline. Every request must end (Final,
+ *     CANCELLED or DEADLINE_EXCEEDED) within the wait; prints the counts.
+ *     The batching test then checks that the KV pool is whole again.
+ *
  * Exit status 0: all passed; 1: a check failed (said on stderr); 2: usage or
  * local failure.
  */
@@ -544,16 +552,117 @@ static int tamper(const char *key)
     return 0;
 }
 
+/* ---- flood ---- */
+
+static int flood(const char *key, int total)
+{
+    enum { SOCKS = 8, IN_FLIGHT = 32 };
+    void *socks[SOCKS];
+    for (int i = 0; i < SOCKS; i++)
+        socks[i] = dealer(key, endpoint);
+    uint64_t rng = 99;
+    int sent = 0, ended = 0, finals = 0, cancelled = 0, expired = 0;
+    bool cancel_sent[IN_FLIGHT * 4] = {false};
+    const double until = now_ms() + 10 * (double)WAIT_MS;
+    while (ended < total) {
+        while (sent < total && sent - ended < IN_FLIGHT) {
+            char id[32];
+            snprintf(id, sizeof id, "f%d", sent);
+            int32_t ids[40];
+            const size_t n = 1 + (size_t)(rng = rng * 6364136223846793005ull +
+                                                1442695040888963407ull) %
+                                     40;
+            for (size_t i = 0; i < n; i++)
+                ids[i] = 3 + (int32_t)((rng >> (i % 32)) % 500);
+            Shardlm__Client__TokenIds t = SHARDLM__CLIENT__TOKEN_IDS__INIT;
+            t.ids = ids;
+            t.n_ids = n;
+            Shardlm__Client__GenerateRequest g =
+                SHARDLM__CLIENT__GENERATE_REQUEST__INIT;
+            g.request_id = id;
+            g.input_case = SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_TOKEN_IDS;
+            g.token_ids = &t;
+            g.max_tokens = 1 + (uint32_t)((rng >> 40) % 12);
+            g.ignore_eos = true;
+            if (sent % 20 == 7)
+                g.deadline_ms = 1;
+            slm_client_msg m = SHARDLM__CLIENT__CLIENT_MESSAGE__INIT;
+            m.body_case = SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_GENERATE;
+            m.generate = &g;
+            send_msg(socks[sent % SOCKS], &m);
+            cancel_sent[sent % (IN_FLIGHT * 4)] = false;
+            sent++;
+        }
+        zmq_pollitem_t it[SOCKS];
+        for (int i = 0; i < SOCKS; i++)
+            it[i] = (zmq_pollitem_t){socks[i], 0, ZMQ_POLLIN, 0};
+        const int left = (int)(until - now_ms());
+        if (left <= 0 || zmq_poll(it, SOCKS, left) <= 0)
+            failed("flood: %d of %d requests ended in time", ended, total);
+        for (int i = 0; i < SOCKS; i++) {
+            if (!(it[i].revents & ZMQ_POLLIN))
+                continue;
+            slm_server_msg *m = receive(socks[i], 0);
+            if (!m)
+                continue;
+            switch (m->body_case) {
+            case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_CHUNK: {
+                const int k = atoi(m->chunk->request_id + 1);
+                if (k % 10 == 3 && !cancel_sent[k % (IN_FLIGHT * 4)]) {
+                    cancel_sent[k % (IN_FLIGHT * 4)] = true;
+                    Shardlm__Client__CancelRequest c =
+                        SHARDLM__CLIENT__CANCEL_REQUEST__INIT;
+                    c.request_id = m->chunk->request_id;
+                    slm_client_msg cm = SHARDLM__CLIENT__CLIENT_MESSAGE__INIT;
+                    cm.body_case = SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_CANCEL;
+                    cm.cancel = &c;
+                    send_msg(socks[i], &cm);
+                }
+                break;
+            }
+            case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_FINAL:
+                finals++;
+                ended++;
+                break;
+            case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_ERROR:
+                if (m->error->code == SHARDLM__CLIENT__ERROR__CODE__CANCELLED)
+                    cancelled++;
+                else if (m->error->code ==
+                         SHARDLM__CLIENT__ERROR__CODE__DEADLINE_EXCEEDED)
+                    expired++;
+                else
+                    failed("flood: request %s: error %d: %s",
+                           m->error->request_id, m->error->code,
+                           m->error->message);
+                ended++;
+                break;
+            default:
+                break;
+            }
+            slm_client_free_response(&m);
+        }
+    }
+    printf("ok %d - flood: %d requests ended: %d completed, %d cancelled, %d "
+           "past their deadline\n",
+           ++checks, total, finals, cancelled, expired);
+    for (int i = 0; i < SOCKS; i++)
+        zmq_close(socks[i]);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const bool is_quota = argc == 7 && strcmp(argv[1], "quota") == 0;
     const bool is_tamper = argc == 5 && strcmp(argv[1], "tamper") == 0;
-    if (!is_quota && !is_tamper) {
+    const bool is_flood = argc == 6 && strcmp(argv[1], "flood") == 0;
+    if (!is_quota && !is_tamper && !is_flood) {
         fprintf(stderr,
                 "usage: client_security quota ENDPOINT SERVER.key A.key_secret "
                 "B.key_secret C.key_secret\n"
                 "       client_security tamper ENDPOINT SERVER.key "
-                "A.key_secret\n");
+                "A.key_secret\n"
+                "       client_security flood ENDPOINT SERVER.key "
+                "A.key_secret N\n");
         return 2;
     }
     endpoint = argv[2];
@@ -562,7 +671,9 @@ int main(int argc, char **argv)
     ctx = zmq_ctx_new();
     if (!ctx)
         broken("zmq_ctx_new");
-    const int rc = is_quota ? quota(argv + 4) : tamper(argv[4]);
+    const int rc = is_quota    ? quota(argv + 4)
+                   : is_tamper ? tamper(argv[4])
+                               : flood(argv[4], atoi(argv[5]));
     zmq_ctx_term(ctx);
     return rc;
 }

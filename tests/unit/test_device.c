@@ -114,7 +114,7 @@ static void test_cuda_interface_without_gpu(void **state)
     slm_cuda_transformer_destroy(&t);
     slm_cuda_transformer_destroy(NULL);
     slm_forward_destroy(NULL);
-    assert_int_equal(slm_forward_create(SLM_DEVICE_AUTO, 0, NULL, NULL, &f),
+    assert_int_equal(slm_forward_create(SLM_DEVICE_AUTO, 0, NULL, NULL, NULL, &f),
                      SLM_ERR_INVALID);
 }
 

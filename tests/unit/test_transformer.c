@@ -103,8 +103,8 @@ static void test_forward_rejects_bad_token_and_position(void **state)
 }
 
 /* One request's keys and values never outlive it: a new sequence (position
- * 0) wipes every cache row the last one wrote, and computes exactly what it
- * would on a fresh cache. */
+ * 0) wipes every block the last one wrote, and computes exactly what it
+ * would on a fresh cache. Blocks of 4 positions, so 13 positions fill 4. */
 static void test_kv_cache_zeroed_between_sequences(void **state)
 {
     (void)state;
@@ -112,33 +112,157 @@ static void test_kv_cache_zeroed_between_sequences(void **state)
     slm_shard_weights_t *w = NULL;
     slm_transformer_t *t = NULL, *fresh = NULL;
     const float *logits = NULL;
+    const slm_kv_config kv = {.block_size = 4};
     assert_int_equal(slm_checkpoint_open(model_path, SLM_WEIGHTS_MAPPED, &ck),
                      SLM_OK);
     assert_int_equal(slm_shard_weights_whole(ck, &w), SLM_OK);
-    assert_int_equal(slm_transformer_create(w, NULL, &t), SLM_OK);
-    assert_int_equal(slm_transformer_create(w, NULL, &fresh), SLM_OK);
-    assert_int_equal(slm_transformer_kv_rows_nonzero(t), 0);
+    assert_int_equal(slm_transformer_create_ex(w, NULL, &kv, &t), SLM_OK);
+    assert_int_equal(slm_transformer_create_ex(w, NULL, &kv, &fresh), SLM_OK);
+    assert_int_equal(slm_transformer_kv_blocks_nonzero(t), 0);
     for (int p = 0; p < ROWS; p++)
         assert_int_equal(slm_transformer_forward(t, input_ids[p], p, &logits),
                          SLM_OK);
-    assert_int_equal(slm_transformer_kv_rows_nonzero(t), ROWS);
+    assert_int_equal(slm_transformer_kv_blocks_nonzero(t), 4);
 
-    /* The next request: 3 positions of another prompt. */
-    static const int32_t other[3] = {1, 300, 301};
+    /* The next request: 6 positions of another prompt. */
+    static const int32_t other[6] = {1, 300, 301, 302, 303, 304};
     float got[VOCAB];
-    for (int p = 0; p < 3; p++) {
+    for (int p = 0; p < 6; p++) {
         assert_int_equal(slm_transformer_forward(t, other[p], p, &logits),
                          SLM_OK);
         memcpy(got, logits, sizeof got);
-        assert_int_equal(slm_transformer_kv_rows_nonzero(t), p + 1);
+        assert_int_equal(slm_transformer_kv_blocks_nonzero(t), p / 4 + 1);
         assert_int_equal(slm_transformer_forward(fresh, other[p], p, &logits),
                          SLM_OK);
         assert_memory_equal(got, logits, sizeof got);
     }
     slm_transformer_reset(t);
-    assert_int_equal(slm_transformer_kv_rows_nonzero(t), 0);
+    assert_int_equal(slm_transformer_kv_blocks_nonzero(t), 0);
     slm_transformer_destroy(&t);
     slm_transformer_destroy(&fresh);
+    slm_shard_weights_destroy(&w);
+    slm_checkpoint_destroy(&ck);
+}
+
+/* Logits of `tokens` fed one at a time to a fresh single-sequence pass:
+ * the row after token i goes to out + i * VOCAB. */
+static void single_logits(const slm_shard_weights_t *w, const int32_t *tokens,
+                          int n, float *out)
+{
+    slm_transformer_t *t = NULL;
+    assert_int_equal(slm_transformer_create(w, NULL, &t), SLM_OK);
+    for (int p = 0; p < n; p++) {
+        const float *logits = NULL;
+        assert_int_equal(slm_transformer_forward(t, tokens[p], p, &logits),
+                         SLM_OK);
+        memcpy(out + (size_t)p * VOCAB, logits, VOCAB * sizeof(float));
+    }
+    slm_transformer_destroy(&t);
+}
+
+static void expect_close(const float *got, const float *want)
+{
+    double max_abs = 0.0, max_err = 0.0;
+    for (int i = 0; i < VOCAB; i++) {
+        max_abs = fmax(max_abs, fabs((double)want[i]));
+        max_err = fmax(max_err, fabs((double)got[i] - (double)want[i]));
+    }
+    if (max_err / max_abs >= 1e-5)
+        fail_msg("relative error %.3g", max_err / max_abs);
+}
+
+/* A batched step computes, for every sequence in it, what the unbatched
+ * pass computes: three sequences in scattered blocks, prompts split into
+ * chunks across steps, one joining at the second step, with decode tokens
+ * beside prompt chunks; then freeing their blocks zeroes them, and steps
+ * that break the rules are refused before anything runs. */
+static void test_step_batch_matches_single(void **state)
+{
+    (void)state;
+    slm_checkpoint_t *ck = NULL;
+    slm_shard_weights_t *w = NULL;
+    slm_transformer_t *t = NULL;
+    assert_int_equal(slm_checkpoint_open(model_path, SLM_WEIGHTS_MAPPED, &ck),
+                     SLM_OK);
+    assert_int_equal(slm_shard_weights_whole(ck, &w), SLM_OK);
+    const slm_kv_config kv = {.block_size = 4, .max_seqs = 3, .max_tokens = 16};
+    assert_int_equal(slm_transformer_create_ex(w, NULL, &kv, &t), SLM_OK);
+    assert_int_equal(slm_transformer_kv(t)->n_blocks, 3 * 128);
+
+    static const int32_t b_tok[6] = {1, 300, 301, 302, 303, 304};
+    static const int32_t c_tok[8] = {1, 403, 407, 261, 400, 401, 402, 9};
+    static float ra[ROWS * VOCAB], rb[6 * VOCAB], rc[8 * VOCAB];
+    single_logits(w, input_ids, ROWS, ra);
+    single_logits(w, b_tok, 6, rb);
+    single_logits(w, c_tok, 8, rc);
+
+    static const uint32_t a_blk[4] = {10, 31, 12, 7}, b_blk[2] = {0, 200},
+                          c_blk[2] = {21, 20};
+    const float *logits = NULL;
+    size_t rows = 0;
+    /* step 1: A's first 6 prompt tokens; B's prompt (5) with logits */
+    slm_step_seq s1[2] = {
+        {input_ids, 6, 0, a_blk, 4, false},
+        {b_tok, 5, 0, b_blk, 2, true},
+    };
+    slm_step st = {.seqs = s1, .n_seqs = 2};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows), SLM_OK);
+    assert_int_equal(rows, 1);
+    expect_close(logits, rb + 4 * VOCAB);
+    /* step 2: B decodes one token, A finishes its prompt, C joins */
+    slm_step_seq s2[3] = {
+        {b_tok + 5, 1, 5, b_blk, 2, true},
+        {input_ids + 6, ROWS - 6, 6, a_blk, 4, true},
+        {c_tok, 3, 0, c_blk, 2, false},
+    };
+    st = (slm_step){.seqs = s2, .n_seqs = 3};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows), SLM_OK);
+    assert_int_equal(rows, 2);
+    expect_close(logits, rb + 5 * VOCAB);
+    expect_close(logits + VOCAB, ra + (ROWS - 1) * VOCAB);
+    /* step 3: C's rest */
+    slm_step_seq s3[1] = {{c_tok + 3, 5, 3, c_blk, 2, true}};
+    st = (slm_step){.seqs = s3, .n_seqs = 1};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows), SLM_OK);
+    assert_int_equal(rows, 1);
+    expect_close(logits, rc + 7 * VOCAB);
+    assert_int_equal(slm_transformer_kv_blocks_nonzero(t), 8);
+
+    /* Refused before anything runs: a shared block, a short table, too
+     * many tokens, a block outside the pool, a freed block outside it. */
+    slm_step_seq shared[2] = {{b_tok, 1, 0, a_blk, 1, false},
+                              {c_tok, 1, 0, a_blk, 1, false}};
+    st = (slm_step){.seqs = shared, .n_seqs = 2};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
+                     SLM_ERR_RANGE);
+    assert_non_null(strstr(slm_error_message(), "another sequence"));
+    slm_step_seq short_table[1] = {{input_ids, 5, 0, a_blk, 1, false}};
+    st = (slm_step){.seqs = short_table, .n_seqs = 1};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
+                     SLM_ERR_RANGE);
+    static int32_t many[17];
+    static const uint32_t big_blk[5] = {40, 41, 42, 43, 44};
+    slm_step_seq too_many[1] = {{many, 17, 0, big_blk, 5, false}};
+    st = (slm_step){.seqs = too_many, .n_seqs = 1};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
+                     SLM_ERR_RANGE);
+    static const uint32_t outside[1] = {3 * 128};
+    slm_step_seq out_of_pool[1] = {{b_tok, 1, 0, outside, 1, false}};
+    st = (slm_step){.seqs = out_of_pool, .n_seqs = 1};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
+                     SLM_ERR_RANGE);
+    st = (slm_step){.free_blocks = outside, .n_free = 1};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
+                     SLM_ERR_RANGE);
+    assert_int_equal(slm_transformer_kv_blocks_nonzero(t), 8);
+
+    /* The sequences end: a step that only frees their blocks zeroes them. */
+    static const uint32_t all[8] = {10, 31, 12, 7, 0, 200, 21, 20};
+    st = (slm_step){.free_blocks = all, .n_free = 8};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows), SLM_OK);
+    assert_int_equal(rows, 0);
+    assert_int_equal(slm_transformer_kv_blocks_nonzero(t), 0);
+    slm_transformer_destroy(&t);
     slm_shard_weights_destroy(&w);
     slm_checkpoint_destroy(&ck);
 }
@@ -154,6 +278,7 @@ int main(void)
         cmocka_unit_test(test_logits_match_reference_mapped),
         cmocka_unit_test(test_forward_rejects_bad_token_and_position),
         cmocka_unit_test(test_kv_cache_zeroed_between_sequences),
+        cmocka_unit_test(test_step_batch_matches_single),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,12 +14,30 @@
 #include "proto/wire.h"
 #include "tests/testutil.h"
 
-#define VOCAB 512
+#define VOCAB      512
+#define SEQ_LEN    256
+#define MAX_SEQS   4
+#define MAX_TOKENS 16
+#define N_BLOCKS   64
+#define BLOCK_SIZE 24
+/* BLOCK_SIZE does not divide SEQ_LEN, so a whole context is ceil(256 / 24)
+ * = 11 blocks (10 would not cover positions 240..255): the tests see the
+ * rounding. */
+#define CTX_BLOCKS 11
 
-static const slm_wire_limits LIM = {4, VOCAB, 256};
+static const slm_wire_limits LIM = {
+    .n_shards = 4,
+    .vocab_size = VOCAB,
+    .seq_len = SEQ_LEN,
+    .max_seqs = MAX_SEQS,
+    .max_tokens = MAX_TOKENS,
+    .n_blocks = N_BLOCKS,
+    .block_size = BLOCK_SIZE,
+};
 
 typedef Shardlm__Control__Hello hello_t;
 typedef Shardlm__Control__Step step_t;
+typedef Shardlm__Control__StepSequence seq_t;
 typedef Shardlm__Control__StepResult result_t;
 typedef Shardlm__Control__Heartbeat heartbeat_t;
 typedef Shardlm__Control__Shutdown shutdown_t;
@@ -43,22 +61,72 @@ static hello_t good_hello(void)
     return h;
 }
 
-static step_t good_step(void)
+/* A Step and the storage it points into, with room for one more of
+ * everything than the limits allow. It points into itself: fill it in
+ * place with good_step(), never copy it. */
+typedef struct {
+    step_t step;
+    seq_t seqs[MAX_SEQS + 1];
+    seq_t *ptrs[MAX_SEQS + 1];
+    int32_t tokens[MAX_SEQS + 1][MAX_TOKENS + 1];
+    uint32_t blocks[MAX_SEQS + 1][CTX_BLOCKS + 1];
+    uint32_t free_blocks[N_BLOCKS + 1];
+} step_buf;
+
+/* Makes b->seqs[i] feed n_tokens tokens from position pos with n_blocks
+ * blocks; the step's n_seqs is left alone. Tokens are in range, and each
+ * sequence's blocks are distinct from every other's: (MAX_SEQS + 1) *
+ * (CTX_BLOCKS + 1) = 60 ids, all below N_BLOCKS. */
+static void set_seq(step_buf *b, size_t i, int32_t pos, size_t n_tokens,
+                    size_t n_blocks)
 {
-    step_t s = SHARDLM__CONTROL__STEP__INIT;
-    s.seq = 7;
-    s.token = 42;
-    s.pos = 5;
-    return s;
+    seq_t *q = &b->seqs[i];
+    q->pos = pos;
+    q->n_tokens = n_tokens;
+    q->n_blocks = n_blocks;
+    for (size_t j = 0; j < n_tokens; j++)
+        b->tokens[i][j] = (int32_t)((i * 131 + j * 17 + 1) % VOCAB);
+    for (size_t j = 0; j < n_blocks; j++)
+        b->blocks[i][j] = (uint32_t)(i * (CTX_BLOCKS + 1) + j);
 }
 
-static float g_logits[VOCAB];
+/* Step 7: a prompt chunk of 3 tokens at positions 0..2 (block 0), then a
+ * decode of one token at position 30 (its second block) that wants logits;
+ * blocks 62 and 63 of ended sequences are freed. */
+static void good_step(step_buf *b)
+{
+    memset(b, 0, sizeof *b);
+    const step_t s = SHARDLM__CONTROL__STEP__INIT;
+    b->step = s;
+    for (size_t i = 0; i < MAX_SEQS + 1; i++) {
+        const seq_t q = SHARDLM__CONTROL__STEP_SEQUENCE__INIT;
+        b->seqs[i] = q;
+        b->seqs[i].tokens = b->tokens[i];
+        b->seqs[i].blocks = b->blocks[i];
+        b->ptrs[i] = &b->seqs[i];
+    }
+    b->step.seq = 7;
+    b->step.seqs = b->ptrs;
+    b->step.n_seqs = 2;
+    set_seq(b, 0, 0, 3, 1);
+    b->tokens[0][0] = 42;
+    set_seq(b, 1, 30, 1, 2);
+    b->seqs[1].want_logits = 1;
+    b->step.free_blocks = b->free_blocks;
+    b->step.n_free_blocks = 2;
+    b->free_blocks[0] = 62;
+    b->free_blocks[1] = 63;
+}
 
+/* Room for one row more than the limit. */
+static float g_logits[(MAX_SEQS + 1) * VOCAB];
+
+/* One row of logits (n_logits may be raised to MAX_SEQS + 1 rows). */
 static result_t good_result(void)
 {
     result_t r = SHARDLM__CONTROL__STEP_RESULT__INIT;
-    for (int i = 0; i < VOCAB; i++)
-        g_logits[i] = (float)i * 0.25f - 17.0f;
+    for (int i = 0; i < (MAX_SEQS + 1) * VOCAB; i++)
+        g_logits[i] = (float)(i % 1000) * 0.25f - 17.0f;
     r.seq = 9;
     r.shard = 2;
     r.logits = g_logits;
@@ -127,6 +195,13 @@ static void expect_rejected(int body_case, void *body, const char *field)
     round_trip(&m, SLM_ERR_FORMAT, field);
 }
 
+static void expect_accepted(int body_case, void *body)
+{
+    slm_control_msg m = wrap(body_case, body);
+    slm_control_msg *out = round_trip(&m, SLM_OK, NULL);
+    slm_wire_free_control(&out);
+}
+
 /* Checks, independently of wire.c, what an OK from unpack promises. */
 static void assert_valid(const slm_control_msg *m, const slm_wire_limits *lim)
 {
@@ -142,16 +217,37 @@ static void assert_valid(const slm_control_msg *m, const slm_wire_limits *lim)
                     lim->vocab_size);
         break;
     }
-    case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP:
-        assert_true(m->step->seq >= 1);
-        assert_true(m->step->token >= 0 &&
-                    (uint32_t)m->step->token < lim->vocab_size);
-        assert_true(m->step->pos >= 0 && m->step->pos < lim->seq_len);
+    case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP: {
+        const step_t *s = m->step;
+        assert_true(s->seq >= 1);
+        assert_true(s->n_seqs <= lim->max_seqs);
+        assert_true(s->n_free_blocks <= lim->n_blocks);
+        for (size_t i = 0; i < s->n_free_blocks; i++)
+            assert_true(s->free_blocks[i] < lim->n_blocks);
+        /* The limits of these tests have block_size > 0. */
+        const size_t ctx_blocks =
+            ((size_t)lim->seq_len + lim->block_size - 1) / lim->block_size;
+        size_t tokens = 0;
+        for (size_t i = 0; i < s->n_seqs; i++) {
+            const seq_t *q = s->seqs[i];
+            assert_true(q->n_tokens >= 1);
+            assert_true(q->pos >= 0 && q->pos < lim->seq_len);
+            assert_true((int64_t)q->pos + (int64_t)q->n_tokens <= lim->seq_len);
+            tokens += q->n_tokens; /* each at most seq_len, just checked */
+            for (size_t j = 0; j < q->n_tokens; j++)
+                assert_true(q->tokens[j] >= 0 &&
+                            (uint32_t)q->tokens[j] < lim->vocab_size);
+            assert_true(q->n_blocks <= ctx_blocks);
+            for (size_t j = 0; j < q->n_blocks; j++)
+                assert_true(q->blocks[j] < lim->n_blocks);
+        }
+        assert_true(tokens <= lim->max_tokens);
         break;
+    }
     case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_RESULT:
         assert_true(m->result->shard < lim->n_shards);
-        assert_true(m->result->n_logits == 0 ||
-                    m->result->n_logits == lim->vocab_size);
+        assert_true(m->result->n_logits % lim->vocab_size == 0);
+        assert_true(m->result->n_logits / lim->vocab_size <= lim->max_seqs);
         for (size_t i = 0; i < m->result->n_logits; i++)
             assert_true(isfinite(m->result->logits[i]));
         assert_true(strlen(m->result->error) <= 1024);
@@ -185,20 +281,62 @@ static void unpack_any(const uint8_t *buf, size_t len)
     }
 }
 
+/* A step at every limit at once: MAX_SEQS sequences of MAX_TOKENS tokens in
+ * all, one ending at the last position, one starting at position 0, one
+ * fed at the last position, two of a whole context's blocks, tokens 0 and
+ * VOCAB - 1, block N_BLOCKS - 1, and the largest step number. */
+static void limits_step(step_buf *b)
+{
+    good_step(b);
+    b->step.seq = UINT64_MAX;
+    b->step.n_seqs = MAX_SEQS;
+    set_seq(b, 0, SEQ_LEN - 13, 13, CTX_BLOCKS);
+    b->tokens[0][0] = 0;
+    b->tokens[0][12] = VOCAB - 1;
+    set_seq(b, 1, 0, 1, 1);
+    b->tokens[1][0] = VOCAB - 1;
+    set_seq(b, 2, SEQ_LEN - 1, 1, CTX_BLOCKS);
+    b->tokens[2][0] = 0;
+    b->blocks[2][CTX_BLOCKS - 1] = N_BLOCKS - 1;
+    set_seq(b, 3, 100, 1, 5);
+    b->seqs[3].want_logits = 1;
+    b->free_blocks[0] = 48; /* the ids set_seq gives a fifth sequence */
+    b->free_blocks[1] = 59;
+}
+
+/* A step that runs nothing and frees the whole pool, ids N_BLOCKS - 1 down
+ * to 0: the coordinator sends one when sequences end and none is ready. */
+static void free_only_step(step_buf *b)
+{
+    good_step(b);
+    b->step.n_seqs = 0;
+    b->step.n_free_blocks = N_BLOCKS;
+    for (uint32_t i = 0; i < N_BLOCKS; i++)
+        b->free_blocks[i] = N_BLOCKS - 1 - i;
+}
+
 /* The packed form of each good message; the caller frees each buffer. */
-#define N_GOOD 6
+#define N_GOOD 9
 static void pack_all_good(uint8_t *bufs[N_GOOD], size_t lens[N_GOOD])
 {
     hello_t h = good_hello();
-    step_t s = good_step();
+    step_buf s, s_lim, s_free;
+    good_step(&s);
+    limits_step(&s_lim);
+    free_only_step(&s_free);
     result_t r = good_result();
+    result_t r2 = good_result();
+    r2.n_logits = 2 * VOCAB;
     result_t r0 = SHARDLM__CONTROL__STEP_RESULT__INIT; /* an ack */
     heartbeat_t hb = good_heartbeat();
     shutdown_t sd = good_shutdown();
     const slm_control_msg ms[N_GOOD] = {
         wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_HELLO, &h),
-        wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP, &s),
+        wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP, &s.step),
+        wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP, &s_lim.step),
+        wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP, &s_free.step),
         wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_RESULT, &r),
+        wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_RESULT, &r2),
         wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_RESULT, &r0),
         wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_HEARTBEAT, &hb),
         wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_SHUTDOWN, &sd),
@@ -233,29 +371,76 @@ static void test_round_trip_hello(void **state)
     assert_null(out);
 }
 
+/* Every field of got equals want's. */
+static void assert_step_equal(const step_t *got, const step_t *want)
+{
+    assert_true(got->seq == want->seq);
+    assert_int_equal(got->n_seqs, want->n_seqs);
+    for (size_t i = 0; i < want->n_seqs; i++) {
+        const seq_t *g = got->seqs[i], *w = want->seqs[i];
+        assert_int_equal(g->pos, w->pos);
+        assert_int_equal(g->want_logits, w->want_logits);
+        assert_int_equal(g->n_tokens, w->n_tokens);
+        assert_memory_equal(g->tokens, w->tokens,
+                            w->n_tokens * sizeof *w->tokens);
+        assert_int_equal(g->n_blocks, w->n_blocks);
+        if (w->n_blocks > 0)
+            assert_memory_equal(g->blocks, w->blocks,
+                                w->n_blocks * sizeof *w->blocks);
+    }
+    assert_int_equal(got->n_free_blocks, want->n_free_blocks);
+    if (want->n_free_blocks > 0)
+        assert_memory_equal(got->free_blocks, want->free_blocks,
+                            want->n_free_blocks * sizeof *want->free_blocks);
+}
+
 static void test_round_trip_step(void **state)
 {
     (void)state;
-    step_t s = good_step();
-    slm_control_msg m = wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP, &s);
+    step_buf b;
+    good_step(&b);
+    slm_control_msg m =
+        wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP, &b.step);
     slm_control_msg *out = round_trip(&m, SLM_OK, NULL);
     assert_int_equal(out->body_case,
                      SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP);
     assert_int_equal(out->step->seq, 7);
-    assert_int_equal(out->step->token, 42);
-    assert_int_equal(out->step->pos, 5);
+    assert_int_equal(out->step->n_seqs, 2);
+    assert_int_equal(out->step->seqs[0]->tokens[0], 42);
+    assert_int_equal(out->step->seqs[1]->pos, 30);
+    assert_true(out->step->seqs[1]->want_logits);
+    assert_int_equal(out->step->free_blocks[1], 63);
+    assert_step_equal(out->step, &b.step);
     slm_wire_free_control(&out);
 
-    /* The edges of each range are accepted. */
-    s.seq = 1;
-    s.token = VOCAB - 1;
-    s.pos = 255;
+    /* Every limit at once is accepted. */
+    limits_step(&b);
     out = round_trip(&m, SLM_OK, NULL);
+    assert_step_equal(out->step, &b.step);
     slm_wire_free_control(&out);
-    s.seq = UINT64_MAX;
-    s.token = 0;
-    s.pos = 0;
+
+    /* A step of only frees, of the whole pool. */
+    free_only_step(&b);
     out = round_trip(&m, SLM_OK, NULL);
+    assert_int_equal(out->step->n_seqs, 0);
+    assert_step_equal(out->step, &b.step);
+    slm_wire_free_control(&out);
+
+    /* A step of nothing at all (a seq only) is well-formed too. */
+    b.step.n_free_blocks = 0;
+    out = round_trip(&m, SLM_OK, NULL);
+    assert_int_equal(out->step->n_seqs, 0);
+    assert_int_equal(out->step->n_free_blocks, 0);
+    slm_wire_free_control(&out);
+
+    /* The smallest: step 1, one token at position 0 with no blocks. */
+    good_step(&b);
+    b.step.seq = 1;
+    b.step.n_seqs = 1;
+    b.step.n_free_blocks = 0;
+    set_seq(&b, 0, 0, 1, 0);
+    out = round_trip(&m, SLM_OK, NULL);
+    assert_step_equal(out->step, &b.step);
     slm_wire_free_control(&out);
 }
 
@@ -271,8 +456,23 @@ static void test_round_trip_result(void **state)
     assert_int_equal(out->result->seq, 9);
     assert_int_equal(out->result->shard, 2);
     assert_int_equal(out->result->n_logits, VOCAB);
-    assert_memory_equal(out->result->logits, g_logits, sizeof g_logits);
+    assert_memory_equal(out->result->logits, g_logits,
+                        VOCAB * sizeof *g_logits);
     assert_string_equal(out->result->error, "stage 1 ran out of memory");
+    slm_wire_free_control(&out);
+
+    /* Rows for two sequences, then for exactly MAX_SEQS. */
+    r.n_logits = 2 * VOCAB;
+    out = round_trip(&m, SLM_OK, NULL);
+    assert_int_equal(out->result->n_logits, 2 * VOCAB);
+    assert_memory_equal(out->result->logits, g_logits,
+                        2 * VOCAB * sizeof *g_logits);
+    slm_wire_free_control(&out);
+    r.n_logits = MAX_SEQS * VOCAB;
+    out = round_trip(&m, SLM_OK, NULL);
+    assert_int_equal(out->result->n_logits, MAX_SEQS * VOCAB);
+    assert_memory_equal(out->result->logits, g_logits,
+                        MAX_SEQS * VOCAB * sizeof *g_logits);
     slm_wire_free_control(&out);
 
     /* An acknowledgement: no logits, no error. */
@@ -330,23 +530,128 @@ static void test_round_trip_heartbeat_shutdown(void **state)
 /* ------------------------------------------------------------------------ */
 /* Each validation rule                                                      */
 
+/* Step.seq, the counts of sequences, tokens and freed blocks, and the
+ * freed ids. */
 static void test_reject_step(void **state)
 {
     (void)state;
     const int STEP = SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP;
-    step_t s = good_step();
-    s.token = VOCAB;
-    expect_rejected(STEP, &s, "token = 512");
-    s.token = -1;
-    expect_rejected(STEP, &s, "token = -1");
-    s = good_step();
-    s.pos = -1;
-    expect_rejected(STEP, &s, "pos = -1");
-    s.pos = 256;
-    expect_rejected(STEP, &s, "pos = 256");
-    s = good_step();
-    s.seq = 0;
-    expect_rejected(STEP, &s, "seq = 0");
+    step_buf b;
+    good_step(&b);
+    b.step.seq = 0;
+    expect_rejected(STEP, &b.step, "Step.seq = 0");
+
+    /* One sequence more than MAX_SEQS, each of them valid. */
+    good_step(&b);
+    for (size_t i = 2; i < MAX_SEQS + 1; i++)
+        set_seq(&b, i, 0, 1, 1);
+    b.step.n_seqs = MAX_SEQS;
+    expect_accepted(STEP, &b.step);
+    b.step.n_seqs = MAX_SEQS + 1;
+    expect_rejected(STEP, &b.step, "Step has 5 sequences");
+
+    /* MAX_TOKENS in all is accepted, one more is not: across sequences,
+     * and in one. */
+    good_step(&b);
+    b.step.n_seqs = MAX_SEQS;
+    for (size_t i = 0; i < MAX_SEQS; i++)
+        set_seq(&b, i, (int32_t)(i * 40), MAX_TOKENS / MAX_SEQS, 2);
+    expect_accepted(STEP, &b.step);
+    b.seqs[MAX_SEQS - 1].n_tokens++;
+    b.tokens[MAX_SEQS - 1][MAX_TOKENS / MAX_SEQS] = 1;
+    expect_rejected(STEP, &b.step, "Step has more than 16 tokens");
+    good_step(&b);
+    b.step.n_seqs = 1;
+    set_seq(&b, 0, 0, MAX_TOKENS + 1, 1);
+    expect_rejected(STEP, &b.step, "Step has more than 16 tokens");
+
+    /* Freeing more blocks than the pool holds, even valid ids. */
+    good_step(&b);
+    for (uint32_t i = 0; i < N_BLOCKS + 1; i++)
+        b.free_blocks[i] = i % N_BLOCKS;
+    b.step.n_free_blocks = N_BLOCKS + 1;
+    expect_rejected(STEP, &b.step, "Step frees 65 blocks");
+
+    /* A freed id out of range, after a valid one. */
+    good_step(&b);
+    b.free_blocks[1] = N_BLOCKS;
+    expect_rejected(STEP, &b.step, "Step.free_blocks[1] = 64");
+    b.free_blocks[1] = UINT32_MAX;
+    expect_rejected(STEP, &b.step, "Step.free_blocks[1] = 4294967295");
+    b.free_blocks[1] = N_BLOCKS - 1;
+    expect_accepted(STEP, &b.step);
+}
+
+/* Each sequence's tokens and positions; the bad one is a later sequence,
+ * after one that is valid. */
+static void test_reject_step_sequence(void **state)
+{
+    (void)state;
+    const int STEP = SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP;
+    step_buf b;
+    good_step(&b);
+    b.seqs[1].n_tokens = 0;
+    expect_rejected(STEP, &b.step, "Step.seqs[1] feeds 0 tokens");
+
+    good_step(&b);
+    b.seqs[1].pos = -1;
+    expect_rejected(STEP, &b.step,
+                    "Step.seqs[1] feeds 1 tokens at position -1");
+    b.seqs[1].pos = INT32_MIN;
+    expect_rejected(STEP, &b.step, "at position -2147483648");
+    b.seqs[1].pos = SEQ_LEN;
+    expect_rejected(STEP, &b.step,
+                    "Step.seqs[1] feeds 1 tokens at position 256");
+    b.seqs[1].pos = INT32_MAX;
+    expect_rejected(STEP, &b.step, "at position 2147483647");
+    b.seqs[1].pos = SEQ_LEN - 1;
+    b.seqs[1].n_blocks = CTX_BLOCKS;
+    expect_accepted(STEP, &b.step);
+
+    /* The tokens must fit in the context: 3 from position 253 do, 3 from
+     * 254 would run past it. */
+    set_seq(&b, 1, SEQ_LEN - 3, 3, CTX_BLOCKS);
+    expect_accepted(STEP, &b.step);
+    b.seqs[1].pos = SEQ_LEN - 2;
+    expect_rejected(STEP, &b.step,
+                    "Step.seqs[1] feeds 3 tokens at position 254");
+
+    /* Tokens at both ends of the vocabulary, in the last place of a later
+     * sequence. */
+    good_step(&b);
+    set_seq(&b, 1, 30, 3, 2);
+    b.tokens[1][2] = VOCAB - 1;
+    b.tokens[1][0] = 0;
+    expect_accepted(STEP, &b.step);
+    b.tokens[1][2] = VOCAB;
+    expect_rejected(STEP, &b.step, "Step.seqs[1].tokens[2] = 512");
+    b.tokens[1][2] = -1;
+    expect_rejected(STEP, &b.step, "Step.seqs[1].tokens[2] = -1");
+    b.tokens[1][2] = INT32_MIN;
+    expect_rejected(STEP, &b.step, "Step.seqs[1].tokens[2] = -2147483648");
+}
+
+/* Each sequence's block table. */
+static void test_reject_step_blocks(void **state)
+{
+    (void)state;
+    const int STEP = SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP;
+    step_buf b;
+    good_step(&b);
+    /* ceil(SEQ_LEN / BLOCK_SIZE) = 11 blocks cover a context; 12 do not
+     * fit in one. */
+    set_seq(&b, 1, 30, 1, CTX_BLOCKS);
+    expect_accepted(STEP, &b.step);
+    set_seq(&b, 1, 30, 1, CTX_BLOCKS + 1);
+    expect_rejected(STEP, &b.step, "Step.seqs[1] has 12 blocks");
+
+    good_step(&b);
+    b.blocks[1][1] = N_BLOCKS - 1;
+    expect_accepted(STEP, &b.step);
+    b.blocks[1][1] = N_BLOCKS;
+    expect_rejected(STEP, &b.step, "Step.seqs[1].blocks[1] = 64");
+    b.blocks[1][1] = UINT32_MAX;
+    expect_rejected(STEP, &b.step, "Step.seqs[1].blocks[1] = 4294967295");
 }
 
 static void test_reject_result(void **state)
@@ -357,9 +662,17 @@ static void test_reject_result(void **state)
     r.n_logits = 3;
     expect_rejected(RESULT, &r, "logits has 3 values");
     r.n_logits = VOCAB + 1;
-    float big[VOCAB + 1] = {0};
-    r.logits = big;
     expect_rejected(RESULT, &r, "logits has 513 values");
+    r.n_logits = 2 * VOCAB - 1;
+    expect_rejected(RESULT, &r, "logits has 1023 values");
+    r.n_logits = 2 * VOCAB + 1;
+    expect_rejected(RESULT, &r, "logits has 1025 values");
+
+    /* MAX_SEQS rows are accepted, one row more is not. */
+    r.n_logits = MAX_SEQS * VOCAB;
+    expect_accepted(RESULT, &r);
+    r.n_logits = (MAX_SEQS + 1) * VOCAB;
+    expect_rejected(RESULT, &r, "logits has 2560 values");
 
     r = good_result();
     g_logits[100] = NAN;
@@ -367,6 +680,11 @@ static void test_reject_result(void **state)
     r = good_result();
     g_logits[VOCAB - 1] = -INFINITY;
     expect_rejected(RESULT, &r, "logits[511]");
+    /* In a later row. */
+    r = good_result();
+    r.n_logits = MAX_SEQS * VOCAB;
+    g_logits[3 * VOCAB + 5] = INFINITY;
+    expect_rejected(RESULT, &r, "logits[1541]");
 
     r = good_result();
     r.shard = 4;
@@ -470,8 +788,9 @@ static void test_size_limits(void **state)
                      SLM_ERR_INVALID);
     assert_null(out);
 
-    /* pack refuses a message over the limit: 2M logits are 8 MiB. */
-    const size_t n = (size_t)2 << 20;
+    /* pack refuses a message over the limit: one float more than the limit
+     * holds, before any framing. */
+    const size_t n = SLM_WIRE_MAX_CONTROL_BYTES / sizeof(float) + 1;
     float *big = calloc(n, sizeof *big);
     assert_non_null(big);
     result_t r = SHARDLM__CONTROL__STEP_RESULT__INIT;
@@ -546,6 +865,16 @@ static void test_field_number_zero(void **state)
     assert_non_null(strstr(slm_error_message(), "Heartbeat"));
     assert_non_null(strstr(slm_error_message(), "numbered 0"));
 
+    /* The same field 0, one level deeper: in the StepSequence of a Step
+     * (seq 1, one sequence of token 5). */
+    static const uint8_t deep[] = {0x12, 0x0a, 0x08, 0x01, 0x22, 0x06,
+                                   0x0a, 0x01, 0x05, 0x80, 0x00, 0x00};
+    assert_int_equal(slm_wire_unpack_control(deep, sizeof deep, &LIM, &out),
+                     SLM_ERR_FORMAT);
+    assert_null(out);
+    assert_non_null(strstr(slm_error_message(), "StepSequence"));
+    assert_non_null(strstr(slm_error_message(), "numbered 0"));
+
     /* An unknown field with a real number is ignored. */
     static const uint8_t ok[] = {0x22, 0x04, 0x10, 0x01, 0x78, 0x05};
     assert_int_equal(slm_wire_unpack_control(ok, sizeof ok, &LIM, &out),
@@ -607,6 +936,8 @@ int main(void)
         cmocka_unit_test(test_round_trip_result),
         cmocka_unit_test(test_round_trip_heartbeat_shutdown),
         cmocka_unit_test(test_reject_step),
+        cmocka_unit_test(test_reject_step_sequence),
+        cmocka_unit_test(test_reject_step_blocks),
         cmocka_unit_test(test_reject_result),
         cmocka_unit_test(test_reject_shard_and_shutdown),
         cmocka_unit_test(test_reject_hello),

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Continuous batching (issue 7), TP=2 on stories260K: a mixed batch of
+# requests with prompts of different lengths, started at different times so
+# that they join the running batch at different steps, each fed in chunks
+# (--step-tokens 8) from a small paged KV pool (--kv-block 4 --kv-blocks
+# 150: three requests' worth, so admission also waits for blocks), must each
+# produce exactly the unbatched greedy text (`shardlm generate`, one
+# sequence, one token per step; the golden texts for the golden prompts).
+# Then 1,000 short requests, some cancelled mid-stream and some past their
+# deadline, all end, and the server reports its KV pool whole again.
+source "$(dirname "$0")/../lib.sh"
+require_mpirun
+model=$models/stories260K.bin
+tok=$models/tok512.bin
+require "$model" "$tok" "$golden/01.txt" "$golden/02.txt"
+client=$(dirname "$bin")/client/shardlm-client
+driver=${SHARDLM_TEST_BIN_DIR:-}/client_security
+[ -x "$client" ] || { echo "FAIL shardlm-client not built at $client"; exit 1; }
+[ -x "$driver" ] || { echo "FAIL client_security not built at $driver"; exit 1; }
+export OMP_NUM_THREADS=1
+
+prompts=(
+    "$(cat "$golden/01.prompt")"
+    "$(cat "$golden/02.prompt")"
+    "Lily"
+    "The cat sat on the mat and looked at the big red ball. It wanted to play"
+    "Tom and his mom went to the park. They saw a dog"
+    "Once upon a time, there was a little boy named Tim. Tim liked to run and jump in the sun every day with his friends."
+)
+# The unbatched references: one process, one sequence, a token per step.
+for i in "${!prompts[@]}"; do
+    "$bin" generate "${asroot[@]}" --model "$model" --tokenizer "$tok" \
+        --prompt "${prompts[$i]}" -n 400 --temperature 0 >"$tmp/ref$i" 2>/dev/null ||
+        { echo "FAIL reference $i"; exit 1; }
+done
+check "reference 0 is the golden text" cmp -s <(head -c $(($(wc -c <"$golden/01.txt") - 1)) "$tmp/ref0") \
+    <(head -c $(($(wc -c <"$golden/01.txt") - 1)) "$golden/01.txt")
+
+for k in server client; do
+    "$bin" keygen --curve "$tmp/$k" 2>/dev/null || { echo "FAIL keygen $k"; exit 1; }
+done
+printf '%s alice\n' "$(cat "$tmp/client.key")" >"$tmp/clients"
+"${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 --model "$model" \
+    --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --heartbeat-timeout-ms 10000 \
+    --max-batch 4 --step-tokens 8 --kv-block 4 --kv-blocks 150 \
+    --server-key "$tmp/server.key_secret" --clients "$tmp/clients" 2>"$tmp/serve.err" &
+pid=$!
+ep=
+for _ in $(seq 600); do
+    ep=$(sed -n 's/^shardlm serve: listening on \([^ ]*\) .*/\1/p' "$tmp/serve.err")
+    [ -n "$ep" ] && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.1
+done
+[ -n "$ep" ] || { echo "FAIL the server did not start:"; cat "$tmp/serve.err"; exit 1; }
+keys=(--connect "$ep" --server-key "$tmp/server.key" --key "$tmp/client.key_secret")
+
+# Six requests, 150 tokens each, started 50 ms apart: the first ones are
+# decoding when the later ones arrive and read their prompts.
+pids=()
+for i in "${!prompts[@]}"; do
+    "$client" "${keys[@]}" --timeout-ms 60000 generate --prompt "${prompts[$i]}" \
+        -n 150 --temperature 0 >"$tmp/out$i" 2>"$tmp/err$i" &
+    pids+=($!)
+    sleep 0.05
+done
+for i in "${!prompts[@]}"; do
+    wait "${pids[$i]}"
+    rc=$?
+    got=$tmp/got$i
+    { printf '%s' "${prompts[$i]}"; cat "$tmp/out$i"; } >"$got"
+    n=$(wc -c <"$got")
+    check "batched request $i (prompt of ${#prompts[$i]} chars): exit 0 ($rc)" test $rc -eq 0
+    check "batched request $i equals the unbatched greedy text ($n bytes)" \
+        cmp -s "$got" <(head -c "$n" "$tmp/ref$i")
+done
+# And the golden files themselves, for the golden prompts.
+for i in 0 1; do
+    want=$golden/0$((i + 1)).txt
+    n=$(($(wc -c <"$want") - 1)) # the reference ends with a newline
+    [ "$(wc -c <"$tmp/got$i")" -lt $n ] && n=$(wc -c <"$tmp/got$i")
+    check "batched request $i equals the golden text ($n bytes)" \
+        cmp -s <(head -c $n "$tmp/got$i") <(head -c $n "$want")
+done
+
+"$driver" flood "$ep" "$tmp/server.key" "$tmp/client.key_secret" 1000 >"$tmp/flood.out" 2>&1
+rc=$?
+cat "$tmp/flood.out"
+check "1,000 short requests (some cancelled, some past their deadline) all end ($rc)" test $rc -eq 0
+"$client" "${keys[@]}" health >"$tmp/health" 2>&1
+check "afterwards: nothing running or queued" grep -q 'coordinator: 0 queued, 0 running' "$tmp/health"
+check "afterwards: the KV pool is whole (150 of 150 blocks free)" \
+    grep -q 'kv blocks 150 of 150 free' "$tmp/health"
+
+kill -TERM $pid 2>/dev/null
+wait $pid 2>/dev/null
+if [ $fails -ne 0 ]; then
+    echo "--- server"; tail -20 "$tmp/serve.err"; cat "$tmp/health"
+fi
+finish
