@@ -7,10 +7,17 @@
  * and after the decode and the better figure is the reference, so a noisy
  * neighbour during one probe does not flatter the ratio.
  *
+ * With --weights int8 every matrix is read as int8 (a quarter of the
+ * bytes). With --prefill P it also times the prefill of a P-token prompt in
+ * one batched step (every weight read once for all P tokens; compute-bound,
+ * so reported in tokens/s and GFLOP/s, best of 3).
+ *
  *   bench_decode --model M [--threads N] [--tokens N] [--warmup N]
- *                [--probe-mib N] [--weights resident|mapped]
+ *                [--probe-mib N] [--weights resident|mapped|int8]
+ *                [--prefill P]
  */
 #include <getopt.h>
+#include <stdbool.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,11 +33,22 @@
 
 /* Bytes of weights one decode step reads: every matrix and norm, the
  * classifier, and one embedding row. */
-static double weight_bytes_per_token(const slm_model_config *c)
+static double weight_bytes_per_token(const slm_model_config *c, bool int8)
 {
     double d = c->dim, h = c->hidden_dim, kv = c->kv_dim, v = c->vocab_size;
-    double per_layer = d * d * 2 + kv * d * 2 + h * d * 3 + d * 2;
-    return 4.0 * (c->n_layers * per_layer + d + v * d + d);
+    double matrices =
+        c->n_layers * (d * d * 2 + kv * d * 2 + h * d * 3) + v * d;
+    double rows = c->n_layers * (d * 2 + kv * 2 + h * 2 + d) + v; /* scales */
+    double floats = c->n_layers * d * 2 + d + d; /* norms, embedding row */
+    return int8 ? matrices + 4.0 * (rows + floats) : 4.0 * (matrices + floats);
+}
+
+/* Multiply-adds of one token through every matrix (attention's own
+ * products are left out: a few percent at 128 positions). */
+static double flops_per_token(const slm_model_config *c)
+{
+    double d = c->dim, h = c->hidden_dim, kv = c->kv_dim, v = c->vocab_size;
+    return 2.0 * (c->n_layers * (d * d * 2 + kv * d * 2 + h * d * 3) + v * d);
 }
 
 int main(int argc, char **argv)
@@ -42,11 +60,14 @@ int main(int argc, char **argv)
         {"warmup", required_argument, NULL, 'w'},
         {"probe-mib", required_argument, NULL, 'p'},
         {"weights", required_argument, NULL, 'W'},
+        {"prefill", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     const char *model = NULL;
     slm_weights_mode wmode = SLM_WEIGHTS_RESIDENT;
     int64_t threads = 2, tokens = 32, warmup = 4, probe_mib = 1024;
+    int64_t prefill = 0;
+    bool int8 = false;
     slm_status rc = SLM_OK;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -67,7 +88,10 @@ int main(int argc, char **argv)
             rc = slm_cli_int("--probe-mib", optarg, 64, 65536, &probe_mib);
             break;
         case 'W':
-            rc = slm_cli_weights_mode(optarg, &wmode);
+            rc = slm_cli_weights_mode(optarg, &wmode, &int8);
+            break;
+        case 'P':
+            rc = slm_cli_int("--prefill", optarg, 1, 65536, &prefill);
             break;
         default:
             fprintf(stderr, "usage: bench_decode --model M [--threads N] "
@@ -98,7 +122,11 @@ int main(int argc, char **argv)
     SLM_CHECK_GOTO(slm_checkpoint_open(model, wmode, &ck), rc, fail);
     const slm_model_config *cfg = slm_checkpoint_config(ck);
     SLM_CHECK_GOTO(slm_shard_weights_whole(ck, &w), rc, fail_model);
-    SLM_CHECK_GOTO(slm_transformer_create(w, NULL, &t), rc, fail_model);
+    if (int8)
+        SLM_CHECK_GOTO(slm_shard_weights_quantize(w), rc, fail_model);
+    const slm_kv_config kv = {.max_seqs = 1,
+                              .max_tokens = prefill > 1 ? (size_t)prefill : 1};
+    SLM_CHECK_GOTO(slm_transformer_create_ex(w, NULL, &kv, &t), rc, fail_model);
     SLM_CHECK_GOTO(slm_sampler_create(cfg->vocab_size, &sp, &greedy), rc,
                    fail_model);
     if (warmup + tokens > cfg->seq_len) {
@@ -130,7 +158,46 @@ int main(int argc, char **argv)
         slm_bench_read_bandwidth(probe_bytes, (int)threads, 10, &bw_after), rc,
         fail_model);
 
-    double bytes = weight_bytes_per_token(cfg);
+    /* Prefill: the prompt in one step (block 0 onwards, after the decode's
+     * blocks were freed), best of 3. */
+    double prefill_best = 0.0;
+    if (prefill > 0) {
+        if (prefill > cfg->seq_len) {
+            rc = slm_fail(SLM_ERR_INVALID, "--prefill %lld exceeds seq_len %d",
+                          (long long)prefill, cfg->seq_len);
+            goto fail_model;
+        }
+        int32_t *ids = malloc((size_t)prefill * sizeof *ids);
+        const size_t bs = slm_transformer_kv(t)->block_size;
+        const size_t nb = ((size_t)prefill + bs - 1) / bs;
+        uint32_t *blocks = malloc(nb * sizeof *blocks);
+        if (!ids || !blocks) {
+            free(ids);
+            free(blocks);
+            rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
+            goto fail_model;
+        }
+        for (int64_t i = 0; i < prefill; i++)
+            ids[i] = (int32_t)(3 + (i * 7919) % (cfg->vocab_size - 3));
+        for (size_t i = 0; i < nb; i++)
+            blocks[i] = (uint32_t)i;
+        for (int round = 0; round < 3 && rc == SLM_OK; round++) {
+            const slm_step_seq q = {ids, (size_t)prefill, 0, blocks, nb, true};
+            const slm_step st = {&q, 1, blocks, nb};
+            size_t rows = 0;
+            const double s0 = slm_now_seconds();
+            rc = slm_transformer_step(t, &st, &logits, &rows);
+            const double tps_p = (double)prefill / (slm_now_seconds() - s0);
+            if (tps_p > prefill_best)
+                prefill_best = tps_p;
+        }
+        free(ids);
+        free(blocks);
+        if (rc != SLM_OK)
+            goto fail_model;
+    }
+
+    double bytes = weight_bytes_per_token(cfg, int8);
     double bw = bw_before > bw_after ? bw_before : bw_after;
     double tps = (double)tokens / elapsed;
     double limit = bw * 1e9 / bytes;
@@ -140,7 +207,9 @@ int main(int argc, char **argv)
            cfg->n_kv_heads, cfg->vocab_size);
     printf("threads      %lld (isa %s), weights %s\n", (long long)threads,
            slm_cpu_isa(),
-           wmode == SLM_WEIGHTS_RESIDENT ? "resident" : "mapped");
+           int8                            ? "int8"
+           : wmode == SLM_WEIGHTS_RESIDENT ? "resident"
+                                           : "mapped");
     printf("weights/tok  %.3f GB\n", bytes / 1e9);
     printf("probe        %.1f GB/s before, %.1f GB/s after (best %.1f)\n",
            bw_before, bw_after, bw);
@@ -150,6 +219,11 @@ int main(int argc, char **argv)
     printf("achieved     %.1f GB/s of weights\n", tps * bytes / 1e9);
     printf("limit        %.2f tokens/s (bandwidth / weight bytes)\n", limit);
     printf("ratio        %.3f of the bandwidth limit\n", tps / limit);
+    if (prefill > 0)
+        printf("prefill      %.2f tokens/s for a %lld-token prompt in one "
+               "step (%.1f GFLOP/s, best of 3)\n",
+               prefill_best, (long long)prefill,
+               prefill_best * flops_per_token(cfg) / 1e9);
     slm_sampler_destroy(&greedy);
     slm_transformer_destroy(&t);
     slm_shard_weights_destroy(&w);

@@ -50,15 +50,22 @@ slm_status slm_cli_float(const char *flag, const char *text, float *out)
     return SLM_OK;
 }
 
-slm_status slm_cli_weights_mode(const char *text, slm_weights_mode *out)
+slm_status slm_cli_weights_mode(const char *text, slm_weights_mode *out,
+                                bool *int8)
 {
+    *int8 = false;
     if (strcmp(text, "resident") == 0)
         *out = SLM_WEIGHTS_RESIDENT;
     else if (strcmp(text, "mapped") == 0)
         *out = SLM_WEIGHTS_MAPPED;
-    else
+    else if (strcmp(text, "int8") == 0) {
+        /* The int8 copy is what is read; the floats it came from stay in
+         * the file's pages, which the kernel may drop. */
+        *out = SLM_WEIGHTS_MAPPED;
+        *int8 = true;
+    } else
         return slm_fail(SLM_ERR_INVALID,
-                        "--weights: '%s' is neither 'resident' nor 'mapped'",
+                        "--weights: '%s' is not one of resident, mapped, int8",
                         text);
     return SLM_OK;
 }

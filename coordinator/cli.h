@@ -15,8 +15,10 @@ slm_status slm_cli_int(const char *flag, const char *text, int64_t lo,
                        int64_t hi, int64_t *out);
 slm_status slm_cli_u64(const char *flag, const char *text, uint64_t *out);
 slm_status slm_cli_float(const char *flag, const char *text, float *out);
-/* --weights: "resident" or "mapped". */
-slm_status slm_cli_weights_mode(const char *text, slm_weights_mode *out);
+/* --weights: "resident", "mapped", or "int8" (mapped, then quantized to
+ * int8 per output channel: *int8 set). */
+slm_status slm_cli_weights_mode(const char *text, slm_weights_mode *out,
+                                bool *int8);
 
 /* The sampling flags shared by generate, run and serve: their getopt_long
  * values, and the struct option entries to put in a command's table. */

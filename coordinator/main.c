@@ -41,7 +41,7 @@ static void usage(FILE *f)
         "STEPS]\n"
         "                   [--temperature F] [--top-k K] [--top-p F]\n"
         "                   [--repetition-penalty F] [--seed S] [--threads N]\n"
-        "                   [--weights resident|mapped] [--device "
+        "                   [--weights resident|mapped|int8] [--device "
         "auto|cpu|cuda]\n"
         "      Streams the prompt and its continuation to stdout and the\n"
         "      speed to stderr. STEPS counts positions, BOS and prompt\n"
@@ -50,7 +50,8 @@ static void usage(FILE *f)
         "      top-p 0.9, top-k 0 (off), penalty 1 (off), seed from the "
         "clock.\n"
         "      --weights resident (default) copies the checked weights into\n"
-        "      private huge-page memory; mapped streams the file mapping.\n"
+        "      private huge-page memory; mapped streams the file mapping;\n"
+        "      int8 quantizes every matrix per output channel at load.\n"
         "      --device auto (default) runs on a GPU when there is one and\n"
         "      this build has CUDA, else on the CPU; cuda insists on a GPU.\n"
         "  shardlm mkmodel --out FILE (--shape NAME | --dim D --hidden H\n"
@@ -124,6 +125,7 @@ static int cmd_generate(int argc, char **argv)
     slm_device_kind device = SLM_DEVICE_AUTO;
     int gpu = 0;
     slm_weights_mode wmode = SLM_WEIGHTS_RESIDENT;
+    bool int8 = false;
     int64_t steps = 256, threads = 0;
     bool seeded = false, allow_root = false, allow_core_dump = false;
     slm_sampling_params sp = slm_sampling_defaults();
@@ -148,7 +150,7 @@ static int cmd_generate(int argc, char **argv)
             rc = slm_cli_int("--threads", optarg, 1, 1024, &threads);
             break;
         case O_WEIGHTS:
-            rc = slm_cli_weights_mode(optarg, &wmode);
+            rc = slm_cli_weights_mode(optarg, &wmode, &int8);
             break;
         case O_DEVICE:
             rc = slm_device_parse(optarg, &device);
@@ -222,6 +224,8 @@ static int cmd_generate(int argc, char **argv)
     SLM_CHECK_GOTO(slm_tokenizer_load(tokenizer, cfg->vocab_size, &tok), rc,
                    done);
     SLM_CHECK_GOTO(slm_shard_weights_whole(ck, &weights), rc, done);
+    if (int8)
+        SLM_CHECK_GOTO(slm_shard_weights_quantize(weights), rc, done);
     SLM_CHECK_GOTO(slm_forward_create(device, gpu, weights, NULL, NULL, &fwd),
                    rc, done);
     SLM_CHECK_GOTO(slm_sampler_create(cfg->vocab_size, &sp, &sampler), rc,

@@ -41,6 +41,7 @@ typedef struct {
     int64_t tp, pp, steps, threads, timeout_ms;
     int64_t heartbeat_ms, heartbeat_timeout_ms, queue_depth, max_tokens;
     int64_t max_batch, step_tokens, kv_block, kv_blocks; /* 0: default */
+    bool int8;                                           /* --weights int8 */
     slm_sampling_params sampling;
     slm_device_kind device; /* as asked; each shard resolves it */
     bool allow_root, allow_core_dump;
@@ -65,6 +66,7 @@ static void run_usage(FILE *f)
         "           [--tp TP] [--pp PP] [--listen ENDPOINT] [-n TOKENS]\n"
         "           [--queue-depth N] [--max-tokens N] [--max-batch N]\n"
         "           [--step-tokens N] [--kv-block N] [--kv-blocks N]\n"
+        "           [--weights int8]\n"
         "           [common options]\n"
         "  common options: [--threads N] [--control-bind ENDPOINT]\n"
         "           [--timeout-ms MS] [--heartbeat-ms MS]\n"
@@ -119,7 +121,8 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         O_MAX_BATCH,
         O_STEP_TOKENS,
         O_KV_BLOCK,
-        O_KV_BLOCKS
+        O_KV_BLOCKS,
+        O_WEIGHTS
     };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
@@ -149,6 +152,7 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         {"step-tokens", required_argument, NULL, O_STEP_TOKENS},
         {"kv-block", required_argument, NULL, O_KV_BLOCK},
         {"kv-blocks", required_argument, NULL, O_KV_BLOCKS},
+        {"weights", required_argument, NULL, O_WEIGHTS},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
@@ -251,6 +255,11 @@ static slm_status parse_options(int argc, char **argv, bool serve,
             rc = slm_cli_int("--kv-block", optarg, 1, SLM_KV_MAX_BLOCK,
                              &o->kv_block);
             break;
+        case O_WEIGHTS: {
+            slm_weights_mode ignored; /* shards copy their slice anyway */
+            rc = slm_cli_weights_mode(optarg, &ignored, &o->int8);
+            break;
+        }
         case O_KV_BLOCKS:
             rc = slm_cli_int("--kv-blocks", optarg, 1, SLM_KV_MAX_BLOCKS,
                              &o->kv_blocks);
@@ -553,7 +562,7 @@ static slm_status serve_as_shard(const run_options *o, int world_rank,
     const slm_kv_config kv = kv_options(o);
     SLM_CHECK_GOTO(slm_shard_create_on(shards, shards_mpi, o->model,
                                        (int32_t)o->tp, (int32_t)o->pp, &kv,
-                                       device, gpu, &shard),
+                                       o->int8, device, gpu, &shard),
                    rc, done);
     SLM_CHECK_GOTO(slm_shard_serve(shard, MPI_COMM_WORLD, world_rank - 1,
                                    (int)o->timeout_ms, (int)o->heartbeat_ms),

@@ -21,13 +21,14 @@ slm_status slm_shard_create(slm_comm_t *shards, const char *model_path,
                             int32_t tp, int32_t pp, slm_shard_t **out)
 {
     return slm_shard_create_on(shards, MPI_COMM_NULL, model_path, tp, pp, NULL,
-                               SLM_DEVICE_CPU, 0, out);
+                               false, SLM_DEVICE_CPU, 0, out);
 }
 
 slm_status slm_shard_create_on(slm_comm_t *shards, MPI_Comm shards_mpi,
                                const char *model_path, int32_t tp, int32_t pp,
-                               const slm_kv_config *kv, slm_device_kind device,
-                               int gpu, slm_shard_t **out)
+                               const slm_kv_config *kv, bool int8,
+                               slm_device_kind device, int gpu,
+                               slm_shard_t **out)
 {
     slm_shard_t *s = calloc(1, sizeof *s);
     if (!s)
@@ -53,6 +54,8 @@ slm_status slm_shard_create_on(slm_comm_t *shards, MPI_Comm shards_mpi,
                                           SLM_SLICE_COPY, &s->weights),
                    rc, fail);
     slm_checkpoint_destroy(&ck);
+    if (int8 && device == SLM_DEVICE_CPU)
+        SLM_CHECK_GOTO(slm_shard_weights_quantize(s->weights), rc, fail);
     /* On GPUs the groups move device memory: NCCL, split from one NCCL
      * communicator of all shards (the splits inherit its device). */
     slm_comm_t *parent = shards;

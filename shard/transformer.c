@@ -276,6 +276,16 @@ static slm_status tp_all_reduce(slm_transformer_t *t, float *x, size_t n)
                                t->links.tp, NULL);
 }
 
+/* out(n, rows) = x(n, cols) W^T, from the int8 copy when there is one. */
+static void matmul(float *out, const float *w, slm_q8_matrix q, const float *x,
+                   size_t n, size_t rows, size_t cols)
+{
+    if (q.q)
+        slm_cpu_matmul_q8(out, q.q, q.scale, x, n, rows, cols);
+    else
+        slm_cpu_matmul(out, w, x, n, rows, cols);
+}
+
 /* The cache row of position pos of a sequence with block table `table`, in
  * the pool of one layer. */
 static size_t pool_row(const slm_transformer_t *t, const uint32_t *table,
@@ -435,9 +445,9 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
         for (size_t i = 0; i < n; i++)
             slm_cpu_rmsnorm(s->xb + i * dim, s->x + i * dim, lw->rms_att, dim,
                             SLM_RMS_EPS);
-        slm_cpu_matmul(s->q, lw->wq, s->xb, n, q_dim, dim);
-        slm_cpu_matmul(s->k, lw->wk, s->xb, n, kv_dim, dim);
-        slm_cpu_matmul(s->v, lw->wv, s->xb, n, kv_dim, dim);
+        matmul(s->q, lw->wq, lw->q_wq, s->xb, n, q_dim, dim);
+        matmul(s->k, lw->wk, lw->q_wk, s->xb, n, kv_dim, dim);
+        matmul(s->v, lw->wv, lw->q_wv, s->xb, n, kv_dim, dim);
         for (size_t i = 0; i < n; i++) {
             const size_t pos = t->slots[i].pos;
             const size_t row = pool_row(t, t->slots[i].table, pos);
@@ -456,7 +466,7 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
 
         /* output projection over this shard's head columns, summed over the
          * tensor group, then the residual connection */
-        slm_cpu_matmul(s->xb2, lw->wo, s->xb, n, dim, q_dim);
+        matmul(s->xb2, lw->wo, lw->q_wo, s->xb, n, dim, q_dim);
         SLM_CHECK(tp_all_reduce(t, s->xb2, n * dim));
         slm_cpu_add(s->x, s->xb2, n * dim);
 
@@ -465,10 +475,10 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
         for (size_t i = 0; i < n; i++)
             slm_cpu_rmsnorm(s->xb + i * dim, s->x + i * dim, lw->rms_ffn, dim,
                             SLM_RMS_EPS);
-        slm_cpu_matmul(s->hb, lw->w1, s->xb, n, hidden, dim);
-        slm_cpu_matmul(s->hb2, lw->w3, s->xb, n, hidden, dim);
+        matmul(s->hb, lw->w1, lw->q_w1, s->xb, n, hidden, dim);
+        matmul(s->hb2, lw->w3, lw->q_w3, s->xb, n, hidden, dim);
         slm_cpu_swiglu(s->hb, s->hb2, n * hidden);
-        slm_cpu_matmul(s->xb2, lw->w2, s->hb, n, dim, hidden);
+        matmul(s->xb2, lw->w2, lw->q_w2, s->hb, n, dim, hidden);
         SLM_CHECK(tp_all_reduce(t, s->xb2, n * dim));
         slm_cpu_add(s->x, s->xb2, n * dim);
     }
@@ -488,8 +498,8 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
             slm_cpu_rmsnorm(s->xr + row++ * dim, s->x + (at - 1) * dim,
                             slm_shard_weights_rms_final(w), dim, SLM_RMS_EPS);
     }
-    slm_cpu_matmul(s->local_logits, slm_shard_weights_classifier(w), s->xr,
-                   n_rows, d->vocab, dim);
+    matmul(s->local_logits, slm_shard_weights_classifier(w),
+           slm_shard_weights_classifier_q8(w), s->xr, n_rows, d->vocab, dim);
     if (s->local_logits != s->logits) {
         /* The gather is rank-major (each rank's rows x its slice); the
          * result is row-major (each row's whole vocabulary). */

@@ -1,11 +1,13 @@
 /* shard/weights.c - a shard's slice of the model; see weights.h. */
 #include "shard/weights.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/checked.h"
 #include "common/hugemem.h"
+#include "kernels/kernels.h"
 
 struct slm_shard_weights {
     slm_shard_slice slice;
@@ -16,8 +18,10 @@ struct slm_shard_weights {
     const float *rms_final;    /* (dim) or NULL */
     const float *classifier;   /* (vocab, dim) or NULL */
     slm_hugemem mem;           /* the copied pieces */
-    size_t bytes;              /* all pieces */
-    size_t copied;             /* pieces in mem */
+    slm_hugemem q8;            /* int8 matrices and scales, if quantized */
+    slm_q8_matrix classifier_q8;
+    size_t bytes;  /* all pieces */
+    size_t copied; /* pieces in mem */
 };
 
 slm_shard_slice slm_shard_slice_whole(const slm_model_config *c)
@@ -215,6 +219,88 @@ fail:
     return rc;
 }
 
+/* Sizes of the matrices quantized, in the order they are laid out. */
+typedef struct {
+    const float *w;
+    slm_q8_matrix *dst;
+    size_t rows, cols;
+} q8_job;
+
+slm_status slm_shard_weights_quantize(slm_shard_weights_t *w)
+{
+    const slm_shard_dims *d = &w->dims;
+    if (w->q8.data)
+        return SLM_OK;
+    const size_t per_layer = 7, n_jobs = d->n_layers * per_layer + 1;
+    q8_job *jobs = calloc(n_jobs, sizeof *jobs);
+    if (!jobs)
+        return slm_fail(SLM_ERR_NOMEM, "quantize: out of memory");
+    size_t n = 0;
+    for (size_t l = 0; l < d->n_layers; l++) {
+        slm_layer_weights *lw = &w->layers[l];
+        jobs[n++] = (q8_job){lw->wq, &lw->q_wq, d->q_dim, d->dim};
+        jobs[n++] = (q8_job){lw->wk, &lw->q_wk, d->kv_dim, d->dim};
+        jobs[n++] = (q8_job){lw->wv, &lw->q_wv, d->kv_dim, d->dim};
+        jobs[n++] = (q8_job){lw->wo, &lw->q_wo, d->dim, d->q_dim};
+        jobs[n++] = (q8_job){lw->w1, &lw->q_w1, d->hidden, d->dim};
+        jobs[n++] = (q8_job){lw->w2, &lw->q_w2, d->dim, d->hidden};
+        jobs[n++] = (q8_job){lw->w3, &lw->q_w3, d->hidden, d->dim};
+    }
+    if (w->classifier)
+        jobs[n++] =
+            (q8_job){w->classifier, &w->classifier_q8, d->vocab, d->dim};
+    /* One region: each matrix's int8 rows, then its scales, 64-byte
+     * aligned; sizes were checked when the slice was planned, but sum them
+     * with checks anyway. */
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t q = 0, sc = 0;
+        if (!slm_size_mul(jobs[i].rows, jobs[i].cols, &q) ||
+            !slm_size_mul(jobs[i].rows, sizeof(float), &sc) ||
+            !slm_size_add(total, (q + 63) & ~(size_t)63, &total) ||
+            !slm_size_add(total, (sc + 63) & ~(size_t)63, &total)) {
+            free(jobs);
+            return slm_fail(SLM_ERR_RANGE, "quantize: sizes overflow");
+        }
+    }
+    slm_status rc = slm_hugemem_alloc(total, "int8 weights", &w->q8);
+    if (rc != SLM_OK) {
+        free(jobs);
+        return rc;
+    }
+    /* A float -> int conversion of a NaN or infinity is undefined: such a
+     * file is refused (with a manifest it could not have been swapped in;
+     * without one, a broken export can still produce it). */
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; k < jobs[i].rows * jobs[i].cols; k++)
+            if (!isfinite(jobs[i].w[k])) {
+                free(jobs);
+                slm_hugemem_free(&w->q8);
+                return slm_fail(SLM_ERR_FORMAT,
+                                "quantize: the model holds a non-finite "
+                                "weight (matrix %zu of the slice, element "
+                                "%zu); int8 needs finite weights",
+                                i, k);
+            }
+    uint8_t *at = w->q8.data;
+    for (size_t i = 0; i < n; i++) {
+        const size_t q = jobs[i].rows * jobs[i].cols;
+        int8_t *qd = (int8_t *)at;
+        at += (q + 63) & ~(size_t)63;
+        float *sd = (float *)at;
+        at += (jobs[i].rows * sizeof(float) + 63) & ~(size_t)63;
+        slm_cpu_quantize_q8(qd, sd, jobs[i].w, jobs[i].rows, jobs[i].cols);
+        *jobs[i].dst = (slm_q8_matrix){qd, sd};
+    }
+    free(jobs);
+    return slm_hugemem_seal(&w->q8, "int8 weights");
+}
+
+slm_q8_matrix slm_shard_weights_classifier_q8(const slm_shard_weights_t *w)
+{
+    return w->classifier_q8;
+}
+
 slm_status slm_shard_weights_whole(const slm_checkpoint_t *ck,
                                    slm_shard_weights_t **out)
 {
@@ -228,6 +314,7 @@ void slm_shard_weights_destroy(slm_shard_weights_t **w)
     if (!w || !*w)
         return;
     slm_hugemem_free(&(*w)->mem);
+    slm_hugemem_free(&(*w)->q8);
     free((*w)->layers);
     free(*w);
     *w = NULL;

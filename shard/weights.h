@@ -12,10 +12,18 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common/status.h"
 #include "model/checkpoint.h"
 #include "model/plan.h"
+
+/* A matrix quantized to int8 per output channel (slm_cpu_quantize_q8):
+ * W[r, c] ~ q[r, c] * scale[r]. q == NULL: not quantized. */
+typedef struct {
+    const int8_t *q;    /* (rows, cols) */
+    const float *scale; /* (rows) */
+} slm_q8_matrix;
 
 typedef struct {
     const float *rms_att; /* (dim) */
@@ -27,6 +35,8 @@ typedef struct {
     const float *w1;      /* (hidden, dim)   rows of its hidden units */
     const float *w2;      /* (dim, hidden)   columns of its hidden units */
     const float *w3;      /* (hidden, dim) */
+    /* The same seven matrices in int8, after slm_shard_weights_quantize. */
+    slm_q8_matrix q_wq, q_wk, q_wv, q_wo, q_w1, q_w2, q_w3;
 } slm_layer_weights;
 
 typedef struct slm_shard_weights slm_shard_weights_t;
@@ -75,6 +85,16 @@ slm_shard_slice slm_shard_slice_whole(const slm_model_config *cfg);
  * what one process running the model alone uses. ck must outlive *out. */
 slm_status slm_shard_weights_whole(const slm_checkpoint_t *ck,
                                    slm_shard_weights_t **out);
+
+/* Quantizes every matrix of the slice (the seven of each layer and the
+ * classifier) to int8 per output channel, into memory of its own sealed
+ * read-only; the forward pass then reads those (a quarter of the bytes).
+ * The float matrices stay where they were (a mapped file's pages, which
+ * the kernel may drop, or the copy). Norms and the embedding stay float. */
+slm_status slm_shard_weights_quantize(slm_shard_weights_t *w);
+
+/* The classifier in int8, or {NULL, NULL}. */
+slm_q8_matrix slm_shard_weights_classifier_q8(const slm_shard_weights_t *w);
 
 /* Accepts NULL; sets *w to NULL. */
 void slm_shard_weights_destroy(slm_shard_weights_t **w);

@@ -48,6 +48,26 @@ for split in "1 1" "2 1" "4 1" "8 1" "1 2" "2 2"; do
     done
 done
 
+# int8 weights over a tensor split (quantized per output channel of each
+# shard's slice): the same greedy tokens as the float golden text for the
+# first 8 positions (bench/bench_accuracy measures the rest), and a whole
+# result per request.
+if timeout 120 "${mpirun[@]}" -np 3 "$bin" run "${asroot[@]}" \
+    --model "$model" --tokenizer "$tok" --tp 2 --weights int8 \
+    --heartbeat-timeout-ms 10000 \
+    --input "$tmp/in.jsonl" --output "$tmp/int8.jsonl" 2>"$tmp/err"; then
+    check "int8 tp=2: one result per request" \
+        test "$(wc -l <"$tmp/int8.jsonl")" -eq "${#names[@]}"
+    for name in "${names[@]}"; do
+        jq -j "select(.id == \"$name\") | .text" "$tmp/int8.jsonl" >"$tmp/text"
+        n=$(($(wc -c <"$golden/$name.prompt") + 24)) # the prompt and a few words
+        check "int8 tp=2 $name: starts as the float golden text ($n bytes)" \
+            cmp -s <(head -c $n "$tmp/text") <(head -c $n "$golden/$name.txt")
+    done
+else
+    fail "int8 tp=2: job failed"; tail -20 "$tmp/err"
+fi
+
 # refusals, each before any weight is read
 expect_refusal() { # NAME PATTERN NP ARGS...
     local name=$1 pattern=$2 np=$3 rc

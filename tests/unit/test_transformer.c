@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/file.h"
+#include "kernels/kernels.h"
 #include "model/checkpoint.h"
 #include "shard/transformer.h"
 
@@ -267,6 +268,47 @@ static void test_step_batch_matches_single(void **state)
     slm_checkpoint_destroy(&ck);
 }
 
+/* int8 weights (per output channel, weight-only): the reference logits to
+ * within 5% of their range, and the same greedy choice at every row of the
+ * reference (measured: 1.1% worst, 13 of 13; bench/bench_accuracy reports
+ * longer runs). */
+static void test_int8_close_to_reference(void **state)
+{
+    (void)state;
+    uint8_t *ref = NULL;
+    size_t ref_len = 0;
+    assert_int_equal(slm_file_read_all(logits_path, 1 << 20, &ref, &ref_len),
+                     SLM_OK);
+    slm_checkpoint_t *ck = NULL;
+    slm_shard_weights_t *w = NULL;
+    slm_transformer_t *t = NULL;
+    assert_int_equal(slm_checkpoint_open(model_path, SLM_WEIGHTS_MAPPED, &ck),
+                     SLM_OK);
+    assert_int_equal(slm_shard_weights_whole(ck, &w), SLM_OK);
+    assert_int_equal(slm_shard_weights_quantize(w), SLM_OK);
+    assert_non_null(slm_shard_weights_layer(w, 0)->q_wq.q);
+    assert_int_equal(slm_transformer_create(w, NULL, &t), SLM_OK);
+    for (int p = 0; p < ROWS; p++) {
+        const float *got = NULL;
+        assert_int_equal(slm_transformer_forward(t, input_ids[p], p, &got),
+                         SLM_OK);
+        float want[VOCAB];
+        memcpy(want, ref + (size_t)p * VOCAB * sizeof(float), sizeof want);
+        double max_abs = 0.0, max_err = 0.0;
+        for (int i = 0; i < VOCAB; i++) {
+            max_abs = fmax(max_abs, fabs((double)want[i]));
+            max_err = fmax(max_err, fabs((double)got[i] - (double)want[i]));
+        }
+        if (max_err / max_abs >= 0.05)
+            fail_msg("row %d: int8 relative error %.3g", p, max_err / max_abs);
+        assert_int_equal(slm_cpu_argmax(got, VOCAB), argmax_ids[p]);
+    }
+    slm_transformer_destroy(&t);
+    slm_shard_weights_destroy(&w);
+    slm_checkpoint_destroy(&ck);
+    free(ref);
+}
+
 int main(void)
 {
     if (slm_test_model_path("stories260K.bin", model_path, sizeof model_path) ||
@@ -279,6 +321,7 @@ int main(void)
         cmocka_unit_test(test_forward_rejects_bad_token_and_position),
         cmocka_unit_test(test_kv_cache_zeroed_between_sequences),
         cmocka_unit_test(test_step_batch_matches_single),
+        cmocka_unit_test(test_int8_close_to_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
