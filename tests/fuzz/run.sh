@@ -21,8 +21,9 @@ declare -A targets=(
     [tokenizer]="tests/fuzz/fuzz_tokenizer.c model/tokenizer.c common/status.c common/reader.c common/file.c"
     [manifest]="tests/fuzz/fuzz_manifest.c model/manifest.c common/status.c common/reader.c common/file.c common/keyfile.c -lsodium"
     [allowlist]="tests/fuzz/fuzz_allowlist.c common/zap.c common/zkeys.c common/audit.c common/status.c common/utf8.c -lzmq -lpthread"
+    [checkpoint]="tests/fuzz/fuzz_checkpoint.c model/checkpoint.c model/plan.c common/status.c common/reader.c common/file.c common/hugemem.c"
 )
-for name in wire client tokenizer manifest allowlist; do
+for name in wire client tokenizer manifest allowlist checkpoint; do
     # shellcheck disable=SC2086 # the table holds word lists
     "${cc[@]}" ${targets[$name]} -o "$work/fuzz_$name" 2>"$work/$name.build" ||
         { cat "$work/$name.build"; echo "fuzz: $name: build failed"; exit 1; }
