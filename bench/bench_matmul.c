@@ -14,9 +14,12 @@
  * batch) is timed over passes for at least --seconds, keeping the fastest
  * pass, and each matrix's best total across passes.
  *
- * The bandwidth probe (bench/membw.c) runs before and after, the better
- * figure is the reference; the FMA peak is a register-only loop of
+ * References, measured right before and right after each (kind, batch)
+ * block, the better of the two kept (the host's bandwidth swings between
+ * phases minutes apart, and neighbours take cores): the read-bandwidth
+ * probe (bench/membw.c), and the FMA peak, a register-only loop of
  * independent FMAs on every thread at the kernels' instruction set.
+ * Compare ratios, not raw figures, across runs.
  *
  *   bench_matmul [--shape tinyllama-1.1b] [--threads N] [--layers N]
  *                [--seconds S] [--probe-mib N] [--isa avx512|avx2|scalar]
@@ -76,6 +79,7 @@ static const int q8_batches[] = {1, 16, 128};
 static volatile float peak_sink;
 
 #define PEAK_CHAINS 24 /* 2 pipes x 4-cycle latency, with room to spare */
+_Static_assert(PEAK_CHAINS == 24, "the unroll pragma below says 24");
 
 #ifdef SLM_HAVE_X86
 __attribute__((target("avx512f"))) static float peak_avx512(long n)
@@ -84,9 +88,12 @@ __attribute__((target("avx512f"))) static float peak_avx512(long n)
     for (int i = 0; i < PEAK_CHAINS; i++)
         a[i] = _mm512_set1_ps(0.001f * (float)i);
     __m512 b = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-6f);
-    for (long it = 0; it < n; it++)
+    for (long it = 0; it < n; it++) {
+        /* Fully unrolled, or the chains live in memory. */
+#pragma GCC unroll 24
         for (int i = 0; i < PEAK_CHAINS; i++)
             a[i] = _mm512_fmadd_ps(a[i], b, c);
+    }
     for (int i = 1; i < PEAK_CHAINS; i++)
         a[0] = _mm512_add_ps(a[0], a[i]);
     return _mm512_reduce_add_ps(a[0]);
@@ -98,9 +105,11 @@ __attribute__((target("avx2,fma"))) static float peak_avx2(long n)
     for (int i = 0; i < 12; i++)
         a[i] = _mm256_set1_ps(0.001f * (float)i);
     __m256 b = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-6f);
-    for (long it = 0; it < n; it++)
+    for (long it = 0; it < n; it++) {
+#pragma GCC unroll 12
         for (int i = 0; i < 12; i++)
             a[i] = _mm256_fmadd_ps(a[i], b, c);
+    }
     for (int i = 1; i < 12; i++)
         a[0] = _mm256_add_ps(a[0], a[i]);
     float l[8];
@@ -275,6 +284,55 @@ static void print_row(const char *kind, size_t batch, const char *what,
     printf("\n");
 }
 
+/* The lines of one (kind, batch) block: one per distinct matrix shape (q
+ * and o, k and v, w1 and w3 pair up), then the model: n_layers layers at the
+ * best pass's time per layer, and the classifier once. */
+static void print_block(const weights *wt, const slm_model_config *cfg,
+                        int layers, int q8, size_t batch,
+                        const double best[M_ALL], double best_layers, double bw,
+                        double peak)
+{
+    const char *kind = q8 ? "q8" : "f32";
+    double bpw = q8 ? 1.0 : 4.0; /* bytes per weight; q8 adds its scales */
+    static const int firsts[] = {M_WQ, M_WK, M_W1, M_W2, M_CLS};
+    for (size_t f = 0; f < sizeof firsts / sizeof *firsts; f++) {
+        int m = firsts[f];
+        const matrix *mx = m == M_CLS ? &wt->cls : &wt->m[0][m];
+        double calls = m == M_CLS ? 1.0 : (double)layers;
+        double secs = best[m];
+        if (m == M_WQ || m == M_WK || m == M_W1) {
+            secs += best[m == M_WQ ? M_WO : m == M_WK ? M_WV : M_W3];
+            calls *= 2.0;
+        }
+        double bytes = (double)mx->rows * (double)mx->cols * bpw * calls +
+                       (q8 ? (double)mx->rows * 4.0 * calls : 0.0);
+        char name[16];
+        snprintf(name, sizeof name, "%s%s", matrix_names[m],
+                 m == M_WQ   ? "+o"
+                 : m == M_WK ? "+v"
+                 : m == M_W1 ? "+3"
+                             : "");
+        print_row(kind, batch, name, mx->rows, mx->cols, calls, secs, bytes, bw,
+                  peak);
+    }
+    double secs = best_layers / (double)layers * cfg->n_layers + best[M_CLS];
+    double params = 0.0, rows = 0.0;
+    for (int m = 0; m < M_PER_LAYER; m++) {
+        params += (double)wt->m[0][m].rows * (double)wt->m[0][m].cols;
+        rows += (double)wt->m[0][m].rows;
+    }
+    params = params * cfg->n_layers + (double)wt->cls.rows * wt->cls.cols;
+    rows = rows * cfg->n_layers + (double)wt->cls.rows;
+    double bytes = params * bpw + (q8 ? rows * 4.0 : 0.0);
+    double gflops = 2.0 * (double)batch * params / secs / 1e9;
+    double gbps = bytes / secs / 1e9;
+    printf("%-4s %5zu  model %8.1f tokens/s  %9.3f %8.1f %7.1f %6.3f", kind,
+           batch, (double)batch / secs, secs * 1e3, gflops, gbps, gbps / bw);
+    if (peak > 0.0)
+        printf(" %6.3f", gflops / peak);
+    printf("\n");
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -333,12 +391,7 @@ int main(int argc, char **argv)
     omp_set_num_threads((int)threads);
     slm__isa isa = slm__cpu_isa_level();
 
-    double bw_before = 0.0, bw_after = 0.0;
     size_t probe_bytes = (size_t)probe_mib << 20;
-    SLM_CHECK_GOTO(
-        slm_bench_read_bandwidth(probe_bytes, (int)threads, 10, &bw_before), rc,
-        fail);
-    double peak_before = fma_peak(isa, (int)threads);
 
     weights wt;
     memset(&wt, 0, sizeof wt);
@@ -358,93 +411,42 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < max_batch * widest_in; i++)
         x[i] = (float)(rng_next(&rng) >> 40) * 0x1.0p-23f - 1.0f;
 
-    typedef struct {
-        int q8;
-        size_t batch;
-        double best[M_ALL], layers;
-    } result;
-    result res[sizeof f32_batches / sizeof *f32_batches +
-               sizeof q8_batches / sizeof *q8_batches];
-    size_t n_res = 0;
-    for (int q8 = 0; q8 <= 1; q8++) {
-        const int *list = q8 ? q8_batches : f32_batches;
-        size_t n = q8 ? sizeof q8_batches / sizeof *q8_batches
-                      : sizeof f32_batches / sizeof *f32_batches;
-        for (size_t i = 0; i < n; i++, n_res++) {
-            res[n_res].q8 = q8;
-            res[n_res].batch = (size_t)list[i];
-            time_passes(&wt, q8, (size_t)list[i], out, x, (double)seconds,
-                        res[n_res].best, &res[n_res].layers);
-        }
-    }
-
-    SLM_CHECK_GOTO(
-        slm_bench_read_bandwidth(probe_bytes, (int)threads, 10, &bw_after), rc,
-        fail_weights);
-    double peak_after = fma_peak(isa, (int)threads);
-    double bw = bw_before > bw_after ? bw_before : bw_after;
-    double peak = peak_before > peak_after ? peak_before : peak_after;
-
-    printf("shape     %s (dim %zu, hidden %zu, kv_dim %d, vocab %zu, %d "
+    printf("shape    %s (dim %zu, hidden %zu, kv_dim %d, vocab %zu, %d "
            "layers); %lld layers in the benchmark's cycle\n",
            shape, d, h, cfg.kv_dim, v, cfg.n_layers, (long long)layers);
-    printf("threads   %lld, isa %s\n", (long long)threads, slm_cpu_isa());
-    printf("probe     %.1f GB/s before, %.1f after (reference %.1f)\n",
-           bw_before, bw_after, bw);
-    if (peak > 0.0)
-        printf("fma peak  %.1f GFLOP/s before, %.1f after (reference %.1f)\n",
-               peak_before, peak_after, peak);
+    printf("threads  %lld, isa %s\n", (long long)threads, slm_cpu_isa());
     printf("\nms = per call; GB/s = weight bytes read / time; bw = GB/s / "
            "probe; pk = GFLOP/s / fma peak\n");
     printf("%-4s %5s  %-5s %-11s %9s %8s %7s %6s %6s\n", "kind", "batch",
            "what", "rows x cols", "ms", "GFLOP/s", "GB/s", "bw", "pk");
-    for (size_t i = 0; i < n_res; i++) {
-        const result *r = &res[i];
-        const char *kind = r->q8 ? "q8" : "f32";
-        double bpw = r->q8 ? 1.0 : 4.0; /* bytes per weight */
-        /* One line per distinct shape: q and o, k and v, w1 and w3 pair. */
-        static const int firsts[] = {M_WQ, M_WK, M_W1, M_W2, M_CLS};
-        for (size_t f = 0; f < sizeof firsts / sizeof *firsts; f++) {
-            int m = firsts[f];
-            const matrix *mx = m == M_CLS ? &wt.cls : &wt.m[0][m];
-            double calls = m == M_CLS ? 1.0 : (double)layers;
-            double secs = r->best[m];
-            if (m == M_WQ || m == M_WK || m == M_W1) {
-                int pair = m == M_WQ ? M_WO : m == M_WK ? M_WV : M_W3;
-                secs += r->best[pair];
-                calls *= 2.0;
-            }
-            double bytes = (double)mx->rows * (double)mx->cols * bpw * calls +
-                           (r->q8 ? (double)mx->rows * 4.0 * calls : 0.0);
-            char name[16];
-            snprintf(name, sizeof name, "%s%s", matrix_names[m],
-                     m == M_WQ   ? "+o"
-                     : m == M_WK ? "+v"
-                     : m == M_W1 ? "+3"
-                                 : "");
-            print_row(kind, r->batch, name, mx->rows, mx->cols, calls, secs,
-                      bytes, bw, peak);
+    for (int q8 = 0; q8 <= 1; q8++) {
+        const int *list = q8 ? q8_batches : f32_batches;
+        size_t n = q8 ? sizeof q8_batches / sizeof *q8_batches
+                      : sizeof f32_batches / sizeof *f32_batches;
+        for (size_t i = 0; i < n; i++) {
+            size_t batch = (size_t)list[i];
+            /* References on both sides of this block, the better of each:
+             * the host's bandwidth swings between phases minutes apart. */
+            double bw0, bw1, best[M_ALL], best_layers;
+            SLM_CHECK_GOTO(
+                slm_bench_read_bandwidth(probe_bytes, (int)threads, 10, &bw0),
+                rc, fail_weights);
+            double pk0 = fma_peak(isa, (int)threads);
+            time_passes(&wt, q8, batch, out, x, (double)seconds, best,
+                        &best_layers);
+            SLM_CHECK_GOTO(
+                slm_bench_read_bandwidth(probe_bytes, (int)threads, 10, &bw1),
+                rc, fail_weights);
+            double pk1 = fma_peak(isa, (int)threads);
+            double bw = bw0 > bw1 ? bw0 : bw1;
+            double peak = pk0 > pk1 ? pk0 : pk1;
+            const char *kind = q8 ? "q8" : "f32";
+            printf("%-4s %5zu  probe %.1f GB/s (%.1f before, %.1f after), "
+                   "fma peak %.1f GFLOP/s (%.1f, %.1f)\n",
+                   kind, batch, bw, bw0, bw1, peak, pk0, pk1);
+            print_block(&wt, &cfg, (int)layers, q8, batch, best, best_layers,
+                        bw, peak);
         }
-        /* The model: n_layers layers at the best pass's time per layer,
-         * and the classifier once. */
-        double layer_secs = r->layers / (double)layers;
-        double secs = layer_secs * cfg.n_layers + r->best[M_CLS];
-        double params = 0.0, rows = 0.0;
-        for (int m = 0; m < M_PER_LAYER; m++) {
-            params += (double)wt.m[0][m].rows * (double)wt.m[0][m].cols;
-            rows += (double)wt.m[0][m].rows;
-        }
-        params = params * cfg.n_layers + (double)v * (double)d;
-        rows = rows * cfg.n_layers + (double)v;
-        double bytes = params * bpw + (r->q8 ? rows * 4.0 : 0.0);
-        double gflops = 2.0 * (double)r->batch * params / secs / 1e9;
-        double gbps = bytes / secs / 1e9;
-        printf("%-4s %5zu  model %8.1f tokens/s  %9.3f %8.1f %7.1f %6.3f", kind,
-               r->batch, (double)r->batch / secs, secs * 1e3, gflops, gbps,
-               gbps / bw);
-        if (peak > 0.0)
-            printf(" %6.3f", gflops / peak);
-        printf("\n");
     }
     free(out);
     free(x);

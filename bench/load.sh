@@ -192,7 +192,12 @@ done
 echo "shardlm serve, $(basename "$model") (tp $tp, $OMP_NUM_THREADS OpenMP thread(s) per shard," \
     "$([ $insecure -eq 1 ] && echo plaintext || echo CURVE) on loopback), $cores cores," \
     "$(date -u +%Y-%m-%dT%H:%MZ)"
-echo "each request: $prompt prompt ids, $output output tokens (greedy, EOS ignored); ${run_for[*]} per level"
+if [ "${run_for[0]}" = --requests ]; then
+    per="${run_for[1]} requests per stream"
+else
+    per="${run_for[1]} s per level, then the requests in flight finish"
+fi
+echo "each request: $prompt prompt ids, $output output tokens (greedy, EOS ignored); $per"
 echo
 echo "| streams | tok/s | vs 1 stream | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | requests | errors |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

@@ -13,24 +13,26 @@
  *     against 21, one thread, against matvec's 58).
  *   - more: bound by arithmetic. A small GEMM in the manner of GotoBLAS/BLIS:
  *
- *       for each panel of NR weight rows (handed out to threads in chunks):
+ *       for each chunk of 4 panels of NR weight rows (handed out to threads):
  *         for each block of KC columns:
- *           pack W[panel, block] transposed, as (KC, NR), so that one aligned
- *           vector load gives a column of the panel;
- *           for each group of MR tokens:
- *             micro-kernel: an MR x NR tile of out in registers, k innermost;
- *             per k, NR/16 loads of the packed panel, MR broadcasts of
- *             x[b][k] and MR * NR/16 FMAs; then the tile is stored (first
- *             block) or added to out (later blocks).
+ *           for each panel of the chunk:
+ *             pack W[panel, block] transposed, as (KC, NR), so that one
+ *             aligned vector load gives a column of the panel;
+ *             for each group of MR tokens:
+ *               micro-kernel: an MR x NR tile of out in registers, k
+ *               innermost; per k, NR/16 loads of the packed panel, MR
+ *               broadcasts of x[b][k] and MR * NR/16 FMAs; then the tile is
+ *               stored (first block) or added to out (later blocks).
  *
  *     The packed panel stays in L1 while it is used against every token, so
  *     W is read from memory once per call. x is read in place (no packing):
- *     MR rows of it, KC floats each, from L1 or L2; one broadcast per NR/16
- *     FMAs. out's tile for a panel (batch x NR floats) stays in L2 across
- *     the column blocks. The first micro-kernel of each block prefetches the
- *     next block (one row of it every 8 k): packing alone would read 32 short
- *     row segments from DRAM a few misses at a time, with the FMA units
- *     idle. That doubled 8 tokens' throughput from DRAM and added 40 % at 64.
+ *     MR rows of it, KC floats each; one broadcast per NR/16 FMAs. The block
+ *     of x (batch x KC floats) stays in L2 across the chunk's panels, and
+ *     the chunk's out (batch x 4 NR floats) across the column blocks. The
+ *     first micro-kernel of each block prefetches the next block (one row of
+ *     it every 8 k): packing alone would read 32 short row segments from
+ *     DRAM a few misses at a time, with the FMA units idle. That doubled 8
+ *     tokens' throughput from DRAM and added 40 % at 64.
  *
  * Sizes, on a 2-vCPU Zen 5 (48 KiB L1, 1 MiB L2 per core, two 512-bit FMA
  * pipes): AVX-512 NR = 32 (two zmm), MR = 12: 24 accumulators, 2 loads and
@@ -38,9 +40,10 @@
  * no better. AVX2 NR = 16, MR = 6: 12 accumulators of the 16 ymm registers.
  * Measurements: bench/bench_matmul.c.
  *
- * Work is handed to threads in chunks of panels (or rows) from a shared
- * counter rather than split evenly up front: on a host shared with other
- * work, one slowed thread would otherwise hold the whole call back.
+ * Work is handed to threads in chunks (of panels, or of rows for the dot
+ * path) from a shared counter rather than split evenly up front: on a host
+ * shared with other work, one slowed thread would otherwise hold the whole
+ * call back.
  *
  * Summation order: in the GEMM, each output is one chain of FMAs per column
  * block, the blocks added in order; in the dot path, two interleaved partial
@@ -79,6 +82,10 @@
 /* A chunk of work handed to a thread covers about this many weight bytes:
  * long enough to stream, short enough to balance. */
 #define CHUNK_BYTES ((size_t)256 * 1024)
+/* In the GEMM, a chunk is this many panels: the block of x is read from
+ * L3 once per chunk and per column block. 4 panels gave 3-5 % over 1 at
+ * batch 128 (2 threads, 5632 x 2048 and 2048 x 5632); 8, no more. */
+#define GEMM_CHUNK_PANELS 4
 
 static size_t min_size(size_t a, size_t b)
 {
@@ -129,6 +136,16 @@ static void rows_scalar(float *out, const float *w, const float *x,
         DISPATCH_CASE(fn, 2, __VA_ARGS__)                                      \
         DISPATCH_CASE(fn, 3, __VA_ARGS__)                                      \
         DISPATCH_CASE(fn, 4, __VA_ARGS__)                                      \
+    default:                                                                   \
+        break;                                                                 \
+    }
+#define DISPATCH_1_5(fn, nb, ...)                                              \
+    switch (nb) {                                                              \
+        DISPATCH_CASE(fn, 1, __VA_ARGS__)                                      \
+        DISPATCH_CASE(fn, 2, __VA_ARGS__)                                      \
+        DISPATCH_CASE(fn, 3, __VA_ARGS__)                                      \
+        DISPATCH_CASE(fn, 4, __VA_ARGS__)                                      \
+        DISPATCH_CASE(fn, 5, __VA_ARGS__)                                      \
     default:                                                                   \
         break;                                                                 \
     }
@@ -312,24 +329,26 @@ panels_avx512(float *out, const float *w, const float *x, size_t batch,
 {
     /* 32 KiB on the thread's stack (OpenMP threads have megabytes). */
     float wp[MM_KC * MM_NR512] __attribute__((aligned(64)));
-    for (size_t r = r0; r < r1; r += MM_NR512) {
-        size_t nrv = min_size(MM_NR512, r1 - r);
-        __mmask16 m0 = (__mmask16)(nrv >= 16 ? 0xffffu : (1u << nrv) - 1u);
-        __mmask16 m1 = (__mmask16)(nrv >= 32   ? 0xffffu
-                                   : nrv <= 16 ? 0u
-                                               : (1u << (nrv - 16)) - 1u);
-        for (size_t k0 = 0; k0 < cols; k0 += MM_KC) {
-            size_t kc = min_size(MM_KC, cols - k0);
-            int acc = k0 > 0;
-            /* The block packed after this one: the panel's next columns,
-             * else the next panel's first. */
+    /* Column blocks outside, panels inside: the block of x (batch x KC)
+     * stays in L2 while every panel of the range uses it. */
+    for (size_t k0 = 0; k0 < cols; k0 += MM_KC) {
+        size_t kc = min_size(MM_KC, cols - k0);
+        int acc = k0 > 0;
+        const float *xk = x + k0;
+        for (size_t r = r0; r < r1; r += MM_NR512) {
+            size_t nrv = min_size(MM_NR512, r1 - r);
+            __mmask16 m0 = (__mmask16)(nrv >= 16 ? 0xffffu : (1u << nrv) - 1u);
+            __mmask16 m1 = (__mmask16)(nrv >= 32   ? 0xffffu
+                                       : nrv <= 16 ? 0u
+                                                   : (1u << (nrv - 16)) - 1u);
+            /* The block packed after this one: the next panel's, else the
+             * first panel's next columns. */
             const float *next = NULL;
-            if (k0 + MM_KC < cols)
-                next = w + r * cols + k0 + MM_KC;
-            else if (r + MM_NR512 < r1)
-                next = w + (r + MM_NR512) * cols;
+            if (r + MM_NR512 < r1)
+                next = w + (r + MM_NR512) * cols + k0;
+            else if (k0 + MM_KC < cols)
+                next = w + r0 * cols + k0 + MM_KC;
             pack_avx512(wp, w + r * cols + k0, cols, nrv, kc);
-            const float *xk = x + k0;
             float *o = out + r;
             size_t b = 0;
             for (; b + MM_MR512 <= batch; b += MM_MR512) {
@@ -455,17 +474,14 @@ pack_avx2(float *dst, const float *w, size_t ldw, size_t nrv, size_t kc)
     }
 }
 
-/* out(mr, nrv) (+)= x(mr, kc) @ wp(kc, 16); see tile_avx512 (here one row
- * of the next block every 16 k). A partial panel (nrv < 16) goes through a
- * scratch tile: AVX2 masked stores would need a mask vector per call for a
- * case that happens once per matrix. */
+/* out(mr, 16; lanes masked by m0, m1) (+)= x(mr, kc) @ wp(kc, 16); see
+ * tile_avx512 (here one row of the next block every 16 k). */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 tile_avx2(const int mr, size_t kc, const float *wp, const float *x, size_t ldx,
-          float *out, size_t ldo, size_t nrv, int accumulate, const float *pf,
-          size_t ldw)
+          float *out, size_t ldo, __m256i m0, __m256i m1, int accumulate,
+          const float *pf, size_t ldw)
 {
-    /* Sized for every tail size DISPATCH_1_8 instantiates. */
-    __m256 c0[8], c1[8];
+    __m256 c0[MM_MR256], c1[MM_MR256];
     for (int i = 0; i < mr; i++) {
         c0[i] = _mm256_setzero_ps();
         c1[i] = _mm256_setzero_ps();
@@ -486,21 +502,21 @@ tile_avx2(const int mr, size_t kc, const float *wp, const float *x, size_t ldx,
     }
     for (int i = 0; i < mr; i++) {
         float *o = out + (size_t)i * ldo;
-        if (nrv == MM_NR256) {
-            if (accumulate) {
-                c0[i] = _mm256_add_ps(c0[i], _mm256_loadu_ps(o));
-                c1[i] = _mm256_add_ps(c1[i], _mm256_loadu_ps(o + 8));
-            }
-            _mm256_storeu_ps(o, c0[i]);
-            _mm256_storeu_ps(o + 8, c1[i]);
-        } else {
-            float t[MM_NR256];
-            _mm256_storeu_ps(t, c0[i]);
-            _mm256_storeu_ps(t + 8, c1[i]);
-            for (size_t j = 0; j < nrv; j++)
-                o[j] = accumulate ? o[j] + t[j] : t[j];
+        /* Masked-off lanes are neither read nor written (nor faulted). */
+        if (accumulate) {
+            c0[i] = _mm256_add_ps(c0[i], _mm256_maskload_ps(o, m0));
+            c1[i] = _mm256_add_ps(c1[i], _mm256_maskload_ps(o + 8, m1));
         }
+        _mm256_maskstore_ps(o, m0, c0[i]);
+        _mm256_maskstore_ps(o + 8, m1, c1[i]);
     }
+}
+
+/* Lanes 0..n-1 of a mask for _mm256_maskload_ps / maskstore_ps. */
+__attribute__((target("avx2,fma"))) static inline __m256i lanes_avx2(size_t n)
+{
+    __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), idx);
 }
 
 __attribute__((target("avx2,fma"))) static void
@@ -508,31 +524,33 @@ panels_avx2(float *out, const float *w, const float *x, size_t batch,
             size_t rows, size_t cols, size_t r0, size_t r1)
 {
     float wp[MM_KC * MM_NR256] __attribute__((aligned(32)));
-    for (size_t r = r0; r < r1; r += MM_NR256) {
-        size_t nrv = min_size(MM_NR256, r1 - r);
-        for (size_t k0 = 0; k0 < cols; k0 += MM_KC) {
-            size_t kc = min_size(MM_KC, cols - k0);
-            int acc = k0 > 0;
+    for (size_t k0 = 0; k0 < cols; k0 += MM_KC) {
+        size_t kc = min_size(MM_KC, cols - k0);
+        int acc = k0 > 0;
+        const float *xk = x + k0;
+        for (size_t r = r0; r < r1; r += MM_NR256) {
+            size_t nrv = min_size(MM_NR256, r1 - r);
+            __m256i m0 = lanes_avx2(nrv);
+            __m256i m1 = lanes_avx2(nrv > 8 ? nrv - 8 : 0);
             const float *next = NULL;
-            if (k0 + MM_KC < cols)
-                next = w + r * cols + k0 + MM_KC;
-            else if (r + MM_NR256 < r1)
-                next = w + (r + MM_NR256) * cols;
+            if (r + MM_NR256 < r1)
+                next = w + (r + MM_NR256) * cols + k0;
+            else if (k0 + MM_KC < cols)
+                next = w + r0 * cols + k0 + MM_KC;
             pack_avx2(wp, w + r * cols + k0, cols, nrv, kc);
-            const float *xk = x + k0;
             float *o = out + r;
             size_t b = 0;
             for (; b + MM_MR256 <= batch; b += MM_MR256) {
                 tile_avx2(MM_MR256, kc, wp, xk + b * cols, cols, o + b * rows,
-                          rows, nrv, acc, next, cols);
+                          rows, m0, m1, acc, next, cols);
                 next = NULL;
             }
-            DISPATCH_1_8(tile_avx2, batch - b, kc, wp, xk + b * cols, cols,
-                         o + b * rows, rows, nrv, acc, next, cols)
+            DISPATCH_1_5(tile_avx2, batch - b, kc, wp, xk + b * cols, cols,
+                         o + b * rows, rows, m0, m1, acc, next, cols)
         }
     }
 }
-_Static_assert(MM_MR256 <= 9, "the tail of a batch is one group of 1..8");
+_Static_assert(MM_MR256 == 6, "the tail of a batch is one group of 1..5");
 #endif
 
 /* Rows per unit of work: the GEMM's panel height, so that threads never
@@ -595,6 +613,8 @@ void slm_cpu_matmul(float *out, const float *w, const float *x, size_t batch,
     }
     size_t grain = row_grain(isa, batch, cols);
     size_t per_chunk = CHUNK_BYTES / (cols * sizeof(float)) / grain;
+    if (grain > 1)
+        per_chunk = GEMM_CHUNK_PANELS;
     size_t chunk = (per_chunk ? per_chunk : 1) * grain; /* rows */
     size_t n_chunks = (rows + chunk - 1) / chunk;
 #pragma omp parallel for schedule(dynamic, 1)

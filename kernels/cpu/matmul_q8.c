@@ -54,6 +54,8 @@
  * about this many weight bytes per unit of work. */
 #define Q8_SERIAL_MAX  ((size_t)256 * 1024)
 #define Q8_CHUNK_BYTES ((size_t)256 * 1024)
+/* Panels per chunk in the GEMM, as in matmul.c. */
+#define Q8_CHUNK_PANELS 4
 
 static size_t min_size(size_t a, size_t b)
 {
@@ -130,6 +132,16 @@ static void rows_scalar(float *out, const int8_t *q, const float *scale,
         DISPATCH_CASE(fn, 2, __VA_ARGS__)                                      \
         DISPATCH_CASE(fn, 3, __VA_ARGS__)                                      \
         DISPATCH_CASE(fn, 4, __VA_ARGS__)                                      \
+    default:                                                                   \
+        break;                                                                 \
+    }
+#define DISPATCH_1_5(fn, nb, ...)                                              \
+    switch (nb) {                                                              \
+        DISPATCH_CASE(fn, 1, __VA_ARGS__)                                      \
+        DISPATCH_CASE(fn, 2, __VA_ARGS__)                                      \
+        DISPATCH_CASE(fn, 3, __VA_ARGS__)                                      \
+        DISPATCH_CASE(fn, 4, __VA_ARGS__)                                      \
+        DISPATCH_CASE(fn, 5, __VA_ARGS__)                                      \
     default:                                                                   \
         break;                                                                 \
     }
@@ -347,24 +359,25 @@ panels_avx512(float *out, const int8_t *q, const float *scale, const float *x,
 {
     /* 16 KiB on the thread's stack. */
     int8_t wp[Q8_KC * Q8_NR512] __attribute__((aligned(64)));
-    for (size_t r = r0; r < r1; r += Q8_NR512) {
-        size_t nrv = min_size(Q8_NR512, r1 - r);
-        __mmask16 m0 = (__mmask16)(nrv >= 16 ? 0xffffu : (1u << nrv) - 1u);
-        __mmask16 m1 = (__mmask16)(nrv >= 32   ? 0xffffu
-                                   : nrv <= 16 ? 0u
-                                               : (1u << (nrv - 16)) - 1u);
-        __m512 s0 = _mm512_maskz_loadu_ps(m0, scale + r);
-        __m512 s1 = _mm512_maskz_loadu_ps(m1, scale + r + 16);
-        for (size_t k0 = 0; k0 < cols; k0 += Q8_KC) {
-            size_t kc = min_size(Q8_KC, cols - k0);
-            int acc = k0 > 0;
+    /* Column blocks outside, panels inside, as in matmul.c. */
+    for (size_t k0 = 0; k0 < cols; k0 += Q8_KC) {
+        size_t kc = min_size(Q8_KC, cols - k0);
+        int acc = k0 > 0;
+        const float *xk = x + k0;
+        for (size_t r = r0; r < r1; r += Q8_NR512) {
+            size_t nrv = min_size(Q8_NR512, r1 - r);
+            __mmask16 m0 = (__mmask16)(nrv >= 16 ? 0xffffu : (1u << nrv) - 1u);
+            __mmask16 m1 = (__mmask16)(nrv >= 32   ? 0xffffu
+                                       : nrv <= 16 ? 0u
+                                                   : (1u << (nrv - 16)) - 1u);
+            __m512 s0 = _mm512_maskz_loadu_ps(m0, scale + r);
+            __m512 s1 = _mm512_maskz_loadu_ps(m1, scale + r + 16);
             const int8_t *next = NULL;
-            if (k0 + Q8_KC < cols)
-                next = q + r * cols + k0 + Q8_KC;
-            else if (r + Q8_NR512 < r1)
-                next = q + (r + Q8_NR512) * cols;
+            if (r + Q8_NR512 < r1)
+                next = q + (r + Q8_NR512) * cols + k0;
+            else if (k0 + Q8_KC < cols)
+                next = q + r0 * cols + k0 + Q8_KC;
             pack_q8(wp, q + r * cols + k0, cols, nrv, kc, Q8_NR512);
-            const float *xk = x + k0;
             float *o = out + r;
             size_t b = 0;
             for (; b + Q8_MR512 <= batch; b += Q8_MR512) {
@@ -478,16 +491,14 @@ dots_avx2(float *out, const int8_t *q, const float *scale, const float *x,
     DISPATCH_2_4(dot_avx2, batch, out, rows, q, scale, x, cols, r0, r1)
 }
 
-/* out(mr, nrv) (+)= (x(mr, kc) @ wp(kc, 16)) * (s0, s1), prefetching the
- * next block one row every 32 k; a partial panel goes through a scratch
- * tile, as in matmul.c. */
+/* out(mr, 16; lanes masked by m0, m1) (+)= (x(mr, kc) @ wp(kc, 16)) * (s0,
+ * s1), prefetching the next block one row every 32 k, as in matmul.c. */
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 tile_avx2(const int mr, size_t kc, const int8_t *wp, const float *x, size_t ldx,
-          float *out, size_t ldo, __m256 s0, __m256 s1, size_t nrv,
+          float *out, size_t ldo, __m256 s0, __m256 s1, __m256i m0, __m256i m1,
           int accumulate, const int8_t *pf, size_t ldw)
 {
-    /* Sized for every tail size DISPATCH_1_8 instantiates. */
-    __m256 c0[8], c1[8];
+    __m256 c0[Q8_MR256], c1[Q8_MR256];
     for (int i = 0; i < mr; i++) {
         c0[i] = _mm256_setzero_ps();
         c1[i] = _mm256_setzero_ps();
@@ -510,21 +521,20 @@ tile_avx2(const int mr, size_t kc, const int8_t *wp, const float *x, size_t ldx,
         float *o = out + (size_t)i * ldo;
         c0[i] = _mm256_mul_ps(c0[i], s0);
         c1[i] = _mm256_mul_ps(c1[i], s1);
-        if (nrv == Q8_NR256) {
-            if (accumulate) {
-                c0[i] = _mm256_add_ps(c0[i], _mm256_loadu_ps(o));
-                c1[i] = _mm256_add_ps(c1[i], _mm256_loadu_ps(o + 8));
-            }
-            _mm256_storeu_ps(o, c0[i]);
-            _mm256_storeu_ps(o + 8, c1[i]);
-        } else {
-            float t[Q8_NR256];
-            _mm256_storeu_ps(t, c0[i]);
-            _mm256_storeu_ps(t + 8, c1[i]);
-            for (size_t j = 0; j < nrv; j++)
-                o[j] = accumulate ? o[j] + t[j] : t[j];
+        if (accumulate) {
+            c0[i] = _mm256_add_ps(c0[i], _mm256_maskload_ps(o, m0));
+            c1[i] = _mm256_add_ps(c1[i], _mm256_maskload_ps(o + 8, m1));
         }
+        _mm256_maskstore_ps(o, m0, c0[i]);
+        _mm256_maskstore_ps(o + 8, m1, c1[i]);
     }
+}
+
+/* Lanes 0..n-1 of a mask for _mm256_maskload_ps / maskstore_ps. */
+__attribute__((target("avx2,fma"))) static inline __m256i lanes_avx2(size_t n)
+{
+    __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), idx);
 }
 
 __attribute__((target("avx2,fma"))) static void
@@ -532,35 +542,35 @@ panels_avx2(float *out, const int8_t *q, const float *scale, const float *x,
             size_t batch, size_t rows, size_t cols, size_t r0, size_t r1)
 {
     int8_t wp[Q8_KC * Q8_NR256] __attribute__((aligned(64)));
-    for (size_t r = r0; r < r1; r += Q8_NR256) {
-        size_t nrv = min_size(Q8_NR256, r1 - r);
-        float sc[Q8_NR256] = {0};
-        for (size_t i = 0; i < nrv; i++)
-            sc[i] = scale[r + i];
-        __m256 s0 = _mm256_loadu_ps(sc), s1 = _mm256_loadu_ps(sc + 8);
-        for (size_t k0 = 0; k0 < cols; k0 += Q8_KC) {
-            size_t kc = min_size(Q8_KC, cols - k0);
-            int acc = k0 > 0;
+    for (size_t k0 = 0; k0 < cols; k0 += Q8_KC) {
+        size_t kc = min_size(Q8_KC, cols - k0);
+        int acc = k0 > 0;
+        const float *xk = x + k0;
+        for (size_t r = r0; r < r1; r += Q8_NR256) {
+            size_t nrv = min_size(Q8_NR256, r1 - r);
+            __m256i m0 = lanes_avx2(nrv);
+            __m256i m1 = lanes_avx2(nrv > 8 ? nrv - 8 : 0);
+            __m256 s0 = _mm256_maskload_ps(scale + r, m0);
+            __m256 s1 = _mm256_maskload_ps(scale + r + 8, m1);
             const int8_t *next = NULL;
-            if (k0 + Q8_KC < cols)
-                next = q + r * cols + k0 + Q8_KC;
-            else if (r + Q8_NR256 < r1)
-                next = q + (r + Q8_NR256) * cols;
+            if (r + Q8_NR256 < r1)
+                next = q + (r + Q8_NR256) * cols + k0;
+            else if (k0 + Q8_KC < cols)
+                next = q + r0 * cols + k0 + Q8_KC;
             pack_q8(wp, q + r * cols + k0, cols, nrv, kc, Q8_NR256);
-            const float *xk = x + k0;
             float *o = out + r;
             size_t b = 0;
             for (; b + Q8_MR256 <= batch; b += Q8_MR256) {
                 tile_avx2(Q8_MR256, kc, wp, xk + b * cols, cols, o + b * rows,
-                          rows, s0, s1, nrv, acc, next, cols);
+                          rows, s0, s1, m0, m1, acc, next, cols);
                 next = NULL;
             }
-            DISPATCH_1_8(tile_avx2, batch - b, kc, wp, xk + b * cols, cols,
-                         o + b * rows, rows, s0, s1, nrv, acc, next, cols)
+            DISPATCH_1_5(tile_avx2, batch - b, kc, wp, xk + b * cols, cols,
+                         o + b * rows, rows, s0, s1, m0, m1, acc, next, cols)
         }
     }
 }
-_Static_assert(Q8_MR256 <= 9, "the tail of a batch is one group of 1..8");
+_Static_assert(Q8_MR256 == 6, "the tail of a batch is one group of 1..5");
 #endif
 
 static size_t row_grain(slm__isa isa, size_t batch, size_t cols)
@@ -617,6 +627,8 @@ void slm_cpu_matmul_q8(float *out, const int8_t *q, const float *scale,
     }
     size_t grain = row_grain(isa, batch, cols);
     size_t per_chunk = Q8_CHUNK_BYTES / cols / grain;
+    if (grain > 1)
+        per_chunk = Q8_CHUNK_PANELS;
     size_t chunk = (per_chunk ? per_chunk : 1) * grain; /* rows */
     size_t n_chunks = (rows + chunk - 1) / chunk;
 #pragma omp parallel for schedule(dynamic, 1)
