@@ -229,8 +229,9 @@ static slm_status handle(slm_cluster_t *c, int32_t shard, bool from_hb,
                             "step %llu: the decider sent %zu rows of logits "
                             "for %zu",
                             (unsigned long long)c->seq, rows, c->want_rows);
-        memcpy(c->logits, r->result->logits,
-               r->result->n_logits * sizeof(float));
+        if (rows) /* a step of prompt chunks alone has none (NULL) */
+            memcpy(c->logits, r->result->logits,
+                   r->result->n_logits * sizeof(float));
         c->rows = rows;
         c->have_logits = true;
     }
