@@ -57,9 +57,11 @@ void slm_cpu_attention(float *out, const float *q, const float *k_cache,
  *     table[t / block_size] * block_size + t % block_size
  * of k_pool and v_pool (rows of kv_stride floats), this head's kv head
  * starting at kv_off in the row. out(head_size), q(head_size), att(pos + 1)
- * scratch. The arithmetic of slm_cpu_attention, in the same order, so the
- * two agree bit for bit. Single-threaded: the caller spreads (token, head)
- * pairs over its threads. */
+ * scratch. Without AVX-512 (or for a head size not a multiple of 16) the
+ * arithmetic of slm_cpu_attention, in the same order, so the two agree bit
+ * for bit; with it, each score is a 16-lane sum (agreeing to float
+ * rounding). Single-threaded: the caller spreads (token, head) pairs over
+ * its threads. */
 void slm_cpu_attention_paged_head(float *out, const float *q,
                                   const float *k_pool, const float *v_pool,
                                   const uint32_t *table, size_t block_size,

@@ -571,6 +571,71 @@ static void test_attention(void **state)
 
 /* ------------------------------------------------------------------------ */
 
+/* Paged attention: the scalar path (forced) equals slm_cpu_attention on
+ * the same keys and values laid out contiguously, bit for bit; the AVX-512
+ * path (where the machine has it) agrees with it to float rounding. Blocks
+ * of 4 positions in a shuffled order; head sizes with and without a
+ * multiple of 16; positions across several blocks. */
+static void test_attention_paged(void **state)
+{
+    (void)state;
+    enum { BS = 4, BLOCKS = 16, MAXPOS = BS * BLOCKS - 1, HEADS = 2 };
+    static const size_t sizes[] = {12, 16, 64, 80, 128};
+    const slm__isa hw = slm__cpu_isa_detected();
+    uint64_t rng = 42;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        const size_t hs = sizes[si], kv = HEADS * hs;
+        float *kp = malloc(BLOCKS * BS * kv * sizeof *kp);
+        float *vp = malloc(BLOCKS * BS * kv * sizeof *vp);
+        float *kc = malloc((MAXPOS + 1) * kv * sizeof *kc);
+        float *vc = malloc((MAXPOS + 1) * kv * sizeof *vc);
+        float *q = malloc(hs * HEADS * sizeof *q);
+        float *o1 = malloc(hs * sizeof *o1), *o2 = malloc(hs * sizeof *o2);
+        float *oc = malloc(hs * HEADS * sizeof *oc);
+        float *att = malloc((MAXPOS + 1) * HEADS * sizeof *att);
+        assert_non_null(kp && vp && kc && vc && q && o1 && o2 && oc && att);
+        slm_test_fill_uniform(kp, BLOCKS * BS * kv, &rng, -1.0f, 1.0f);
+        slm_test_fill_uniform(vp, BLOCKS * BS * kv, &rng, -1.0f, 1.0f);
+        slm_test_fill_uniform(q, hs * HEADS, &rng, -1.0f, 1.0f);
+        uint32_t table[BLOCKS];
+        for (uint32_t b = 0; b < BLOCKS; b++)
+            table[b] = (b * 7 + 3) % BLOCKS; /* a permutation */
+        for (size_t t = 0; t <= MAXPOS; t++) {
+            const size_t row = (size_t)table[t / BS] * BS + t % BS;
+            memcpy(kc + t * kv, kp + row * kv, kv * sizeof *kc);
+            memcpy(vc + t * kv, vp + row * kv, kv * sizeof *vc);
+        }
+        static const size_t positions[] = {0, 3, 4, 17, MAXPOS};
+        for (size_t pi = 0; pi < 5; pi++) {
+            const size_t pos = positions[pi];
+            slm_cpu_attention(oc, q, kc, vc, att, MAXPOS + 1, HEADS, HEADS, hs,
+                              kv, pos);
+            for (size_t h = 0; h < HEADS; h++) {
+                slm__cpu_isa_force(SLM__ISA_SCALAR);
+                slm_cpu_attention_paged_head(o1, q + h * hs, kp, vp, table, BS,
+                                             att, hs, kv, h * hs, pos);
+                assert_memory_equal(o1, oc + h * hs, hs * sizeof *o1);
+                slm__cpu_isa_force(hw);
+                slm_cpu_attention_paged_head(o2, q + h * hs, kp, vp, table, BS,
+                                             att, hs, kv, h * hs, pos);
+                /* outputs are convex mixes of values in [-1, 1] */
+                for (size_t i = 0; i < hs; i++)
+                    assert_true(fabsf(o2[i] - o1[i]) <= 1e-5f);
+            }
+        }
+        free(kp);
+        free(vp);
+        free(kc);
+        free(vc);
+        free(q);
+        free(o1);
+        free(o2);
+        free(oc);
+        free(att);
+    }
+    slm__cpu_isa_force(hw);
+}
+
 static void test_swiglu(void **state)
 {
     (void)state;
@@ -922,6 +987,7 @@ int main(void)
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_paged),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_add),
         cmocka_unit_test(test_half_conversions),
