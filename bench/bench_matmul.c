@@ -23,11 +23,20 @@
  *
  *   bench_matmul [--shape tinyllama-1.1b] [--threads N] [--layers N]
  *                [--seconds S] [--probe-mib N] [--isa avx512|avx2|scalar]
+ *                [--batches 1,8,16,...] [--no-q8]
+ *
+ * --batches replaces the float32 batch list (1, 4, 16, 64, 128; at most
+ * MAX_BATCHES sizes of 1..MAX_BATCH tokens); --no-q8 skips the int8 kernel.
+ * With `--shape 110m --batches 1,16` this is the continuous-batching
+ * decode step: 16 sequences per step against single-stream decode.
  *
  * Output, per kind and batch: one line per distinct matrix shape and a
  * "model" line projecting the whole model (n_layers layers + classifier):
  * batch / time in tokens/s, GFLOP/s, weight GB/s, and their ratios to the
- * probe and the peak.
+ * probe and the peak. For a batch other than 1, when batch 1 was also run
+ * for that kind, a last column "x1" gives the time of this batch's call (or
+ * model pass) over batch 1's, the cost of decoding `batch` streams at once
+ * against one.
  */
 #include <getopt.h>
 #include <math.h>
@@ -71,8 +80,14 @@ typedef struct {
     slm_hugemem f32_mem, q8_mem;
 } weights;
 
-static const int f32_batches[] = {1, 4, 16, 64, 128};
+#define MAX_BATCH   128
+#define MAX_BATCHES 16
+static const int f32_default_batches[] = {1, 4, 16, 64, 128};
 static const int q8_batches[] = {1, 16, 128};
+
+/* Batch 1's times per kind (0 f32, 1 q8), for the "x1" column; 0 until
+ * batch 1 has run. Indexed by matrix, then M_ALL for the whole model. */
+static double batch1_secs[2][M_ALL + 1];
 
 /* ---- FMA peak --------------------------------------------------------- */
 
@@ -271,9 +286,18 @@ static void time_passes(const weights *wt, int q8, size_t batch, float *out,
     }
 }
 
+/* The "x1" column: secs over batch 1's *b1 (recorded here if batch is 1). */
+static void print_ratio(size_t batch, double secs, double *b1)
+{
+    if (batch == 1)
+        *b1 = secs;
+    else if (*b1 > 0.0)
+        printf(" %6.2f", secs / *b1);
+}
+
 static void print_row(const char *kind, size_t batch, const char *what,
                       size_t rows, size_t cols, double calls, double secs,
-                      double weight_bytes, double bw, double peak)
+                      double weight_bytes, double bw, double peak, double *b1)
 {
     double flops = 2.0 * (double)batch * (double)rows * (double)cols * calls;
     double gflops = flops / secs / 1e9, gbps = weight_bytes / secs / 1e9;
@@ -281,6 +305,7 @@ static void print_row(const char *kind, size_t batch, const char *what,
            what, rows, cols, secs / calls * 1e3, gflops, gbps, gbps / bw);
     if (peak > 0.0)
         printf(" %6.3f", gflops / peak);
+    print_ratio(batch, secs, b1);
     printf("\n");
 }
 
@@ -313,7 +338,7 @@ static void print_block(const weights *wt, const slm_model_config *cfg,
                  : m == M_W1 ? "+3"
                              : "");
         print_row(kind, batch, name, mx->rows, mx->cols, calls, secs, bytes, bw,
-                  peak);
+                  peak, &batch1_secs[q8][m]);
     }
     double secs = best_layers / (double)layers * cfg->n_layers + best[M_CLS];
     double params = 0.0, rows = 0.0;
@@ -330,7 +355,32 @@ static void print_block(const weights *wt, const slm_model_config *cfg,
            batch, (double)batch / secs, secs * 1e3, gflops, gbps, gbps / bw);
     if (peak > 0.0)
         printf(" %6.3f", gflops / peak);
+    print_ratio(batch, secs, &batch1_secs[q8][M_ALL]);
     printf("\n");
+}
+
+/* "1,8,16" into list; at most MAX_BATCHES sizes, each 1..MAX_BATCH. */
+static slm_status parse_batches(const char *arg, int *list, size_t *n)
+{
+    *n = 0;
+    const char *p = arg;
+    for (;;) {
+        char num[16];
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof num || *n == MAX_BATCHES)
+            return slm_fail(SLM_ERR_INVALID,
+                            "--batches: '%s' is not a list of at most %d "
+                            "sizes",
+                            arg, MAX_BATCHES);
+        memcpy(num, p, len);
+        num[len] = '\0';
+        int64_t v;
+        SLM_CHECK(slm_cli_int("--batches", num, 1, MAX_BATCH, &v));
+        list[(*n)++] = (int)v;
+        if (p[len] == '\0')
+            return SLM_OK;
+        p += len + 1;
+    }
 }
 
 int main(int argc, char **argv)
@@ -342,10 +392,15 @@ int main(int argc, char **argv)
         {"seconds", required_argument, NULL, 'S'},
         {"probe-mib", required_argument, NULL, 'p'},
         {"isa", required_argument, NULL, 'i'},
+        {"batches", required_argument, NULL, 'b'},
+        {"no-q8", no_argument, NULL, 'q'},
         {NULL, 0, NULL, 0},
     };
     const char *shape = "tinyllama-1.1b";
     int64_t threads = 2, layers = 4, seconds = 1, probe_mib = 1024;
+    int f32_batches[MAX_BATCHES], with_q8 = 1;
+    size_t n_f32 = sizeof f32_default_batches / sizeof *f32_default_batches;
+    memcpy(f32_batches, f32_default_batches, sizeof f32_default_batches);
     slm_status rc = SLM_OK;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -377,10 +432,17 @@ int main(int argc, char **argv)
                               "--isa: '%s' is not avx512, avx2 or scalar",
                               optarg);
             break;
+        case 'b':
+            rc = parse_batches(optarg, f32_batches, &n_f32);
+            break;
+        case 'q':
+            with_q8 = 0;
+            break;
         default:
             fprintf(stderr, "usage: bench_matmul [--shape S] [--threads N] "
                             "[--layers N] [--seconds S] [--probe-mib N] "
-                            "[--isa avx512|avx2|scalar]\n");
+                            "[--isa avx512|avx2|scalar] [--batches B,B,...] "
+                            "[--no-q8]\n");
             return 2;
         }
         if (rc != SLM_OK)
@@ -399,7 +461,7 @@ int main(int argc, char **argv)
     SLM_CHECK_GOTO(weights_create(&wt, &cfg, (int)layers), rc, fail_weights);
     size_t d = (size_t)cfg.dim, h = (size_t)cfg.hidden_dim;
     size_t v = (size_t)cfg.vocab_size;
-    size_t max_batch = 128, widest_in = h > d ? h : d;
+    size_t max_batch = MAX_BATCH, widest_in = h > d ? h : d;
     size_t widest_out = v > widest_in ? v : widest_in;
     x = malloc(max_batch * widest_in * sizeof(float));
     out = malloc(max_batch * widest_out * sizeof(float));
@@ -417,12 +479,11 @@ int main(int argc, char **argv)
     printf("threads  %lld, isa %s\n", (long long)threads, slm_cpu_isa());
     printf("\nms = per call; GB/s = weight bytes read / time; bw = GB/s / "
            "probe; pk = GFLOP/s / fma peak\n");
-    printf("%-4s %5s  %-5s %-11s %9s %8s %7s %6s %6s\n", "kind", "batch",
-           "what", "rows x cols", "ms", "GFLOP/s", "GB/s", "bw", "pk");
-    for (int q8 = 0; q8 <= 1; q8++) {
+    printf("%-4s %5s  %-5s %-11s %9s %8s %7s %6s %6s %6s\n", "kind", "batch",
+           "what", "rows x cols", "ms", "GFLOP/s", "GB/s", "bw", "pk", "x1");
+    for (int q8 = 0; q8 <= with_q8; q8++) {
         const int *list = q8 ? q8_batches : f32_batches;
-        size_t n = q8 ? sizeof q8_batches / sizeof *q8_batches
-                      : sizeof f32_batches / sizeof *f32_batches;
+        size_t n = q8 ? sizeof q8_batches / sizeof *q8_batches : n_f32;
         for (size_t i = 0; i < n; i++) {
             size_t batch = (size_t)list[i];
             /* References on both sides of this block, the better of each:

@@ -36,6 +36,12 @@ size_t slm_transport_heartbeat_id(int32_t index, char *buf, size_t cap)
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
+static void free_buffer(void *data, void *hint)
+{
+    (void)hint;
+    free(data);
+}
+
 slm_status slm_transport_send(void *sock, const void *peer, size_t peer_len,
                               const slm_control_msg *m)
 {
@@ -45,10 +51,25 @@ slm_status slm_transport_send(void *sock, const void *peer, size_t peer_len,
     int rc = 0;
     if (peer)
         rc = zmq_send(sock, peer, peer_len, ZMQ_SNDMORE);
-    if (rc >= 0)
-        rc = zmq_send(sock, buf, len, 0);
     int err = errno;
-    free(buf);
+    if (rc < 0) {
+        free(buf);
+    } else {
+        /* ZeroMQ takes the buffer as it is (a step result carries megabytes
+         * of logits: copying them again costs a millisecond a step) and
+         * frees it once sent, or at once if the send fails. */
+        zmq_msg_t msg;
+        if (zmq_msg_init_data(&msg, buf, len, free_buffer, NULL) != 0) {
+            err = errno;
+            free(buf);
+            rc = -1;
+        } else {
+            rc = zmq_msg_send(&msg, sock, 0);
+            err = errno;
+            if (rc < 0)
+                zmq_msg_close(&msg);
+        }
+    }
     if (rc < 0)
         return slm_fail(SLM_ERR_IO, "control send: %s",
                         err == EAGAIN ? "timed out" : zmq_strerror(err));
