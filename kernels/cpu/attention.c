@@ -120,23 +120,33 @@ paged_head_avx512(float *out, const float *q, const float *k_pool,
                   size_t pos)
 {
     const float scale = sqrtf((float)head_size);
-    for (size_t t = 0; t <= pos; t++) {
+    /* Position by position within each block: a division per position
+     * (its row) would cost more than its score. */
+    for (size_t t = 0, b = 0, jb = 0; t <= pos; t++) {
         const float *k =
-            k_pool + paged_row(table, block_size, t) * kv_stride + kv_off;
+            k_pool + ((size_t)table[b] * block_size + jb) * kv_stride + kv_off;
         __m512 acc = _mm512_setzero_ps();
         for (size_t i = 0; i < head_size; i += 16)
             acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i),
                                   _mm512_loadu_ps(k + i), acc);
         att[t] = _mm512_reduce_add_ps(acc) / scale;
+        if (++jb == block_size) {
+            jb = 0;
+            b++;
+        }
     }
     slm_cpu_softmax(att, pos + 1);
     for (size_t c = 0; c < head_size; c += 64) {
         const size_t n = head_size - c < 64 ? head_size - c : 64; /* 16..64 */
         __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
-        for (size_t t = 0; t <= pos; t++) {
+        for (size_t t = 0, b = 0, jb = 0; t <= pos; t++) {
             const float *v = v_pool +
-                             paged_row(table, block_size, t) * kv_stride +
+                             ((size_t)table[b] * block_size + jb) * kv_stride +
                              kv_off + c;
+            if (++jb == block_size) {
+                jb = 0;
+                b++;
+            }
             const __m512 a = _mm512_set1_ps(att[t]);
             o0 = _mm512_fmadd_ps(a, _mm512_loadu_ps(v), o0);
             if (n > 16)
