@@ -99,8 +99,11 @@ static void generate_all(bool graphs)
     assert_int_equal(rc, SLM_OK);
     /* the device copy is independent of the host weights */
     slm_shard_weights_destroy(&w);
-    const slm_model_runner runner = {cuda_step, t,
-                                     (int32_t)slm_cuda_transformer_max_seq(t)};
+    /* slm_generate feeds one sequence a token at a time: no batched step */
+    const slm_model_runner runner = {
+        .forward = cuda_step,
+        .ctx = t,
+        .seq_len = (int32_t)slm_cuda_transformer_max_seq(t)};
     slm_sampling_params sp = slm_sampling_defaults();
     sp.temperature = 0.0f;
     for (int i = 0; i < n_golden; i++) {
