@@ -29,8 +29,9 @@ struct slm_cluster {
     uint8_t *answered;      /* (n_shards) who answered the current step */
     int32_t n_answered;
     slm_kv_config kv;
-    size_t want_rows; /* rows of logits the step in flight asked for */
-    size_t rows;      /* rows the decider sent */
+    bool single_sequence; /* some shard takes one token of one sequence */
+    size_t want_rows;     /* rows of logits the step in flight asked for */
+    size_t rows;          /* rows the decider sent */
     bool have_logits;
     float *logits; /* (max_seqs, vocab) the last step's logits */
     /* The unbatched path (cluster_forward): one sequence in blocks 0, 1,
@@ -482,6 +483,7 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
                           shard);
             goto fail;
         }
+        c->single_sequence |= m->hello->single_sequence;
         /* A shard holds at least its norms, so 0 marks "not heard from". */
         c->weight_bytes[shard] =
             m->hello->weight_bytes ? m->hello->weight_bytes : 1;
@@ -617,6 +619,11 @@ static slm_status cluster_forward(void *ctx, int32_t token, int32_t pos,
         c->single_blocks = q.n_blocks;
     size_t rows = 0;
     return cluster_step(c, &st, logits, &rows);
+}
+
+bool slm_cluster_single_sequence(const slm_cluster_t *c)
+{
+    return c->single_sequence;
 }
 
 slm_model_runner slm_cluster_runner(slm_cluster_t *c)

@@ -79,6 +79,10 @@ double slm_cluster_heartbeat_age_ms(const slm_cluster_t *c, int32_t shard);
 int32_t slm_cluster_shards(const slm_cluster_t *c);
 const slm_cluster_timing *slm_cluster_get_timing(const slm_cluster_t *c);
 
+/* Whether some shard said in its Hello that it takes only one sequence of
+ * one token per step (the GPU backend): schedule no batches then. */
+bool slm_cluster_single_sequence(const slm_cluster_t *c);
+
 /* The cluster as a generation runner (coordinator/generate.h). */
 slm_model_runner slm_cluster_runner(slm_cluster_t *c);
 

@@ -38,8 +38,7 @@ slm_status slm_kvpool_release(slm_kvpool_t *p, const uint32_t *blocks,
                               size_t n);
 
 /* The blocks released since the last call, to be zeroed by the next step:
- * *n of them at *blocks (borrowed until the next call of any function
- * here). */
+ * *n of them at *blocks (borrowed until the next slm_kvpool_take_freed). */
 void slm_kvpool_take_freed(slm_kvpool_t *p, const uint32_t **blocks, size_t *n);
 
 size_t slm_kvpool_free_count(const slm_kvpool_t *p);

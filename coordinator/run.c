@@ -340,11 +340,12 @@ static slm_status append_piece(void *user, const char *piece, size_t len,
 }
 
 /* The KV options as given (slm_kv_config_resolve fills in the rest, the
- * same on every rank). serve batches by default; run feeds one sequence a
- * token at a time, as does an explicit --device cuda. */
+ * same on every rank). serve batches by default (unless the shards say in
+ * their Hello that they run on GPUs); run feeds one sequence a token at a
+ * time. */
 static slm_kv_config kv_options(const run_options *o)
 {
-    const bool batch = o->serve && o->device != SLM_DEVICE_CUDA;
+    const bool batch = o->serve;
     size_t seqs = o->max_batch ? (size_t)o->max_batch : batch ? 32 : 1;
     size_t tokens = o->step_tokens ? (size_t)o->step_tokens : batch ? 128 : 1;
     if (tokens < seqs && !o->step_tokens)

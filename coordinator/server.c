@@ -88,6 +88,7 @@ typedef struct {
     const slm_kv_config *kv;
     slm_kvpool_t *pool;
     slm_step_seq *entries; /* (kv.max_seqs) the step being built */
+    request **step_req;    /* (kv.max_seqs) whose each entry is */
     uint64_t served, rejected, malformed;
     double queued_notice_at; /* when the queue was last told its places */
 } server;
@@ -1046,6 +1047,7 @@ static slm_status run_step(server *s)
             if ((pass == 0) != (left == 1))
                 continue;
             const size_t chunk = left < budget ? left : budget;
+            s->step_req[n] = r;
             s->entries[n++] = (slm_step_seq){
                 .tokens = r->ids + r->pos,
                 .n_tokens = chunk,
@@ -1064,25 +1066,24 @@ static slm_status run_step(server *s)
     const float *logits = NULL;
     size_t rows = 0;
     SLM_CHECK(s->runner.step(s->runner.ctx, &st, &logits, &rows));
-    /* The entries point into the requests; match them up again (a request
-     * admitted while the step ran is not among them). */
+    /* Requests admitted while the step ran are not among its entries; none
+     * ended meanwhile (cancels only mark them). */
     const size_t vocab = (size_t)s->cfg->vocab_size;
     size_t row = 0;
     for (size_t e = 0; e < n; e++) {
-        size_t i = 0;
-        while (i < s->n_run &&
-               s->run[i]->ids + s->run[i]->pos != s->entries[e].tokens)
-            i++;
-        if (i == s->n_run) /* cannot happen: only this loop ends requests */
-            continue;
-        request *r = s->run[i];
+        request *r = s->step_req[e];
         r->pos += (int32_t)s->entries[e].n_tokens;
         if (!s->entries[e].want_logits)
             continue;
         if (row >= rows)
             return slm_fail(SLM_ERR_INTERNAL, "step: too few rows of logits");
-        if (take_token(s, r, logits + row++ * vocab))
-            unrun(s, i);
+        if (take_token(s, r, logits + row++ * vocab)) {
+            size_t i = 0;
+            while (i < s->n_run && s->run[i] != r)
+                i++;
+            if (i < s->n_run)
+                unrun(s, i);
+        }
     }
     return SLM_OK;
 }
@@ -1208,11 +1209,20 @@ slm_status slm_server_run(slm_cluster_t *cluster, const slm_model_config *cfg,
         (uint64_t)cfg->seq_len * (uint64_t)slm_tokenizer_max_token_bytes(tok);
     if (fits > 0 && fits < s.lim.max_prompt_bytes)
         s.lim.max_prompt_bytes = (uint32_t)fits;
-    s.kv = s.runner.kv;
+    /* Shards on GPUs take one token of one sequence per step: the same
+     * pool, no batches. */
+    slm_kv_config sched = *s.runner.kv;
+    if (slm_cluster_single_sequence(cluster)) {
+        sched.max_seqs = sched.max_tokens = 1;
+        fprintf(stderr, "shardlm serve: the shards run on GPUs, one request "
+                        "at a time (batching is on the CPU backend)\n");
+    }
+    s.kv = &sched;
     s.run = calloc(s.kv->max_seqs, sizeof *s.run);
     s.entries = calloc(s.kv->max_seqs, sizeof *s.entries);
+    s.step_req = calloc(s.kv->max_seqs, sizeof *s.step_req);
     slm_status rc = slm_kvpool_create(s.kv->n_blocks, &s.pool);
-    if (rc == SLM_OK && (!s.run || !s.entries))
+    if (rc == SLM_OK && (!s.run || !s.entries || !s.step_req))
         rc = slm_fail(SLM_ERR_NOMEM, "serve: out of memory");
     if (rc == SLM_OK)
         rc = open_socket(&s);
@@ -1288,6 +1298,7 @@ close:
     slm_allowlist_destroy(&s.clients);
     free(s.run);
     free(s.entries);
+    free(s.step_req);
     slm_kvpool_destroy(&s.pool);
     slm_audit_close(&s.audit);
     return rc;

@@ -30,6 +30,7 @@ static slm_status send_hello(void *sock, slm_shard_t *s, int32_t index,
     hello.vocab_begin = (uint32_t)sl->vocab.begin;
     hello.vocab_count = (uint32_t)sl->vocab.count;
     hello.weight_bytes = weight_bytes;
+    hello.single_sequence = slm_shard_single_sequence(s);
     slm_control_msg m = SHARDLM__CONTROL__CONTROL_MESSAGE__INIT;
     m.body_case = SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_HELLO;
     m.hello = &hello;

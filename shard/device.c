@@ -226,16 +226,15 @@ slm_status slm_forward_create(slm_device_kind kind, int device,
         f->kv = *slm_transformer_kv(f->cpu);
     } else if (kind == SLM_DEVICE_CUDA) {
         /* The GPU pass keeps one contiguous cache per batch slot and runs
-         * one token per step; batched, paged steps are the CPU's for now. */
-        if (kv && (kv->max_seqs > 1 || kv->max_tokens > 1)) {
-            rc = slm_fail(SLM_ERR_INVALID,
-                          "the CUDA backend runs one sequence of one token "
-                          "per step: serve with --max-batch 1 --step-tokens "
-                          "1 (batching is on the CPU backend)");
-            goto fail;
-        }
-        f->kv = (slm_kv_config){
-            .block_size = SLM_KV_DEFAULT_BLOCK, .max_seqs = 1, .max_tokens = 1};
+         * one token per step; batched, paged steps are the CPU's for now.
+         * It accepts the same steps on the wire as a CPU shard (the same
+         * limits, so every shard agrees with the coordinator), says so in
+         * its Hello, and the coordinator then sends one token of one
+         * sequence per step; block tables are ignored here. */
+        SLM_CHECK_GOTO(
+            slm_kv_config_resolve(
+                kv, (size_t)slm_shard_weights_config(w)->seq_len, &f->kv),
+            rc, fail);
         const slm_cuda_options opt = slm_cuda_options_default();
         SLM_CHECK_GOTO(
             slm_cuda_transformer_create(w, links, device, &opt, &f->cuda), rc,
@@ -285,8 +284,8 @@ slm_status slm_forward_batch(slm_forward_t *f, const slm_step *st,
     if (st->n_seqs > 1 || st->seqs[0].n_tokens != 1)
         return slm_fail(SLM_ERR_INVALID,
                         "the CUDA backend runs one sequence of one token per "
-                        "step, not %zu sequences",
-                        st->n_seqs);
+                        "step, not %zu sequences (%zu tokens)",
+                        st->n_seqs, st->seqs[0].n_tokens);
     SLM_CHECK(slm_cuda_transformer_forward(f->cuda, st->seqs[0].tokens[0],
                                            st->seqs[0].pos, logits));
     if (st->seqs[0].want_logits && *logits)

@@ -138,7 +138,8 @@ slm_status slm_forward_step(slm_forward_t *f, int32_t token, int32_t pos,
                             const float **logits);
 
 /* One batched step (slm_transformer_step). The CUDA backend takes steps of
- * at most one sequence of one token. */
+ * at most one sequence of one token (and zeroes a sequence's cache itself
+ * when it starts at position 0). */
 slm_status slm_forward_batch(slm_forward_t *f, const slm_step *step,
                              const float **logits, size_t *rows);
 

@@ -107,6 +107,11 @@ slm_status slm_shard_step(slm_shard_t *s, const slm_step *step,
     return slm_forward_batch(s->forward, step, logits, rows);
 }
 
+bool slm_shard_single_sequence(const slm_shard_t *s)
+{
+    return slm_forward_kind(s->forward) == SLM_DEVICE_CUDA;
+}
+
 const slm_kv_config *slm_shard_kv(const slm_shard_t *s)
 {
     return slm_forward_kv(s->forward);

@@ -56,6 +56,10 @@ slm_status slm_shard_step(slm_shard_t *s, const slm_step *step,
 /* The KV configuration in force. */
 const slm_kv_config *slm_shard_kv(const slm_shard_t *s);
 
+/* Whether the shard takes only steps of one sequence of one token (its
+ * backend keeps its own cache: the GPU pass). */
+bool slm_shard_single_sequence(const slm_shard_t *s);
+
 /* Borrowed; valid while s lives. NULL when the shard runs on a GPU. */
 slm_transformer_t *slm_shard_transformer(slm_shard_t *s);
 const slm_shard_slice *slm_shard_slice_info(const slm_shard_t *s);

@@ -389,7 +389,9 @@ static void attention(slm_transformer_t *t, size_t l, size_t n)
     size_t work = 0;
     for (size_t i = 0; i < n; i++)
         work += (t->slots[i].pos + 1) * d->n_heads * d->head_size;
-#pragma omp parallel for schedule(dynamic, 1) if (work >= 4096)
+        /* att has a row per thread of the team sized at creation */
+#pragma omp parallel for schedule(dynamic, 1) if (work >= 4096)                \
+    num_threads((int)t->threads)
     for (size_t p = 0; p < pairs; p++) {
         const size_t i = p / d->n_heads, h = p % d->n_heads;
         float *att = s->att + (size_t)omp_get_thread_num() * d->seq_len;

@@ -3,7 +3,8 @@
 # requests with prompts of different lengths, started at different times so
 # that they join the running batch at different steps, each fed in chunks
 # (--step-tokens 8) from a small paged KV pool (--kv-block 4 --kv-blocks
-# 150: three requests' worth, so admission also waits for blocks), must each
+# 260: three requests' worth of 85 blocks, so admission also waits for
+# blocks while the batch of 4 has room), must each
 # produce exactly the unbatched greedy text (`shardlm generate`, one
 # sequence, one token per step; the golden texts for the golden prompts).
 # Then 1,000 short requests, some cancelled mid-stream and some past their
@@ -42,7 +43,7 @@ done
 printf '%s alice\n' "$(cat "$tmp/client.key")" >"$tmp/clients"
 "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 --model "$model" \
     --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --heartbeat-timeout-ms 10000 \
-    --max-batch 4 --step-tokens 8 --kv-block 4 --kv-blocks 150 \
+    --max-batch 4 --step-tokens 8 --kv-block 4 --kv-blocks 260 \
     --server-key "$tmp/server.key_secret" --clients "$tmp/clients" 2>"$tmp/serve.err" &
 pid=$!
 ep=
@@ -55,14 +56,25 @@ done
 [ -n "$ep" ] || { echo "FAIL the server did not start:"; cat "$tmp/serve.err"; exit 1; }
 keys=(--connect "$ep" --server-key "$tmp/server.key" --key "$tmp/client.key_secret")
 
-# Six requests, 150 tokens each, started 50 ms apart: the first ones are
-# decoding when the later ones arrive and read their prompts.
+# Six requests, 300 tokens each, started 10 ms apart: the first ones are
+# decoding when the later ones arrive and read their prompts, and the rest
+# wait for blocks.
+# Health every 20 ms meanwhile: the most requests it saw running at once
+# (the outputs must come from a real batch, not from turns).
+( peak=0
+  while kill -0 $pid 2>/dev/null && [ ! -e "$tmp/stop_polling" ]; do
+      n=$("$client" "${keys[@]}" health 2>/dev/null |
+          sed -n 's/.*queued, \([0-9]*\) running.*/\1/p')
+      [ -n "$n" ] && [ "$n" -gt "$peak" ] && { peak=$n; echo "$peak" >"$tmp/peak"; }
+      sleep 0.02
+  done ) &
+poller=$!
 pids=()
 for i in "${!prompts[@]}"; do
     "$client" "${keys[@]}" --timeout-ms 60000 generate --prompt "${prompts[$i]}" \
-        -n 150 --temperature 0 >"$tmp/out$i" 2>"$tmp/err$i" &
+        -n 300 --temperature 0 >"$tmp/out$i" 2>"$tmp/err$i" &
     pids+=($!)
-    sleep 0.05
+    sleep 0.01
 done
 for i in "${!prompts[@]}"; do
     wait "${pids[$i]}"
@@ -74,6 +86,10 @@ for i in "${!prompts[@]}"; do
     check "batched request $i equals the unbatched greedy text ($n bytes)" \
         cmp -s "$got" <(head -c "$n" "$tmp/ref$i")
 done
+touch "$tmp/stop_polling"
+wait $poller
+check "the requests ran batched (at most $(cat "$tmp/peak" 2>/dev/null) at once; at least 2)" \
+    test "$(cat "$tmp/peak" 2>/dev/null || echo 0)" -ge 2
 # And the golden files themselves, for the golden prompts.
 for i in 0 1; do
     want=$golden/0$((i + 1)).txt
@@ -89,8 +105,8 @@ cat "$tmp/flood.out"
 check "1,000 short requests (some cancelled, some past their deadline) all end ($rc)" test $rc -eq 0
 "$client" "${keys[@]}" health >"$tmp/health" 2>&1
 check "afterwards: nothing running or queued" grep -q 'coordinator: 0 queued, 0 running' "$tmp/health"
-check "afterwards: the KV pool is whole (150 of 150 blocks free)" \
-    grep -q 'kv blocks 150 of 150 free' "$tmp/health"
+check "afterwards: the KV pool is whole (260 of 260 blocks free)" \
+    grep -q 'kv blocks 260 of 260 free' "$tmp/health"
 
 kill -TERM $pid 2>/dev/null
 wait $pid 2>/dev/null
