@@ -51,6 +51,18 @@ check() {
     if "$@"; then pass; else fail "$name"; fi
 }
 
+# eventually SECONDS COMMAND...: succeeds once COMMAND does, retrying every
+# 0.1 s for up to SECONDS. For what a server writes after the client has its
+# answer: the audit log of a refusal the client saw first, say.
+eventually() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ $SECONDS -ge $deadline ] && return 1
+        sleep 0.1
+    done
+}
+
 # finish: prints the totals and exits non-zero on any failure.
 finish() {
     echo "$passes passed, $fails failed"
