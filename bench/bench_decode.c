@@ -182,7 +182,11 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < nb; i++)
             blocks[i] = (uint32_t)i;
         for (int round = 0; round < 3 && rc == SLM_OK; round++) {
-            const slm_step_seq q = {ids, (size_t)prefill, 0, blocks, nb, true};
+            const slm_step_seq q = {.tokens = ids,
+                                    .n_tokens = (size_t)prefill,
+                                    .blocks = blocks,
+                                    .n_blocks = nb,
+                                    .want_logits = true};
             const slm_step st = {&q, 1, blocks, nb};
             size_t rows = 0;
             const double s0 = slm_now_seconds();

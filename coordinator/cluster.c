@@ -31,9 +31,11 @@ struct slm_cluster {
     slm_kv_config kv;
     bool single_sequence; /* some shard takes one token of one sequence */
     size_t want_rows;     /* rows of logits the step in flight asked for */
+    size_t want_argmax;   /* argmax ids it asked for instead of rows */
     size_t rows;          /* rows the decider sent */
     bool have_logits;
-    float *logits; /* (max_seqs, vocab) the last step's logits */
+    float *logits;   /* (max_seqs, vocab) the last step's logits */
+    int32_t *argmax; /* (max_seqs) and argmax ids */
     /* The unbatched path (cluster_forward): one sequence in blocks 0, 1,
      * ..., of which single_blocks were written since they were zeroed. */
     uint32_t *identity;
@@ -225,11 +227,16 @@ static slm_status handle(slm_cluster_t *c, int32_t shard, bool from_hb,
     if (shard == c->decider) {
         /* wire.c checked: whole rows of finite floats, at most max_seqs */
         const size_t rows = r->result->n_logits / (size_t)c->cfg.vocab_size;
-        if (rows != c->want_rows)
+        if (rows != c->want_rows || r->result->n_argmax != c->want_argmax)
             return slm_fail(SLM_ERR_FORMAT,
                             "step %llu: the decider sent %zu rows of logits "
-                            "for %zu",
-                            (unsigned long long)c->seq, rows, c->want_rows);
+                            "and %zu argmax ids for %zu and %zu",
+                            (unsigned long long)c->seq, rows,
+                            r->result->n_argmax, c->want_rows,
+                            c->want_argmax);
+        if (r->result->n_argmax) /* each in the vocabulary (wire.c) */
+            memcpy(c->argmax, r->result->argmax,
+                   r->result->n_argmax * sizeof *c->argmax);
         if (rows) /* a step of prompt chunks alone has none (NULL) */
             memcpy(c->logits, r->result->logits,
                    r->result->n_logits * sizeof(float));
@@ -376,6 +383,7 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
     c->dropped_at = calloc((size_t)n_shards, sizeof *c->dropped_at);
     c->logits =
         calloc((size_t)cfg->vocab_size * kv->max_seqs, sizeof *c->logits);
+    c->argmax = calloc(kv->max_seqs, sizeof *c->argmax);
     c->step_seqs = calloc(kv->max_seqs, sizeof *c->step_seqs);
     c->step_list = calloc(kv->max_seqs, sizeof *c->step_list);
     c->answered = calloc((size_t)n_shards, 1);
@@ -414,8 +422,8 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
     c->ctx = zmq_ctx_new();
     c->sock = c->ctx ? zmq_socket(c->ctx, ZMQ_ROUTER) : NULL;
     if (!c->weight_bytes || !c->last_beat || !c->dropped_at || !c->logits ||
-        !c->step_seqs || !c->step_list || !c->identity || !c->answered ||
-        !c->sock) {
+        !c->argmax || !c->step_seqs || !c->step_list || !c->identity ||
+        !c->answered || !c->sock) {
         rc = slm_fail(SLM_ERR_NOMEM, "cluster: cannot set up the control "
                                      "socket");
         goto fail_bootstrap;
@@ -524,13 +532,13 @@ slm_status slm_cluster_pump(slm_cluster_t *c, int timeout_ms)
 
 /* One batched step on every shard: the Step out to all, one StepResult
  * back from each, the decider's carrying a row of logits per sequence that
- * wants them; heartbeats and the watched socket are served while waiting. */
+ * wants them, or its argmax; heartbeats and the watched socket are served
+ * while waiting. */
 static slm_status cluster_step(void *ctx, const slm_step *st,
-                               const float **logits, size_t *rows)
+                               slm_step_out *out)
 {
     slm_cluster_t *c = ctx;
-    *logits = NULL;
-    *rows = 0;
+    *out = (slm_step_out){0};
     if (c->lost >= 0)
         return lost_status(c);
     if (st->n_seqs > c->kv.max_seqs)
@@ -541,6 +549,7 @@ static slm_status cluster_step(void *ctx, const slm_step *st,
     Shardlm__Control__Step step = SHARDLM__CONTROL__STEP__INIT;
     step.seq = ++c->seq;
     c->want_rows = 0;
+    c->want_argmax = 0;
     for (size_t i = 0; i < st->n_seqs; i++) {
         const slm_step_seq *q = &st->seqs[i];
         shardlm__control__step_sequence__init(&seqs[i]);
@@ -550,8 +559,10 @@ static slm_status cluster_step(void *ctx, const slm_step *st,
         seqs[i].blocks = (uint32_t *)q->blocks;
         seqs[i].n_blocks = q->n_blocks;
         seqs[i].want_logits = q->want_logits;
+        seqs[i].want_argmax = q->want_logits && q->want_argmax;
         list[i] = &seqs[i];
-        c->want_rows += q->want_logits;
+        c->want_argmax += seqs[i].want_argmax;
+        c->want_rows += q->want_logits && !seqs[i].want_argmax;
     }
     step.seqs = list;
     step.n_seqs = st->n_seqs;
@@ -582,10 +593,12 @@ static slm_status cluster_step(void *ctx, const slm_step *st,
             return slm_error_prefix(rc, "step %llu",
                                     (unsigned long long)c->seq);
     }
-    if (c->want_rows && !c->have_logits)
+    if ((c->want_rows || c->want_argmax) && !c->have_logits)
         return slm_fail(SLM_ERR_INTERNAL, "step: no logits");
-    *logits = c->want_rows ? c->logits : NULL;
-    *rows = c->rows;
+    *out = (slm_step_out){.logits = c->want_rows ? c->logits : NULL,
+                          .rows = c->rows,
+                          .argmax = c->argmax,
+                          .n_argmax = c->want_argmax};
     return SLM_OK;
 }
 
@@ -617,8 +630,10 @@ static slm_status cluster_forward(void *ctx, int32_t token, int32_t pos,
     }
     if (q.n_blocks > c->single_blocks)
         c->single_blocks = q.n_blocks;
-    size_t rows = 0;
-    return cluster_step(c, &st, logits, &rows);
+    slm_step_out out;
+    SLM_CHECK(cluster_step(c, &st, &out));
+    *logits = out.logits;
+    return SLM_OK;
 }
 
 bool slm_cluster_single_sequence(const slm_cluster_t *c)
@@ -718,6 +733,7 @@ void slm_cluster_destroy(slm_cluster_t **cp)
     free(c->weight_bytes);
     free(c->last_beat);
     free(c->logits);
+    free(c->argmax);
     free(c->identity);
     free(c->step_seqs);
     free(c->step_list);

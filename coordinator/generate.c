@@ -24,9 +24,10 @@ static slm_status local_forward(void *ctx, int32_t token, int32_t pos,
 }
 
 static slm_status local_step(void *ctx, const slm_step *step,
-                             const float **logits, size_t *rows)
+                             slm_step_out *out)
 {
-    return slm_transformer_step(ctx, step, logits, rows);
+    *out = (slm_step_out){0};
+    return slm_transformer_step(ctx, step, &out->logits, &out->rows);
 }
 
 slm_model_runner slm_runner_local(slm_transformer_t *t)

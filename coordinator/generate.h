@@ -14,6 +14,18 @@
 #include "model/tokenizer.h"
 #include "shard/transformer.h"
 
+/* What a batched step returns, borrowed until the next call: a row of
+ * vocab_size logits for each sequence with want_logits, in order; except
+ * that a runner that sets argmax returns, for each sequence that also has
+ * want_argmax, the index of its largest logit (the first, on a tie) in
+ * argmax, in order, and no row. */
+typedef struct {
+    const float *logits;
+    size_t rows;
+    const int32_t *argmax; /* NULL: every row is in logits */
+    size_t n_argmax;
+} slm_step_out;
+
 /* Whatever computes the logits of one position: the model in this process,
  * or a cluster of shards driven over the control plane. */
 typedef struct {
@@ -22,11 +34,9 @@ typedef struct {
      * call. */
     slm_status (*forward)(void *ctx, int32_t token, int32_t pos,
                           const float **logits);
-    /* One batched step over the paged KV cache (slm_transformer_step);
-     * *logits: *rows rows of vocab_size floats, borrowed until the next
-     * call. Not to be mixed with forward, which uses the blocks from 0. */
-    slm_status (*step)(void *ctx, const slm_step *step, const float **logits,
-                       size_t *rows);
+    /* One batched step over the paged KV cache (slm_transformer_step).
+     * Not to be mixed with forward, which uses the blocks from 0. */
+    slm_status (*step)(void *ctx, const slm_step *step, slm_step_out *out);
     void *ctx;
     int32_t seq_len;
     const slm_kv_config *kv; /* the pool and the limits of a step */

@@ -99,9 +99,10 @@ static slm_status forward_step(void *ctx, int32_t token, int32_t pos,
 }
 
 static slm_status forward_batch(void *ctx, const slm_step *step,
-                                const float **logits, size_t *rows)
+                                slm_step_out *out)
 {
-    return slm_forward_batch(ctx, step, logits, rows);
+    *out = (slm_step_out){0};
+    return slm_forward_batch(ctx, step, &out->logits, &out->rows);
 }
 
 static int cmd_generate(int argc, char **argv)

@@ -199,3 +199,8 @@ int32_t slm_sampler_sample(slm_sampler_t *s, float *logits,
     }
     return s->cand[kept - 1].id; /* rounding */
 }
+
+bool slm_sampler_greedy(const slm_sampler_t *s)
+{
+    return s->p.temperature == 0.0f && s->p.repetition_penalty == 1.0f;
+}

@@ -6,6 +6,7 @@
 #ifndef SLM_COORDINATOR_SAMPLER_H
 #define SLM_COORDINATOR_SAMPLER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -41,5 +42,10 @@ void slm_sampler_destroy(slm_sampler_t **s);
  * temperature 0 this is argmax (the first maximum, as llama2.c). */
 int32_t slm_sampler_sample(slm_sampler_t *s, float *logits,
                            const int32_t *history, size_t n_history);
+
+/* Whether slm_sampler_sample is the argmax of the logits as they come
+ * (temperature 0, no repetition penalty): then the index of the largest
+ * logit, the first on a tie, is its answer whatever the history. */
+bool slm_sampler_greedy(const slm_sampler_t *s);
 
 #endif

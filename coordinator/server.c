@@ -992,15 +992,12 @@ static void admit(server *s)
     }
 }
 
-/* Samples r's next token from its logits (the step fed its last known
- * token); returns whether r is finished (and was ended). */
-static bool take_token(server *s, request *r, const float *logits_ro)
+/* Appends r's next token (sampled from the logits of the step that fed
+ * its last known token); returns whether r is finished (and was ended). */
+static bool take_token(server *s, request *r, int32_t next)
 {
     if (r->first_token == 0)
         r->first_token = slm_now_seconds();
-    /* The sampler may rewrite the logits: the row is the step's scratch. */
-    const int32_t next =
-        slm_sampler_sample(r->sampler, (float *)logits_ro, r->ids, r->n);
     if ((next == SLM_TOKEN_BOS || next == SLM_TOKEN_EOS) && !r->ignore_eos) {
         finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP);
         return true;
@@ -1055,6 +1052,7 @@ static slm_status run_step(server *s)
                 .blocks = r->blocks,
                 .n_blocks = r->n_blocks,
                 .want_logits = chunk == left,
+                .want_argmax = slm_sampler_greedy(r->sampler),
             };
             budget -= chunk;
         }
@@ -1063,21 +1061,33 @@ static slm_status run_step(server *s)
     slm_kvpool_take_freed(s->pool, &st.free_blocks, &st.n_free);
     if (n == 0 && st.n_free == 0)
         return slm_cluster_pump(s->cluster, SLM_CLUSTER_TICK_MS);
-    const float *logits = NULL;
-    size_t rows = 0;
-    SLM_CHECK(s->runner.step(s->runner.ctx, &st, &logits, &rows));
+    slm_step_out out;
+    SLM_CHECK(s->runner.step(s->runner.ctx, &st, &out));
     /* Requests admitted while the step ran are not among its entries; none
      * ended meanwhile (cancels only mark them). */
     const size_t vocab = (size_t)s->cfg->vocab_size;
-    size_t row = 0;
+    size_t row = 0, picked = 0;
     for (size_t e = 0; e < n; e++) {
         request *r = s->step_req[e];
         r->pos += (int32_t)s->entries[e].n_tokens;
         if (!s->entries[e].want_logits)
             continue;
-        if (row >= rows)
-            return slm_fail(SLM_ERR_INTERNAL, "step: too few rows of logits");
-        if (take_token(s, r, logits + row++ * vocab)) {
+        int32_t next;
+        if (out.argmax && s->entries[e].want_argmax) {
+            /* the greedy sampler's own answer (slm_sampler_greedy) */
+            if (picked >= out.n_argmax)
+                return slm_fail(SLM_ERR_INTERNAL, "step: too few argmax ids");
+            next = out.argmax[picked++];
+        } else {
+            if (row >= out.rows)
+                return slm_fail(SLM_ERR_INTERNAL,
+                                "step: too few rows of logits");
+            /* The sampler may rewrite the row: it is the step's scratch. */
+            next = slm_sampler_sample(r->sampler,
+                                      (float *)(out.logits + row++ * vocab),
+                                      r->ids, r->n);
+        }
+        if (take_token(s, r, next)) {
             size_t i = 0;
             while (i < s->n_run && s->run[i] != r)
                 i++;

@@ -154,6 +154,11 @@ static slm_status check_step(const Shardlm__Control__Step *s,
                                 "control message: Step.seqs[%zu].tokens[%zu] "
                                 "= %d is out of range [0, %u)",
                                 i, j, q->tokens[j], lim->vocab_size);
+        if (q->want_argmax && !q->want_logits)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "control message: Step.seqs[%zu] wants the "
+                            "argmax of logits it does not want",
+                            i);
         if (q->n_blocks > max_blocks)
             return slm_fail(SLM_ERR_FORMAT,
                             "control message: Step.seqs[%zu] has %zu blocks, "
@@ -187,6 +192,17 @@ static slm_status check_result(const Shardlm__Control__StepResult *r,
                             "control message: StepResult.logits[%zu] = %g is "
                             "not finite",
                             i, (double)r->logits[i]);
+    if (r->n_argmax > lim->max_seqs)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "control message: StepResult.argmax has %zu values, "
+                        "more than %u sequences",
+                        r->n_argmax, lim->max_seqs);
+    for (size_t i = 0; i < r->n_argmax; i++)
+        if (r->argmax[i] < 0 || (uint32_t)r->argmax[i] >= lim->vocab_size)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "control message: StepResult.argmax[%zu] = %d is "
+                            "out of range [0, %u)",
+                            i, r->argmax[i], lim->vocab_size);
     return check_string("StepResult.error", r->error);
 }
 

@@ -44,9 +44,10 @@ slm_status slm_wire_pack_control(const slm_control_msg *m, uint8_t **buf,
  * seq >= 1, at most max_seqs sequences and max_tokens tokens, each sequence
  * 1+ tokens in [0, vocab_size) at positions within [0, seq_len), its blocks
  * and the freed ones below n_blocks, at most a whole context's blocks per
- * sequence; StepResult and Hello and Heartbeat: shard < n_shards;
- * StepResult: at most max_seqs rows of vocab_size finite floats, error at
- * most 1024 bytes; Hello: ranges within
+ * sequence, want_argmax only with want_logits; StepResult and Hello and
+ * Heartbeat: shard < n_shards; StepResult: at most max_seqs rows of
+ * vocab_size finite floats, at most max_seqs argmax ids in [0, vocab_size),
+ * error at most 1024 bytes; Hello: ranges within
  * the limits; Shutdown: reason at most 1024 bytes. On success the caller
  * owns *out and frees it with slm_wire_free_control. On failure *out is NULL
  * and the message names the field and value. */

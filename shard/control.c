@@ -2,6 +2,7 @@
  * shard/control.c - a shard's control loop: Hello once loaded, then one
  * StepResult per Step, until Shutdown. See slm_shard_serve in shard.h.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <stdatomic.h>
@@ -12,6 +13,7 @@
 
 #include "collectives/comm_mpi.h"
 #include "common/zkeys.h"
+#include "kernels/kernels.h"
 #include "proto/transport.h"
 #include "shard/shard.h"
 
@@ -37,22 +39,71 @@ static slm_status send_hello(void *sock, slm_shard_t *s, int32_t index,
     return slm_transport_send(sock, NULL, 0, &m);
 }
 
-/* Answers a step: the logits when this shard is the decider, else an
- * acknowledgement; `error` set when the step failed here. */
+/* Answers a step: the logits (n floats) and argmax ids (n_argmax) when this
+ * shard is the decider, else an acknowledgement; `error` set when the step
+ * failed here. */
 static slm_status send_result(void *sock, uint64_t seq, int32_t index,
-                              const float *logits, size_t n, const char *error)
+                              const float *logits, size_t n,
+                              const int32_t *argmax, size_t n_argmax,
+                              const char *error)
 {
     Shardlm__Control__StepResult r = SHARDLM__CONTROL__STEP_RESULT__INIT;
     r.seq = seq;
     r.shard = (uint32_t)index;
-    r.logits = (float *)logits; /* protobuf-c's field is not const */
+    r.logits = (float *)logits; /* protobuf-c's fields are not const */
     r.n_logits = logits ? n : 0;
+    r.argmax = (int32_t *)argmax;
+    r.n_argmax = argmax ? n_argmax : 0;
     if (error)
         r.error = (char *)error;
     slm_control_msg m = SHARDLM__CONTROL__CONTROL_MESSAGE__INIT;
     m.body_case = SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_RESULT;
     m.result = &r;
     return slm_transport_send(sock, NULL, 0, &m);
+}
+
+/* The decider's answer to a step whose rows are `logits` (one of vocab
+ * floats per sequence with want_logits): the rows of greedy sequences
+ * (want_argmax) become the index of their largest logit, the first on a
+ * tie, as the coordinator's greedy sampler picks (slm_cpu_argmax); the
+ * others stay whole, copied together into `kept` (room for every row) when
+ * any went. A greedy row that is not all finite fails the step, as such a
+ * row sent whole would (wire.c). */
+static slm_status reduce_rows(const slm_step *st, const float *logits,
+                              size_t vocab, float *kept, int32_t *argmax,
+                              const float **rows_out, size_t *n_rows,
+                              size_t *n_argmax)
+{
+    size_t rows = 0, greedy = 0;
+    for (size_t i = 0; i < st->n_seqs; i++) {
+        rows += st->seqs[i].want_logits;
+        greedy += st->seqs[i].want_logits && st->seqs[i].want_argmax;
+    }
+    *rows_out = rows ? logits : NULL;
+    *n_rows = rows;
+    *n_argmax = 0;
+    if (!greedy)
+        return SLM_OK;
+    size_t row = 0, k = 0;
+    for (size_t i = 0; i < st->n_seqs; i++) {
+        if (!st->seqs[i].want_logits)
+            continue;
+        const float *x = logits + row++ * vocab;
+        if (!st->seqs[i].want_argmax) {
+            memcpy(kept + k++ * vocab, x, vocab * sizeof *x);
+            continue;
+        }
+        for (size_t j = 0; j < vocab; j++)
+            if (!isfinite(x[j]))
+                return slm_fail(SLM_ERR_INTERNAL,
+                                "the logits of sequence %zu are not finite "
+                                "(logit %zu = %g)",
+                                i, j, (double)x[j]);
+        argmax[(*n_argmax)++] = slm_cpu_argmax(x, vocab);
+    }
+    *rows_out = k ? kept : NULL;
+    *n_rows = k;
+    return SLM_OK;
 }
 
 /* The heartbeat thread: its own DEALER ("hb-<index>") beating at a fixed
@@ -150,8 +201,14 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
                                  .n_blocks = (uint32_t)kv->n_blocks,
                                  .block_size = (uint32_t)kv->block_size};
     slm_step_seq *seqs = calloc(kv->max_seqs, sizeof *seqs);
-    if (!seqs)
+    int32_t *argmax = calloc(kv->max_seqs, sizeof *argmax);
+    const size_t vocab = (size_t)cfg->vocab_size;
+    float *kept = NULL; /* (max_seqs, vocab) once a step has greedy rows */
+    if (!seqs || !argmax) {
+        free(seqs);
+        free(argmax);
         return slm_fail(SLM_ERR_NOMEM, "shard %d: out of memory", shard_index);
+    }
     slm_status rc = SLM_OK;
     heartbeat hb = {.index = shard_index,
                     .interval_ms = heartbeat_ms,
@@ -229,29 +286,45 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
                                      .pos = w->seqs[i]->pos,
                                      .blocks = w->seqs[i]->blocks,
                                      .n_blocks = w->seqs[i]->n_blocks,
-                                     .want_logits = w->seqs[i]->want_logits};
+                                     .want_logits = w->seqs[i]->want_logits,
+                                     .want_argmax = w->seqs[i]->want_argmax};
         const slm_step step = {.seqs = seqs,
                                .n_seqs = w->n_seqs,
                                .free_blocks = w->free_blocks,
                                .n_free = w->n_free_blocks};
         const float *logits = NULL;
-        size_t rows = 0;
+        size_t rows = 0, n_argmax = 0;
         rc = slm_shard_step(s, &step, &logits, &rows);
+        if (rc == SLM_OK && decider && rows && !kept) {
+            bool greedy = false;
+            for (size_t i = 0; i < step.n_seqs; i++)
+                greedy |= step.seqs[i].want_argmax;
+            /* max_seqs * vocab fits: the transformer holds as many */
+            if (greedy &&
+                !(kept = malloc(kv->max_seqs * vocab * sizeof *kept)))
+                rc = slm_fail(SLM_ERR_NOMEM, "shard %d: out of memory",
+                              shard_index);
+        }
+        if (rc == SLM_OK && decider && rows)
+            rc = reduce_rows(&step, logits, vocab, kept, argmax, &logits,
+                             &rows, &n_argmax);
         slm_wire_free_control(&m);
         if (rc != SLM_OK) {
             /* Tell the coordinator why before giving up; peers may be
              * waiting in a collective, which the caller aborts. */
-            (void)send_result(sock, last_seq, shard_index, NULL, 0,
+            (void)send_result(sock, last_seq, shard_index, NULL, 0, NULL, 0,
                               slm_error_message());
             goto done;
         }
         SLM_CHECK_GOTO(send_result(sock, last_seq, shard_index,
-                                   decider && rows ? logits : NULL,
-                                   rows * (size_t)cfg->vocab_size, NULL),
+                                   decider ? logits : NULL, rows * vocab,
+                                   decider ? argmax : NULL, n_argmax, NULL),
                        rc, done);
     }
 done:
     free(seqs);
+    free(argmax);
+    free(kept);
     heartbeat_stop(&hb);
     if (sock)
         zmq_close(sock);

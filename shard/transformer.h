@@ -80,6 +80,10 @@ typedef struct {
     const uint32_t *blocks;
     size_t n_blocks;
     bool want_logits; /* the logits after its last token */
+    /* With want_logits: only their argmax is wanted (a greedy request). The
+     * transformer still returns the row; the shard's answer to the
+     * coordinator carries the index alone. */
+    bool want_argmax;
 } slm_step_seq;
 
 typedef struct {

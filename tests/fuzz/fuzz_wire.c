@@ -60,7 +60,7 @@ static bool valid_step(const Shardlm__Control__Step *s,
         for (size_t j = 0; j < q->n_tokens; j++)
             if (q->tokens[j] < 0 || (uint32_t)q->tokens[j] >= lim->vocab_size)
                 return false;
-        if (q->n_blocks > ctx_blocks)
+        if (q->n_blocks > ctx_blocks || (q->want_argmax && !q->want_logits))
             return false;
         for (size_t j = 0; j < q->n_blocks; j++)
             if (q->blocks[j] >= lim->n_blocks)
@@ -92,6 +92,11 @@ static bool valid(const slm_control_msg *m, const slm_wire_limits *lim)
             return false;
         for (size_t i = 0; i < r->n_logits; i++)
             if (!isfinite(r->logits[i]))
+                return false;
+        if (r->n_argmax > lim->max_seqs)
+            return false;
+        for (size_t i = 0; i < r->n_argmax; i++)
+            if (r->argmax[i] < 0 || (uint32_t)r->argmax[i] >= lim->vocab_size)
                 return false;
         return true;
     }

@@ -5,8 +5,10 @@
 # (--step-tokens 8) from a small paged KV pool (--kv-block 4 --kv-blocks
 # 260: three requests' worth of 85 blocks, so admission also waits for
 # blocks while the batch of 4 has room), must each
-# produce exactly the unbatched greedy text (`shardlm generate`, one
-# sequence, one token per step; the golden texts for the golden prompts).
+# produce exactly the unbatched text (`shardlm generate`, one sequence, one
+# token per step; the golden texts for the golden prompts): greedy ones,
+# which the shards answer with the argmax alone, and sampled ones beside
+# them, which get whole rows of logits.
 # Then 1,000 short requests, some cancelled mid-stream and some past their
 # deadline, all end, and the server reports its KV pool whole again.
 source "$(dirname "$0")/../lib.sh"
@@ -27,11 +29,24 @@ prompts=(
     "The cat sat on the mat and looked at the big red ball. It wanted to play"
     "Tom and his mom went to the park. They saw a dog"
     "Once upon a time, there was a little boy named Tim. Tim liked to run and jump in the sun every day with his friends."
+    "Lily"
+    "The dog"
+    "Tom and his mom went to the park. They saw a dog"
+)
+# Greedy requests get only the argmax from the shards, the others whole rows
+# of logits: the last three (sampled with a seed, and greedy with a
+# repetition penalty) run in the same steps as the greedy ones.
+sampling=(
+    "--temperature 0" "--temperature 0" "--temperature 0" "--temperature 0"
+    "--temperature 0" "--temperature 0"
+    "--temperature 0.8 --seed 11" "--temperature 1 --top-k 40 --top-p 0.95 --seed 12"
+    "--temperature 0 --repetition-penalty 1.3"
 )
 # The unbatched references: one process, one sequence, a token per step.
 for i in "${!prompts[@]}"; do
+    # shellcheck disable=SC2086 # the options are words
     "$bin" generate "${asroot[@]}" --model "$model" --tokenizer "$tok" \
-        --prompt "${prompts[$i]}" -n 400 --temperature 0 >"$tmp/ref$i" 2>/dev/null ||
+        --prompt "${prompts[$i]}" -n 400 ${sampling[$i]} >"$tmp/ref$i" 2>/dev/null ||
         { echo "FAIL reference $i"; exit 1; }
 done
 check "reference 0 is the golden text" cmp -s <(head -c $(($(wc -c <"$golden/01.txt") - 1)) "$tmp/ref0") \
@@ -71,8 +86,9 @@ keys=(--connect "$ep" --server-key "$tmp/server.key" --key "$tmp/client.key_secr
 poller=$!
 pids=()
 for i in "${!prompts[@]}"; do
+    # shellcheck disable=SC2086
     "$client" "${keys[@]}" --timeout-ms 60000 generate --prompt "${prompts[$i]}" \
-        -n 300 --temperature 0 >"$tmp/out$i" 2>"$tmp/err$i" &
+        -n 300 ${sampling[$i]} >"$tmp/out$i" 2>"$tmp/err$i" &
     pids+=($!)
     sleep 0.01
 done
@@ -83,7 +99,7 @@ for i in "${!prompts[@]}"; do
     { printf '%s' "${prompts[$i]}"; cat "$tmp/out$i"; } >"$got"
     n=$(wc -c <"$got")
     check "batched request $i (prompt of ${#prompts[$i]} chars): exit 0 ($rc)" test $rc -eq 0
-    check "batched request $i equals the unbatched greedy text ($n bytes)" \
+    check "batched request $i (${sampling[$i]}) equals the unbatched text ($n bytes)" \
         cmp -s "$got" <(head -c "$n" "$tmp/ref$i")
 done
 touch "$tmp/stop_polling"

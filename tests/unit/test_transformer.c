@@ -203,8 +203,8 @@ static void test_step_batch_matches_single(void **state)
     size_t rows = 0;
     /* step 1: A's first 6 prompt tokens; B's prompt (5) with logits */
     slm_step_seq s1[2] = {
-        {input_ids, 6, 0, a_blk, 4, false},
-        {b_tok, 5, 0, b_blk, 2, true},
+        {input_ids, 6, 0, a_blk, 4, false, false},
+        {b_tok, 5, 0, b_blk, 2, true, false},
     };
     slm_step st = {.seqs = s1, .n_seqs = 2};
     assert_int_equal(slm_transformer_step(t, &st, &logits, &rows), SLM_OK);
@@ -212,9 +212,9 @@ static void test_step_batch_matches_single(void **state)
     expect_close(logits, rb + 4 * VOCAB);
     /* step 2: B decodes one token, A finishes its prompt, C joins */
     slm_step_seq s2[3] = {
-        {b_tok + 5, 1, 5, b_blk, 2, true},
-        {input_ids + 6, ROWS - 6, 6, a_blk, 4, true},
-        {c_tok, 3, 0, c_blk, 2, false},
+        {b_tok + 5, 1, 5, b_blk, 2, true, false},
+        {input_ids + 6, ROWS - 6, 6, a_blk, 4, true, false},
+        {c_tok, 3, 0, c_blk, 2, false, false},
     };
     st = (slm_step){.seqs = s2, .n_seqs = 3};
     assert_int_equal(slm_transformer_step(t, &st, &logits, &rows), SLM_OK);
@@ -222,7 +222,7 @@ static void test_step_batch_matches_single(void **state)
     expect_close(logits, rb + 5 * VOCAB);
     expect_close(logits + VOCAB, ra + (ROWS - 1) * VOCAB);
     /* step 3: C's rest */
-    slm_step_seq s3[1] = {{c_tok + 3, 5, 3, c_blk, 2, true}};
+    slm_step_seq s3[1] = {{c_tok + 3, 5, 3, c_blk, 2, true, false}};
     st = (slm_step){.seqs = s3, .n_seqs = 1};
     assert_int_equal(slm_transformer_step(t, &st, &logits, &rows), SLM_OK);
     assert_int_equal(rows, 1);
@@ -231,24 +231,24 @@ static void test_step_batch_matches_single(void **state)
 
     /* Refused before anything runs: a shared block, a short table, too
      * many tokens, a block outside the pool, a freed block outside it. */
-    slm_step_seq shared[2] = {{b_tok, 1, 0, a_blk, 1, false},
-                              {c_tok, 1, 0, a_blk, 1, false}};
+    slm_step_seq shared[2] = {{b_tok, 1, 0, a_blk, 1, false, false},
+                              {c_tok, 1, 0, a_blk, 1, false, false}};
     st = (slm_step){.seqs = shared, .n_seqs = 2};
     assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
                      SLM_ERR_RANGE);
     assert_non_null(strstr(slm_error_message(), "another sequence"));
-    slm_step_seq short_table[1] = {{input_ids, 5, 0, a_blk, 1, false}};
+    slm_step_seq short_table[1] = {{input_ids, 5, 0, a_blk, 1, false, false}};
     st = (slm_step){.seqs = short_table, .n_seqs = 1};
     assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
                      SLM_ERR_RANGE);
     static int32_t many[17];
     static const uint32_t big_blk[5] = {40, 41, 42, 43, 44};
-    slm_step_seq too_many[1] = {{many, 17, 0, big_blk, 5, false}};
+    slm_step_seq too_many[1] = {{many, 17, 0, big_blk, 5, false, false}};
     st = (slm_step){.seqs = too_many, .n_seqs = 1};
     assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
                      SLM_ERR_RANGE);
     static const uint32_t outside[1] = {3 * 128};
-    slm_step_seq out_of_pool[1] = {{b_tok, 1, 0, outside, 1, false}};
+    slm_step_seq out_of_pool[1] = {{b_tok, 1, 0, outside, 1, false, false}};
     st = (slm_step){.seqs = out_of_pool, .n_seqs = 1};
     assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
                      SLM_ERR_RANGE);

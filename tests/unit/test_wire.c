@@ -237,6 +237,7 @@ static void assert_valid(const slm_control_msg *m, const slm_wire_limits *lim)
             for (size_t j = 0; j < q->n_tokens; j++)
                 assert_true(q->tokens[j] >= 0 &&
                             (uint32_t)q->tokens[j] < lim->vocab_size);
+            assert_true(q->want_logits || !q->want_argmax);
             assert_true(q->n_blocks <= ctx_blocks);
             for (size_t j = 0; j < q->n_blocks; j++)
                 assert_true(q->blocks[j] < lim->n_blocks);
@@ -250,6 +251,10 @@ static void assert_valid(const slm_control_msg *m, const slm_wire_limits *lim)
         assert_true(m->result->n_logits / lim->vocab_size <= lim->max_seqs);
         for (size_t i = 0; i < m->result->n_logits; i++)
             assert_true(isfinite(m->result->logits[i]));
+        assert_true(m->result->n_argmax <= lim->max_seqs);
+        for (size_t i = 0; i < m->result->n_argmax; i++)
+            assert_true(m->result->argmax[i] >= 0 &&
+                        (uint32_t)m->result->argmax[i] < lim->vocab_size);
         assert_true(strlen(m->result->error) <= 1024);
         break;
     case SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_HEARTBEAT:
@@ -380,6 +385,7 @@ static void assert_step_equal(const step_t *got, const step_t *want)
         const seq_t *g = got->seqs[i], *w = want->seqs[i];
         assert_int_equal(g->pos, w->pos);
         assert_int_equal(g->want_logits, w->want_logits);
+        assert_int_equal(g->want_argmax, w->want_argmax);
         assert_int_equal(g->n_tokens, w->n_tokens);
         assert_memory_equal(g->tokens, w->tokens,
                             w->n_tokens * sizeof *w->tokens);
@@ -629,6 +635,16 @@ static void test_reject_step_sequence(void **state)
     expect_rejected(STEP, &b.step, "Step.seqs[1].tokens[2] = -1");
     b.tokens[1][2] = INT32_MIN;
     expect_rejected(STEP, &b.step, "Step.seqs[1].tokens[2] = -2147483648");
+
+    /* The argmax alone, of logits the sequence wants; not of none. */
+    good_step(&b);
+    b.seqs[1].want_logits = 1;
+    b.seqs[1].want_argmax = 1;
+    expect_accepted(STEP, &b.step);
+    b.seqs[1].want_logits = 0;
+    expect_rejected(STEP, &b.step,
+                    "Step.seqs[1] wants the argmax of logits it does not "
+                    "want");
 }
 
 /* Each sequence's block table. */
@@ -685,6 +701,22 @@ static void test_reject_result(void **state)
     r.n_logits = MAX_SEQS * VOCAB;
     g_logits[3 * VOCAB + 5] = INFINITY;
     expect_rejected(RESULT, &r, "logits[1541]");
+
+    /* Argmax ids: in the vocabulary, at most one per sequence. */
+    static int32_t ids[MAX_SEQS + 1];
+    r = good_result();
+    r.argmax = ids;
+    r.n_argmax = MAX_SEQS;
+    ids[MAX_SEQS - 1] = VOCAB - 1;
+    expect_accepted(RESULT, &r);
+    r.n_argmax = MAX_SEQS + 1;
+    expect_rejected(RESULT, &r, "StepResult.argmax has 5 values");
+    r.n_argmax = MAX_SEQS;
+    ids[MAX_SEQS - 1] = VOCAB;
+    expect_rejected(RESULT, &r, "StepResult.argmax[3] = 512");
+    ids[MAX_SEQS - 1] = -1;
+    expect_rejected(RESULT, &r, "StepResult.argmax[3] = -1");
+    ids[MAX_SEQS - 1] = 0;
 
     r = good_result();
     r.shard = 4;
