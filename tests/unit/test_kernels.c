@@ -25,6 +25,7 @@
 #include <omp.h>
 
 #include "coordinator/sampler.h"
+#include "kernels/cpu/exp_avx512.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/kernels.h"
 #include "tests/testutil.h"
@@ -636,6 +637,216 @@ static void test_attention_paged(void **state)
     slm__cpu_isa_force(hw);
 }
 
+/* The AVX-512 paged path on the shapes it special-cases: block sizes below,
+ * at and above its 16-position chunks (1, 3, 16, 32), positions at chunk
+ * edges and across many blocks (0, 1, 15, 16, 17, 200), head sizes 16, 64
+ * (kept in registers) and 128 (two 64-wide output passes), grouped-query
+ * heads (4 query heads on 2 kv heads), rows padded to an odd stride.
+ *
+ * Each output element is checked against a double reference with the
+ * error bound of check_attention, with the exp term raised from expf's 1
+ * ulp to slm__cpu_exp_avx512's 2 (pos + 8 instead of pos + 4): a 16-lane
+ * score sum and normalizing at the end are reorderings that the bound (a
+ * sequential sum's worst case) already covers. That bound is loose, so the
+ * two paths are also held to each other: relative 1e-5 of M = sum_t w_t
+ * |v_t| (the size of the mix; an element can cancel to near 0, so not of
+ * the element). Both paths' actual errors are a few u times the score
+ * error, about sqrt(head_size) u S <= 1e-6 M here (S, the largest score
+ * magnitude, is at most sqrt(128) / 4 on average for uniform [-1, 1] data
+ * and never near 1e-5 / u), so 1e-5 leaves a margin of 10 without hiding
+ * a wrong weight or row, which moves outputs by 1e-2 or more. */
+static void check_paged(size_t block_size, size_t head_size, size_t pos,
+                        slm__isa hw, uint64_t *rng)
+{
+    enum { HEADS = 4, KV_HEADS = 2 };
+    const size_t kv_stride = KV_HEADS * head_size + 5;
+    const size_t n = pos + 1;
+    const size_t blocks = (n + block_size - 1) / block_size + 3;
+    const size_t rows = blocks * block_size;
+    float *kp = alloc_random(rows * kv_stride, rng, -1.0f, 1.0f);
+    float *vp = alloc_random(rows * kv_stride, rng, -1.0f, 1.0f);
+    float *q = alloc_random(HEADS * head_size, rng, -1.0f, 1.0f);
+    float *want = alloc_poisoned(head_size);
+    float *got = alloc_poisoned(head_size);
+    float *att = alloc_poisoned(n);
+    uint32_t *table = test_malloc(blocks * sizeof *table);
+    double *w = test_malloc(n * sizeof *w);
+    assert_non_null(table);
+    assert_non_null(w);
+    /* Scattered: block j of the sequence is pool block (j * 5 + 2) mod
+     * blocks, a permutation whenever 5 does not divide blocks. */
+    size_t stepb = blocks % 5 == 0 ? 7 : 5;
+    for (size_t j = 0; j < blocks; j++)
+        table[j] = (uint32_t)((j * stepb + 2) % blocks);
+
+    const double rs = 1.0 / sqrt((double)head_size);
+    for (size_t h = 0; h < HEADS; h++) {
+        const size_t kv_off = (h / (HEADS / KV_HEADS)) * head_size;
+        const float *qh = q + h * head_size;
+        slm__cpu_isa_force(SLM__ISA_SCALAR);
+        slm_cpu_attention_paged_head(want, qh, kp, vp, table, block_size, att,
+                                     head_size, kv_stride, kv_off, pos);
+        slm__cpu_isa_force(hw);
+        slm_cpu_attention_paged_head(got, qh, kp, vp, table, block_size, att,
+                                     head_size, kv_stride, kv_off, pos);
+        check_sentinel(got, head_size, "paged attention out");
+        check_sentinel(att, n, "paged attention att");
+
+        double mx = -INFINITY, big = 0.0, den = 0.0;
+        for (size_t t = 0; t < n; t++) {
+            const float *k =
+                kp + ((size_t)table[t / block_size] * block_size +
+                      t % block_size) * kv_stride + kv_off;
+            double s = 0.0, m = 0.0;
+            for (size_t i = 0; i < head_size; i++) {
+                s += (double)qh[i] * (double)k[i];
+                m += fabs((double)qh[i] * (double)k[i]);
+            }
+            w[t] = s * rs;
+            mx = fmax(mx, w[t]);
+            big = fmax(big, m * rs);
+        }
+        for (size_t t = 0; t < n; t++)
+            den += exp(w[t] - mx);
+        for (size_t t = 0; t < n; t++)
+            w[t] = exp(w[t] - mx) / den;
+        const double w_tol =
+            2.0 * (2.0 * ((double)head_size + 2.0) * big + (double)pos + 8.0) *
+            U;
+        const double o_tol = w_tol + 2.0 * ((double)pos + 2.0) * U;
+        for (size_t i = 0; i < head_size; i++) {
+            double s = 0.0, m = 0.0;
+            for (size_t t = 0; t < n; t++) {
+                const double v =
+                    vp[((size_t)table[t / block_size] * block_size +
+                        t % block_size) * kv_stride + kv_off + i];
+                s += w[t] * v;
+                m += w[t] * fabs(v);
+            }
+            if (!(fabs(got[i] - s) <= o_tol * m + 1e-30) ||
+                !(fabs(want[i] - s) <= o_tol * m + 1e-30))
+                fail_msg("paged bs %zu hs %zu pos %zu h %zu: out[%zu] %.9g "
+                         "(scalar %.9g) vs %.9g",
+                         block_size, head_size, pos, h, i, got[i], want[i], s);
+            if (!(fabs(got[i] - want[i]) <= 1e-5 * m))
+                fail_msg("paged bs %zu hs %zu pos %zu h %zu: out[%zu] %.9g, "
+                         "scalar twin %.9g",
+                         block_size, head_size, pos, h, i, got[i], want[i]);
+        }
+    }
+    test_free(w);
+    test_free(table);
+    test_free(att);
+    test_free(got);
+    test_free(want);
+    test_free(q);
+    test_free(vp);
+    test_free(kp);
+}
+
+static void test_attention_paged_shapes(void **state)
+{
+    (void)state;
+    static const size_t block_sizes[] = {1, 3, 16, 32};
+    static const size_t head_sizes[] = {16, 64, 128};
+    static const size_t positions[] = {0, 1, 15, 16, 17, 200};
+    const slm__isa hw = slm__cpu_isa_detected();
+    uint64_t rng = 0x7061676564000001ULL;
+    for (size_t a = 0; a < sizeof block_sizes / sizeof *block_sizes; a++)
+        for (size_t b = 0; b < sizeof head_sizes / sizeof *head_sizes; b++)
+            for (size_t c = 0; c < sizeof positions / sizeof *positions; c++)
+                check_paged(block_sizes[a], head_sizes[b], positions[c], hw,
+                            &rng);
+    slm__cpu_isa_force(hw);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) static void exp16(float *y, const float *x)
+{
+    _mm512_storeu_ps(y, slm__cpu_exp_avx512(_mm512_loadu_ps(x)));
+}
+
+/* Distance from got to the exact exp(x), in units of the float spacing
+ * at the exact value (2^-149 in the subnormal range). Past FLT_MAX, inf
+ * counts as the next value, 2^128, as rounding treats it. */
+static double exp_ulps(float got, float x)
+{
+    const double want = exp((double)x);
+    const float wf = (float)want;
+    if (isinf(wf))
+        return isinf(got) && got > 0.0f ? 0.0 : INFINITY;
+    const double g = isinf(got) ? ldexp(1.0, 128) : (double)got;
+    const double ulp = (double)nextafterf(wf, 0.0f) == (double)wf
+                           ? ldexp(1.0, -149)
+                           : (double)wf - (double)nextafterf(wf, 0.0f);
+    return fabs(g - want) / ulp;
+}
+#endif
+
+/* slm__cpu_exp_avx512 within 2 ulp of exp, and so within 3 of glibc's
+ * expf (itself within 1), on a dense sweep of [-110, 90] (every result
+ * from 0 through the subnormals to inf), random inputs over the same
+ * range, and the edges: 0 gives exactly 1, inputs below -104 (-inf
+ * included) exactly 0, inputs above the overflow threshold inf, NaN NaN. */
+static void test_exp_avx512(void **state)
+{
+    (void)state;
+#if defined(__x86_64__)
+    if (slm__cpu_isa_detected() < SLM__ISA_AVX512) {
+        skip();
+        return;
+    }
+    enum { N = 16 * 13000 };
+    float *x = test_malloc(N * sizeof *x), *y = test_malloc(N * sizeof *y);
+    assert_non_null(x);
+    assert_non_null(y);
+    uint64_t rng = 0x6578703531320001ULL;
+    for (size_t i = 0; i < N; i++)
+        x[i] = i % 2 ? -110.0f + 200.0f * (float)i / (float)N
+                     : slm_test_rand_float(&rng, -110.0f, 90.0f);
+    for (size_t i = 0; i < N; i += 16)
+        exp16(y + i, x + i);
+    double worst = 0.0;
+    for (size_t i = 0; i < N; i++) {
+        const double e = exp_ulps(y[i], x[i]);
+        if (!(e <= 2.0))
+            fail_msg("exp(%.9g) = %.9g, %.3g ulp from %.9g", x[i], y[i], e,
+                     exp((double)x[i]));
+        if (e > worst)
+            worst = e;
+        const float ef = expf(x[i]);
+        if (isinf(ef) || isinf(y[i])) {
+            if (ef != y[i])
+                fail_msg("exp(%.9g) = %.9g, expf %.9g", x[i], y[i], ef);
+        } else if (!(fabs((double)y[i] - (double)ef) <=
+                     3.0 * ((double)nextafterf(ef, INFINITY) - (double)ef)))
+            fail_msg("exp(%.9g) = %.9g, expf %.9g", x[i], y[i], ef);
+    }
+    print_message("slm__cpu_exp_avx512: worst %.3f ulp\n", worst);
+
+    const float edge[16] = {0.0f,      -0.0f,     -INFINITY, -FLT_MAX,
+                            -1e30f,    -104.0f,   -103.0f,   1e-30f,
+                            -1e-30f,   88.72f,    88.73f,    89.0f,
+                            1e30f,     INFINITY,  NAN,       -87.5f};
+    float got[16];
+    exp16(got, edge);
+    assert_true(got[0] == 1.0f && got[1] == 1.0f);
+    assert_true(got[2] == 0.0f && got[3] == 0.0f && got[4] == 0.0f &&
+                got[5] == 0.0f && !signbit(got[2]));
+    assert_true(got[6] > 0.0f && exp_ulps(got[6], edge[6]) <= 2.0);
+    assert_true(got[7] == 1.0f && got[8] == 1.0f);
+    assert_true(isfinite(got[9]) && exp_ulps(got[9], edge[9]) <= 2.0);
+    assert_true(isinf(got[10]) && isinf(got[11]) && isinf(got[12]) &&
+                isinf(got[13]) && got[13] > 0.0f);
+    assert_true(isnan(got[14]));
+    assert_true(exp_ulps(got[15], edge[15]) <= 2.0);
+    test_free(y);
+    test_free(x);
+#else
+    skip();
+#endif
+}
+
 static void test_swiglu(void **state)
 {
     (void)state;
@@ -988,6 +1199,8 @@ int main(void)
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_paged),
+        cmocka_unit_test(test_attention_paged_shapes),
+        cmocka_unit_test(test_exp_avx512),
         cmocka_unit_test(test_swiglu),
         cmocka_unit_test(test_add),
         cmocka_unit_test(test_half_conversions),
