@@ -23,10 +23,13 @@
  *
  *   bench_matmul [--shape tinyllama-1.1b] [--threads N] [--layers N]
  *                [--seconds S] [--probe-mib N] [--isa avx512|avx2|scalar]
- *                [--batches 1,8,16,...] [--no-q8]
+ *                [--batches 1,8,16,...] [--no-q8] [--panels]
  *
  * --batches replaces the float32 batch list (1, 4, 16, 64, 128; at most
  * MAX_BATCHES sizes of 1..MAX_BATCH tokens); --no-q8 skips the int8 kernel.
+ * --panels times slm_cpu_matmul_panels in place of slm_cpu_matmul, on copies
+ * of the same float32 matrices packed once up front as the loader packs
+ * them (kind "pan"); compare with a run without it.
  * With `--shape 110m --batches 1,16` this is the continuous-batching
  * decode step: 16 sequences per step against single-stream decode.
  *
@@ -69,6 +72,7 @@ static const char *const matrix_names[M_ALL] = {"wq", "wk", "wv", "wo",
 typedef struct {
     size_t rows, cols;
     float *w;     /* (rows, cols) */
+    float *wp;    /* w packed in panels (slm_cpu_pack_panels), or NULL */
     int8_t *q;    /* (rows, cols) */
     float *scale; /* (rows) */
 } matrix;
@@ -77,7 +81,7 @@ typedef struct {
     int layers;
     matrix m[64][M_PER_LAYER]; /* [layer][which] */
     matrix cls;
-    slm_hugemem f32_mem, q8_mem;
+    slm_hugemem f32_mem, q8_mem, pan_mem;
 } weights;
 
 #define MAX_BATCH   128
@@ -190,31 +194,42 @@ static void fill(float *w, size_t n, size_t cols, uint64_t *rng)
 }
 
 static slm_status weights_create(weights *wt, const slm_model_config *c,
-                                 int layers)
+                                 int layers, int panels)
 {
     size_t d = (size_t)c->dim, h = (size_t)c->hidden_dim;
     size_t kv = (size_t)c->kv_dim, v = (size_t)c->vocab_size;
     const size_t shape[M_PER_LAYER][2] = {{d, d}, {kv, d}, {kv, d}, {d, d},
                                           {h, d}, {h, d},  {d, h}};
     /* Offsets in elements, each matrix 64-element aligned. */
-    size_t n = 0, rows_total = 0;
+    size_t n = 0, rows_total = 0, n_pan = 0, e_pan;
     for (int l = 0; l < layers; l++) {
         for (int m = 0; m < M_PER_LAYER; m++) {
-            wt->m[l][m] = (matrix){shape[m][0], shape[m][1], NULL, NULL, NULL};
+            wt->m[l][m] =
+                (matrix){shape[m][0], shape[m][1], NULL, NULL, NULL, NULL};
             n += (shape[m][0] * shape[m][1] + 63) & ~(size_t)63;
             rows_total += shape[m][0];
+            if (!slm_cpu_panels_floats(shape[m][0], shape[m][1], &e_pan))
+                return slm_fail(SLM_ERR_RANGE, "bench weights overflow");
+            n_pan += (e_pan + 63) & ~(size_t)63;
         }
     }
-    wt->cls = (matrix){v, d, NULL, NULL, NULL};
+    wt->cls = (matrix){v, d, NULL, NULL, NULL, NULL};
     n += (v * d + 63) & ~(size_t)63;
     rows_total += v;
-    size_t f32_bytes, q8_bytes;
+    if (!slm_cpu_panels_floats(v, d, &e_pan))
+        return slm_fail(SLM_ERR_RANGE, "bench weights overflow");
+    n_pan += (e_pan + 63) & ~(size_t)63;
+    size_t f32_bytes, q8_bytes, pan_bytes;
     if (!slm_size_mul(n, sizeof(float), &f32_bytes) ||
         !slm_size_mul(rows_total, sizeof(float), &q8_bytes) ||
-        !slm_size_add(q8_bytes, n, &q8_bytes))
+        !slm_size_add(q8_bytes, n, &q8_bytes) ||
+        !slm_size_mul(n_pan, sizeof(float), &pan_bytes))
         return slm_fail(SLM_ERR_RANGE, "bench weights overflow");
     SLM_CHECK(slm_hugemem_alloc(f32_bytes, "float32 weights", &wt->f32_mem));
     SLM_CHECK(slm_hugemem_alloc(q8_bytes, "int8 weights", &wt->q8_mem));
+    if (panels)
+        SLM_CHECK(slm_hugemem_alloc(pan_bytes, "packed weights", &wt->pan_mem));
+    float *pp = wt->pan_mem.data; /* 64-float offsets keep it 64-byte aligned */
     float *fp = wt->f32_mem.data;
     float *sp = wt->q8_mem.data;
     int8_t *qp = (int8_t *)(sp + rows_total);
@@ -229,6 +244,12 @@ static slm_status weights_create(weights *wt, const slm_model_config *c,
         mx->scale = sp;
         fill(mx->w, e, mx->cols, &rng);
         slm_cpu_quantize_q8(mx->q, mx->scale, mx->w, mx->rows, mx->cols);
+        if (panels) {
+            mx->wp = pp;
+            slm_cpu_pack_panels(mx->wp, mx->w, mx->rows, mx->cols, mx->cols);
+            (void)slm_cpu_panels_floats(mx->rows, mx->cols, &e_pan);
+            pp += (e_pan + 63) & ~(size_t)63;
+        }
         fp += (e + 63) & ~(size_t)63;
         qp += (e + 63) & ~(size_t)63;
         sp += mx->rows;
@@ -244,6 +265,8 @@ static void run(const matrix *mx, int q8, float *out, const float *x,
 {
     if (q8)
         slm_cpu_matmul_q8(out, mx->q, mx->scale, x, batch, mx->rows, mx->cols);
+    else if (mx->wp)
+        slm_cpu_matmul_panels(out, mx->wp, x, batch, mx->rows, mx->cols);
     else
         slm_cpu_matmul(out, mx->w, x, batch, mx->rows, mx->cols);
 }
@@ -317,7 +340,7 @@ static void print_block(const weights *wt, const slm_model_config *cfg,
                         const double best[M_ALL], double best_layers, double bw,
                         double peak)
 {
-    const char *kind = q8 ? "q8" : "f32";
+    const char *kind = q8 ? "q8" : wt->cls.wp ? "pan" : "f32";
     double bpw = q8 ? 1.0 : 4.0; /* bytes per weight; q8 adds its scales */
     static const int firsts[] = {M_WQ, M_WK, M_W1, M_W2, M_CLS};
     for (size_t f = 0; f < sizeof firsts / sizeof *firsts; f++) {
@@ -394,11 +417,12 @@ int main(int argc, char **argv)
         {"isa", required_argument, NULL, 'i'},
         {"batches", required_argument, NULL, 'b'},
         {"no-q8", no_argument, NULL, 'q'},
+        {"panels", no_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     const char *shape = "tinyllama-1.1b";
     int64_t threads = 2, layers = 4, seconds = 1, probe_mib = 1024;
-    int f32_batches[MAX_BATCHES], with_q8 = 1;
+    int f32_batches[MAX_BATCHES], with_q8 = 1, panels = 0;
     size_t n_f32 = sizeof f32_default_batches / sizeof *f32_default_batches;
     memcpy(f32_batches, f32_default_batches, sizeof f32_default_batches);
     slm_status rc = SLM_OK;
@@ -438,11 +462,14 @@ int main(int argc, char **argv)
         case 'q':
             with_q8 = 0;
             break;
+        case 'P':
+            panels = 1;
+            break;
         default:
             fprintf(stderr, "usage: bench_matmul [--shape S] [--threads N] "
                             "[--layers N] [--seconds S] [--probe-mib N] "
                             "[--isa avx512|avx2|scalar] [--batches B,B,...] "
-                            "[--no-q8]\n");
+                            "[--no-q8] [--panels]\n");
             return 2;
         }
         if (rc != SLM_OK)
@@ -458,7 +485,8 @@ int main(int argc, char **argv)
     weights wt;
     memset(&wt, 0, sizeof wt);
     float *x = NULL, *out = NULL;
-    SLM_CHECK_GOTO(weights_create(&wt, &cfg, (int)layers), rc, fail_weights);
+    SLM_CHECK_GOTO(weights_create(&wt, &cfg, (int)layers, panels), rc,
+                   fail_weights);
     size_t d = (size_t)cfg.dim, h = (size_t)cfg.hidden_dim;
     size_t v = (size_t)cfg.vocab_size;
     size_t max_batch = MAX_BATCH, widest_in = h > d ? h : d;
@@ -501,7 +529,7 @@ int main(int argc, char **argv)
             double pk1 = fma_peak(isa, (int)threads);
             double bw = bw0 > bw1 ? bw0 : bw1;
             double peak = pk0 > pk1 ? pk0 : pk1;
-            const char *kind = q8 ? "q8" : "f32";
+            const char *kind = q8 ? "q8" : panels ? "pan" : "f32";
             printf("%-4s %5zu  probe %.1f GB/s (%.1f before, %.1f after), "
                    "fma peak %.1f GFLOP/s (%.1f, %.1f)\n",
                    kind, batch, bw, bw0, bw1, peak, pk0, pk1);
@@ -513,12 +541,14 @@ int main(int argc, char **argv)
     free(x);
     slm_hugemem_free(&wt.f32_mem);
     slm_hugemem_free(&wt.q8_mem);
+    slm_hugemem_free(&wt.pan_mem);
     return 0;
 fail_weights:
     free(out);
     free(x);
     slm_hugemem_free(&wt.f32_mem);
     slm_hugemem_free(&wt.q8_mem);
+    slm_hugemem_free(&wt.pan_mem);
 fail:
     fprintf(stderr, "bench_matmul: %s (%s)\n", slm_error_message(),
             slm_status_str(rc));

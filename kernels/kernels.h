@@ -12,6 +12,7 @@
 #ifndef SLM_KERNELS_H
 #define SLM_KERNELS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,9 +60,11 @@ void slm_cpu_attention(float *out, const float *q, const float *k_cache,
  * starting at kv_off in the row. out(head_size), q(head_size), att(pos + 1)
  * scratch. Without AVX-512 (or for a head size not a multiple of 16) the
  * arithmetic of slm_cpu_attention, in the same order, so the two agree bit
- * for bit; with it, each score is a 16-lane sum (agreeing to float
- * rounding). Single-threaded: the caller spreads (token, head) pairs over
- * its threads. */
+ * for bit; with it, each score is a 16-lane sum, the softmax uses a vector
+ * exp (kernels/cpu/exp_avx512.h, under 1 ulp) and the weights are
+ * normalised once at the end, so the two agree to float rounding.
+ * Single-threaded: the caller spreads (token, head) pairs over its
+ * threads. */
 void slm_cpu_attention_paged_head(float *out, const float *q,
                                   const float *k_pool, const float *v_pool,
                                   const uint32_t *table, size_t block_size,
@@ -134,6 +137,38 @@ int32_t slm_cpu_sample_topk_topp(const float *logits, size_t vocab,
  * packed tile. No alignment needed. kernels/cpu/matmul.c. */
 void slm_cpu_matmul(float *out, const float *w, const float *x, size_t batch,
                     size_t rows, size_t cols);
+
+/* Float weights pre-packed for the batched products ("panels"): W(rows,
+ * cols) cut into panels of SLM_PANEL_ROWS consecutive rows, the last one
+ * padded with zero rows, each panel stored column by column, so that the
+ * SLM_PANEL_ROWS weights of one column of a panel are adjacent: element
+ * (r, c) is at
+ *   (r / SLM_PANEL_ROWS) * SLM_PANEL_ROWS * cols + c * SLM_PANEL_ROWS
+ *   + r % SLM_PANEL_ROWS.
+ * A product then streams the weights in the order it uses them, with no
+ * transposing at run time (slm_cpu_matmul packs on every call). The loader
+ * packs once (shard/weights.c). kernels/cpu/panels.c. */
+#define SLM_PANEL_ROWS 32
+
+/* Floats of the packed W into *floats; false when that overflows size_t. */
+bool slm_cpu_panels_floats(size_t rows, size_t cols, size_t *floats);
+
+/* Packs W(rows, cols), row r at w + r * ldw (ldw >= cols), into
+ * dst(slm_cpu_panels_floats). */
+void slm_cpu_pack_panels(float *dst, const float *w, size_t rows, size_t cols,
+                         size_t ldw);
+
+/* Row r of a packed W into dst(cols): the embedding lookup of a table that
+ * is also the (packed) classifier. */
+void slm_cpu_panels_row(float *dst, const float *wp, size_t rows, size_t cols,
+                        size_t r);
+
+/* slm_cpu_matmul with W packed: out(batch, rows) = x(batch, cols) @ W^T,
+ * any batch >= 1 (batch 1 is bound by memory bandwidth, like
+ * slm_cpu_matvec). wp is 64-byte aligned. Multi-threaded with OpenMP
+ * over panels, handed out as threads come free. */
+void slm_cpu_matmul_panels(float *out, const float *wp, const float *x,
+                           size_t batch, size_t rows, size_t cols);
 
 /* Symmetric per-output-channel int8 quantization of W(rows, cols):
  * scale(rows)[r] = max_j |W[r, j]| / 127 and q(rows, cols)[r, j] =

@@ -49,9 +49,14 @@ slm_status slm_shard_create_on(slm_comm_t *shards, MPI_Comm shards_mpi,
     }
     const slm_shard_slice *slice =
         slm_plan_slice(s->plan, slm_comm_rank(shards));
+    /* The CPU's float products read their matrices packed; the GPU upload
+     * and int8 quantization read rows. */
+    const slm_slice_mode mode = device == SLM_DEVICE_CPU && !int8
+                                    ? SLM_SLICE_PANELS
+                                    : SLM_SLICE_COPY;
     SLM_CHECK_GOTO(slm_shard_weights_load(ck, slice, slice->stage == 0,
-                                          slice->stage == pp - 1,
-                                          SLM_SLICE_COPY, &s->weights),
+                                          slice->stage == pp - 1, mode,
+                                          &s->weights),
                    rc, fail);
     slm_checkpoint_destroy(&ck);
     if (int8 && device == SLM_DEVICE_CPU)

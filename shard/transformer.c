@@ -50,6 +50,7 @@ struct slm_transformer {
     slm_kv_config kv;
     slm_shard_links links; /* zeroed for a whole model */
     bool first_stage, last_stage;
+    bool panels; /* the float matrices are packed (SLM_SLICE_PANELS) */
     int32_t tp;
     size_t *vocab_counts;  /* (tp) rows per tensor rank, for the all-gather */
     size_t *gather_counts; /* (tp) the same times the rows gathered */
@@ -154,6 +155,7 @@ slm_status slm_transformer_create_ex(const slm_shard_weights_t *w,
     }
     t->tp = tp;
     t->first_stage = slice->stage == 0;
+    t->panels = slm_shard_weights_panels(w);
     t->last_stage = slice->stage == pp - 1;
     if (t->first_stage && !slm_shard_weights_embedding(w)) {
         rc = slm_fail(SLM_ERR_INVALID, "shard: first stage without embedding");
@@ -276,14 +278,41 @@ static slm_status tp_all_reduce(slm_transformer_t *t, float *x, size_t n)
                                t->links.tp, NULL);
 }
 
-/* out(n, rows) = x(n, cols) W^T, from the int8 copy when there is one. */
-static void matmul(float *out, const float *w, slm_q8_matrix q, const float *x,
-                   size_t n, size_t rows, size_t cols)
+/* out(n, rows) = x(n, cols) W^T, from the int8 copy when there is one;
+ * w is packed in panels when the shard loaded it so. */
+static void matmul(const slm_transformer_t *t, float *out, const float *w,
+                   slm_q8_matrix q, const float *x, size_t n, size_t rows,
+                   size_t cols)
 {
     if (q.q)
         slm_cpu_matmul_q8(out, q.q, q.scale, x, n, rows, cols);
+    else if (t->panels)
+        slm_cpu_matmul_panels(out, w, x, n, rows, cols);
     else
         slm_cpu_matmul(out, w, x, n, rows, cols);
+}
+
+/* Each token's embedding row, zeros for tokens outside this shard's
+ * vocabulary slice (another tensor rank holds them). */
+static void embed(const slm_transformer_t *t, float *out, size_t n)
+{
+    const slm_shard_weights_t *w = t->w;
+    const size_t begin = (size_t)slm_shard_weights_slice(w)->vocab.begin;
+    const float *table = slm_shard_weights_embedding(w);
+    if (!slm_shard_weights_embedding_panels(w)) {
+        slm_cpu_embedding_slice(out, table, t->tokens, n, begin, t->d.vocab,
+                                t->d.dim);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* tokens were checked against the whole vocabulary */
+        const size_t id = (size_t)t->tokens[i];
+        if (id >= begin && id - begin < t->d.vocab)
+            slm_cpu_panels_row(out + i * t->d.dim, table, t->d.vocab,
+                               t->d.dim, id - begin);
+        else
+            memset(out + i * t->d.dim, 0, t->d.dim * sizeof *out);
+    }
 }
 
 /* The cache row of position pos of a sequence with block table `table`, in
@@ -429,8 +458,7 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
     /* the residual stream enters: each token's embedding row (held by one
      * tensor rank, zeros elsewhere, summed), or the previous stage's output */
     if (t->first_stage) {
-        slm_cpu_embedding_slice(s->x, slm_shard_weights_embedding(w), t->tokens,
-                                n, (size_t)slice->vocab.begin, d->vocab, dim);
+        embed(t, s->x, n);
         SLM_CHECK(tp_all_reduce(t, s->x, n * dim));
     } else {
         SLM_CHECK(slm_comm_recv(s->x, n * dim, SLM_DTYPE_F32, slice->stage - 1,
@@ -447,9 +475,9 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
         for (size_t i = 0; i < n; i++)
             slm_cpu_rmsnorm(s->xb + i * dim, s->x + i * dim, lw->rms_att, dim,
                             SLM_RMS_EPS);
-        matmul(s->q, lw->wq, lw->q_wq, s->xb, n, q_dim, dim);
-        matmul(s->k, lw->wk, lw->q_wk, s->xb, n, kv_dim, dim);
-        matmul(s->v, lw->wv, lw->q_wv, s->xb, n, kv_dim, dim);
+        matmul(t, s->q, lw->wq, lw->q_wq, s->xb, n, q_dim, dim);
+        matmul(t, s->k, lw->wk, lw->q_wk, s->xb, n, kv_dim, dim);
+        matmul(t, s->v, lw->wv, lw->q_wv, s->xb, n, kv_dim, dim);
         for (size_t i = 0; i < n; i++) {
             const size_t pos = t->slots[i].pos;
             const size_t row = pool_row(t, t->slots[i].table, pos);
@@ -468,7 +496,7 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
 
         /* output projection over this shard's head columns, summed over the
          * tensor group, then the residual connection */
-        matmul(s->xb2, lw->wo, lw->q_wo, s->xb, n, dim, q_dim);
+        matmul(t, s->xb2, lw->wo, lw->q_wo, s->xb, n, dim, q_dim);
         SLM_CHECK(tp_all_reduce(t, s->xb2, n * dim));
         slm_cpu_add(s->x, s->xb2, n * dim);
 
@@ -477,10 +505,10 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
         for (size_t i = 0; i < n; i++)
             slm_cpu_rmsnorm(s->xb + i * dim, s->x + i * dim, lw->rms_ffn, dim,
                             SLM_RMS_EPS);
-        matmul(s->hb, lw->w1, lw->q_w1, s->xb, n, hidden, dim);
-        matmul(s->hb2, lw->w3, lw->q_w3, s->xb, n, hidden, dim);
+        matmul(t, s->hb, lw->w1, lw->q_w1, s->xb, n, hidden, dim);
+        matmul(t, s->hb2, lw->w3, lw->q_w3, s->xb, n, hidden, dim);
         slm_cpu_swiglu(s->hb, s->hb2, n * hidden);
-        matmul(s->xb2, lw->w2, lw->q_w2, s->hb, n, dim, hidden);
+        matmul(t, s->xb2, lw->w2, lw->q_w2, s->hb, n, dim, hidden);
         SLM_CHECK(tp_all_reduce(t, s->xb2, n * dim));
         slm_cpu_add(s->x, s->xb2, n * dim);
     }
@@ -500,7 +528,7 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
             slm_cpu_rmsnorm(s->xr + row++ * dim, s->x + (at - 1) * dim,
                             slm_shard_weights_rms_final(w), dim, SLM_RMS_EPS);
     }
-    matmul(s->local_logits, slm_shard_weights_classifier(w),
+    matmul(t, s->local_logits, slm_shard_weights_classifier(w),
            slm_shard_weights_classifier_q8(w), s->xr, n_rows, d->vocab, dim);
     if (s->local_logits != s->logits) {
         /* The gather is rank-major (each rank's rows x its slice); the

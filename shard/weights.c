@@ -22,6 +22,8 @@ struct slm_shard_weights {
     slm_q8_matrix classifier_q8;
     size_t bytes;  /* all pieces */
     size_t copied; /* pieces in mem */
+    bool panels;   /* matrices packed (SLM_SLICE_PANELS) */
+    bool embedding_panels; /* the embedding too: it is the classifier */
 };
 
 slm_shard_slice slm_shard_slice_whole(const slm_model_config *c)
@@ -45,6 +47,7 @@ typedef struct {
     slm_tensor_id id;
     size_t layer, row0, rows, col0, cols;
     const float **dst;
+    bool packed; /* copied into panels (slm_cpu_pack_panels) */
 } piece;
 
 /* Pieces are planned first, so the sizes are summed, checked and allocated
@@ -66,6 +69,26 @@ static slm_status add_piece(piece_list *l, piece p)
     }
     l->items[l->n++] = p;
     return SLM_OK;
+}
+
+/* The matrices a product reads: packed in SLM_SLICE_PANELS. The norms are
+ * vectors, and the embedding is read a row at a time (unless it is also the
+ * classifier). */
+static bool is_matrix(slm_tensor_id id)
+{
+    return id != SLM_TENSOR_RMS_ATT && id != SLM_TENSOR_RMS_FFN &&
+           id != SLM_TENSOR_RMS_FINAL && id != SLM_TENSOR_TOKEN_EMBEDDING;
+}
+
+/* Floats a piece takes in the copy: its rows and columns, or its panels,
+ * rounded up to 64 bytes so that every piece starts aligned. */
+static bool copy_floats(const piece *p, size_t *out)
+{
+    size_t n;
+    if (p->packed ? !slm_cpu_panels_floats(p->rows, p->cols, &n)
+                  : !slm_size_mul(p->rows, p->cols, &n))
+        return false;
+    return slm_size_add(n, 15, &n) && ((*out = n & ~(size_t)15), true);
 }
 
 /* A piece is one run of the file when it spans whole rows. */
@@ -141,45 +164,53 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
         const size_t gl = (size_t)slice->layers.begin + l; /* file's layer */
         slm_layer_weights *lw = &w->layers[l];
         const piece ps[] = {
-            {SLM_TENSOR_RMS_ATT, gl, 0, 1, 0, dim, &lw->rms_att},
-            {SLM_TENSOR_WQ, gl, q0, d->q_dim, 0, dim, &lw->wq},
-            {SLM_TENSOR_WK, gl, kv0, d->kv_dim, 0, dim, &lw->wk},
-            {SLM_TENSOR_WV, gl, kv0, d->kv_dim, 0, dim, &lw->wv},
-            {SLM_TENSOR_WO, gl, 0, dim, q0, d->q_dim, &lw->wo},
-            {SLM_TENSOR_RMS_FFN, gl, 0, 1, 0, dim, &lw->rms_ffn},
-            {SLM_TENSOR_W1, gl, h0, d->hidden, 0, dim, &lw->w1},
-            {SLM_TENSOR_W2, gl, 0, dim, h0, d->hidden, &lw->w2},
-            {SLM_TENSOR_W3, gl, h0, d->hidden, 0, dim, &lw->w3},
+            {SLM_TENSOR_RMS_ATT, gl, 0, 1, 0, dim, &lw->rms_att, false},
+            {SLM_TENSOR_WQ, gl, q0, d->q_dim, 0, dim, &lw->wq, false},
+            {SLM_TENSOR_WK, gl, kv0, d->kv_dim, 0, dim, &lw->wk, false},
+            {SLM_TENSOR_WV, gl, kv0, d->kv_dim, 0, dim, &lw->wv, false},
+            {SLM_TENSOR_WO, gl, 0, dim, q0, d->q_dim, &lw->wo, false},
+            {SLM_TENSOR_RMS_FFN, gl, 0, 1, 0, dim, &lw->rms_ffn, false},
+            {SLM_TENSOR_W1, gl, h0, d->hidden, 0, dim, &lw->w1, false},
+            {SLM_TENSOR_W2, gl, 0, dim, h0, d->hidden, &lw->w2, false},
+            {SLM_TENSOR_W3, gl, h0, d->hidden, 0, dim, &lw->w3, false},
         };
         for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
             SLM_CHECK_GOTO(add_piece(&pl, ps[i]), rc, fail);
     }
     const size_t v0 = (size_t)slice->vocab.begin;
+    const bool panels = mode == SLM_SLICE_PANELS;
+    w->panels = panels;
+    w->embedding_panels = panels && embed && classify && c->shared_classifier;
     if (embed)
         SLM_CHECK_GOTO(add_piece(&pl, (piece){SLM_TENSOR_TOKEN_EMBEDDING, 0, v0,
-                                              d->vocab, 0, dim, &w->embedding}),
+                                              d->vocab, 0, dim, &w->embedding,
+                                              w->embedding_panels}),
                        rc, fail);
     if (classify) {
         SLM_CHECK_GOTO(add_piece(&pl, (piece){SLM_TENSOR_RMS_FINAL, 0, 0, 1, 0,
-                                              dim, &w->rms_final}),
+                                              dim, &w->rms_final, false}),
                        rc, fail);
         /* A shared classifier held with the embedding is the same rows:
          * keep one copy (aliased after the copy loop). */
         if (!(embed && c->shared_classifier))
             SLM_CHECK_GOTO(
                 add_piece(&pl, (piece){SLM_TENSOR_WCLS, 0, v0, d->vocab, 0, dim,
-                                       &w->classifier}),
+                                       &w->classifier, false}),
                 rc, fail);
     }
+
+    for (size_t i = 0; i < pl.n; i++)
+        pl.items[i].packed |= panels && is_matrix(pl.items[i].id);
 
     /* Size what must be copied, in floats, with checked arithmetic. */
     size_t total = 0, to_copy = 0;
     for (size_t i = 0; i < pl.n; i++) {
-        size_t n;
+        size_t n, room;
         if (!slm_size_mul(pl.items[i].rows, pl.items[i].cols, &n) ||
             !slm_size_add(total, n, &total) ||
+            !copy_floats(&pl.items[i], &room) ||
             (!(mode == SLM_SLICE_BORROW && contiguous(ck, &pl.items[i])) &&
-             !slm_size_add(to_copy, n, &to_copy))) {
+             !slm_size_add(to_copy, room, &to_copy))) {
             rc = slm_fail(SLM_ERR_RANGE, "shard weights: size overflows");
             goto fail;
         }
@@ -202,10 +233,16 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
             *p->dst = src;
             continue;
         }
-        for (size_t r = 0; r < p->rows; r++)
-            memcpy(next + r * p->cols, src + r * C, p->cols * sizeof(float));
+        if (p->packed)
+            slm_cpu_pack_panels(next, src, p->rows, p->cols, C);
+        else
+            for (size_t r = 0; r < p->rows; r++)
+                memcpy(next + r * p->cols, src + r * C,
+                       p->cols * sizeof(float));
         *p->dst = next;
-        next += p->rows * p->cols;
+        size_t room = 0;
+        (void)copy_floats(p, &room); /* summed above without overflow */
+        next += room;
     }
     if (classify && embed && c->shared_classifier)
         w->classifier = w->embedding;
@@ -231,6 +268,10 @@ slm_status slm_shard_weights_quantize(slm_shard_weights_t *w)
     const slm_shard_dims *d = &w->dims;
     if (w->q8.data)
         return SLM_OK;
+    if (w->panels)
+        return slm_fail(SLM_ERR_INVALID,
+                        "quantize: the float matrices are packed in panels; "
+                        "load them row by row to quantize");
     const size_t per_layer = 7, n_jobs = d->n_layers * per_layer + 1;
     q8_job *jobs = calloc(n_jobs, sizeof *jobs);
     if (!jobs)
@@ -349,6 +390,16 @@ const float *slm_shard_weights_rms_final(const slm_shard_weights_t *w)
 const float *slm_shard_weights_classifier(const slm_shard_weights_t *w)
 {
     return w->classifier;
+}
+
+bool slm_shard_weights_panels(const slm_shard_weights_t *w)
+{
+    return w->panels;
+}
+
+bool slm_shard_weights_embedding_panels(const slm_shard_weights_t *w)
+{
+    return w->embedding_panels;
 }
 
 const slm_shard_slice *slm_shard_weights_slice(const slm_shard_weights_t *w)

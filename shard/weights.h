@@ -25,6 +25,8 @@ typedef struct {
     const float *scale; /* (rows) */
 } slm_q8_matrix;
 
+/* The matrices are row-major, or packed in panels when the slice was
+ * loaded with SLM_SLICE_PANELS. */
 typedef struct {
     const float *rms_att; /* (dim) */
     const float *wq;      /* (q_dim, dim)    rows of this shard's heads */
@@ -66,6 +68,12 @@ typedef enum {
      * a whole-model slice), copying only strided column pieces; ck must
      * outlive the weights. What one process running the whole model does. */
     SLM_SLICE_BORROW,
+    /* As SLM_SLICE_COPY, with every matrix a product reads (the seven of
+     * each layer and the classifier, and so the embedding when it is the
+     * classifier) packed in panels (slm_cpu_pack_panels), for
+     * slm_cpu_matmul_panels: what a CPU shard with float weights does. Not
+     * for the GPU upload or int8 quantization, which read rows. */
+    SLM_SLICE_PANELS,
 } slm_slice_mode;
 
 /* Takes the slice of ck described by `slice` (layers, heads, kv heads,
@@ -111,6 +119,11 @@ const float *slm_shard_weights_rms_final(const slm_shard_weights_t *w);
 /* (vocab, dim) classifier rows, or NULL when not classifying. */
 const float *slm_shard_weights_classifier(const slm_shard_weights_t *w);
 const slm_shard_slice *slm_shard_weights_slice(const slm_shard_weights_t *w);
+/* Whether the matrices (layers' and classifier) are packed in panels, and
+ * whether the embedding is (a shared classifier held by the first and last
+ * stage at once). */
+bool slm_shard_weights_panels(const slm_shard_weights_t *w);
+bool slm_shard_weights_embedding_panels(const slm_shard_weights_t *w);
 
 /* Bytes of weights this shard's slice covers (borrowed or copied). */
 size_t slm_shard_weights_bytes(const slm_shard_weights_t *w);

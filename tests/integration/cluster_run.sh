@@ -7,7 +7,7 @@
 # count and a malformed input line each stop the job before any shard loads
 # a weight, with the reason.
 source "$(dirname "$0")/../lib.sh"
-require "$models/stories260K.bin" "$models/tok512.bin" "$golden/01.prompt"
+require "$models/stories260K.bin" "$models/tok512.bin" "$models/tokenizer.bin" "$golden/01.prompt"
 require_mpirun
 command -v jq >/dev/null || { echo "SKIP: jq not found"; exit 77; }
 # Up to 7 ranks share 2 cores: one thread each (see shard_golden.sh).
@@ -67,6 +67,29 @@ if timeout 120 "${mpirun[@]}" -np 3 "$bin" run "${asroot[@]}" \
 else
     fail "int8 tp=2: job failed"; tail -20 "$tmp/err"
 fi
+
+# A separate classifier over the 32000-token vocabulary (CPU shards pack
+# the embedding apart from the classifier, which the others cover): TP=2
+# and TP=2 x PP=2 give the text of the one-process `generate`.
+"$bin" mkmodel --dim 64 --hidden 96 --layers 2 --heads 4 --kv-heads 2 \
+    --vocab 32000 --seq-len 64 --separate-classifier --seed 9 --out "$tmp/sep.bin" 2>/dev/null
+"$bin" generate "${asroot[@]}" --model "$tmp/sep.bin" --tokenizer "$models/tokenizer.bin" \
+    --prompt "Once upon" -n 40 --temperature 0 >"$tmp/sep.ref" 2>/dev/null
+printf '{"id": "sep", "prompt": "Once upon", "n": 40, "temperature": 0}\n' >"$tmp/sep.jsonl"
+for split in "2 1" "2 2"; do
+    read -r tp pp <<<"$split"
+    if timeout 120 "${mpirun[@]}" -np $((1 + tp * pp)) "$bin" run "${asroot[@]}" \
+        --model "$tmp/sep.bin" --tokenizer "$models/tokenizer.bin" --tp "$tp" --pp "$pp" \
+        --heartbeat-timeout-ms 10000 \
+        --input "$tmp/sep.jsonl" --output "$tmp/sep.out" 2>"$tmp/err"; then
+        jq -j .text "$tmp/sep.out" >"$tmp/text"
+        printf '\n' >>"$tmp/text"
+        check "separate classifier tp=$tp pp=$pp: the text of generate" \
+            cmp -s "$tmp/text" "$tmp/sep.ref"
+    else
+        fail "separate classifier tp=$tp pp=$pp: job failed"; tail -20 "$tmp/err"
+    fi
+done
 
 # refusals, each before any weight is read
 expect_refusal() { # NAME PATTERN NP ARGS...

@@ -1,6 +1,7 @@
 /*
  * tests/unit/test_matmul.c - the batched products (kernels/cpu/matmul.c,
- * kernels/cpu/matmul_q8.c) against plain double-precision references.
+ * kernels/cpu/matmul_q8.c, and on pre-packed weights kernels/cpu/panels.c)
+ * against plain double-precision references.
  *
  * Every check runs on every instruction set this CPU has (forced with
  * slm__cpu_isa_force), so the AVX-512, AVX2 and scalar paths are each
@@ -21,6 +22,7 @@
  */
 #include <float.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -465,13 +467,205 @@ static void test_q8_error_bound(void **state)
     problem_free(&p);
 }
 
+/* ---- pre-packed panels (kernels/cpu/panels.c) --------------------------- */
+
+/* A packed copy of W, 64-byte aligned as the kernel requires, with a
+ * sentinel after it. */
+typedef struct {
+    void *buf;
+    float *wp;
+    size_t floats;
+} packed;
+
+static void packed_init(packed *pk, const float *w, size_t rows, size_t cols,
+                        size_t ldw)
+{
+    assert_true(slm_cpu_panels_floats(rows, cols, &pk->floats));
+    pk->buf = test_malloc((pk->floats + 1) * sizeof(float) + 64);
+    assert_non_null(pk->buf);
+    uintptr_t a = ((uintptr_t)pk->buf + 63) & ~(uintptr_t)63;
+    pk->wp = (float *)a;
+    for (size_t i = 0; i < pk->floats; i++)
+        pk->wp[i] = NAN;
+    pk->wp[pk->floats] = SENTINEL;
+    slm_cpu_pack_panels(pk->wp, w, rows, cols, ldw);
+    check_sentinel(pk->wp, pk->floats, "pack_panels");
+}
+
+static void packed_free(packed *pk)
+{
+    test_free(pk->buf);
+}
+
+/* The layout of kernels.h, element by element, padding rows zero; and
+ * slm_cpu_panels_row gives back every row exactly. W's rows are ldw apart,
+ * with NaN between them, which must not leak into the panels. */
+static void test_panels_pack(void **state)
+{
+    (void)state;
+    static const size_t rows[] = {1, 2, 31, 32, 33, 64, 100};
+    static const size_t cols[] = {1, 2, 15, 16, 17, 255, 257};
+    static const size_t pads[] = {0, 1, 7};
+    uint64_t rng = 0x70616e656c730001ULL;
+    for (size_t ri = 0; ri < sizeof rows / sizeof *rows; ri++) {
+        for (size_t ci = 0; ci < sizeof cols / sizeof *cols; ci++) {
+            for (size_t pi = 0; pi < sizeof pads / sizeof *pads; pi++) {
+                size_t nr = rows[ri], nc = cols[ci], ldw = nc + pads[pi];
+                float *w = test_malloc(nr * ldw * sizeof(float));
+                float *row = alloc_poisoned(nc);
+                assert_true(w && row);
+                for (size_t i = 0; i < nr * ldw; i++)
+                    w[i] = NAN;
+                for (size_t r = 0; r < nr; r++)
+                    slm_test_fill_uniform(w + r * ldw, nc, &rng, -1.0f, 1.0f);
+                packed pk;
+                packed_init(&pk, w, nr, nc, ldw);
+                assert_int_equal(pk.floats, (nr + 31) / 32 * 32 * nc);
+                for (size_t r = 0; r < (nr + 31) / 32 * 32; r++) {
+                    for (size_t c = 0; c < nc; c++) {
+                        float want = r < nr ? w[r * ldw + c] : 0.0f;
+                        float got = pk.wp[(r / 32) * 32 * nc + c * 32 + r % 32];
+                        if (memcmp(&got, &want, sizeof got) != 0)
+                            fail_msg("pack %zux%zu ldw %zu: (%zu, %zu) = %g, "
+                                     "want %g",
+                                     nr, nc, ldw, r, c, (double)got,
+                                     (double)want);
+                    }
+                }
+                for (size_t r = 0; r < nr; r++) {
+                    slm_cpu_panels_row(row, pk.wp, nr, nc, r);
+                    assert_memory_equal(row, w + r * ldw, nc * sizeof(float));
+                    check_sentinel(row, nc, "panels_row");
+                }
+                packed_free(&pk);
+                test_free(row);
+                test_free(w);
+            }
+        }
+    }
+}
+
+static void test_panels_floats(void **state)
+{
+    (void)state;
+    size_t n = 0;
+    assert_true(slm_cpu_panels_floats(33, 10, &n));
+    assert_int_equal(n, 640);
+    assert_true(slm_cpu_panels_floats(32, 10, &n));
+    assert_int_equal(n, 320);
+    assert_true(slm_cpu_panels_floats(0, 10, &n));
+    assert_int_equal(n, 0);
+    assert_true(slm_cpu_panels_floats(5, 0, &n));
+    assert_int_equal(n, 0);
+    /* Rounding the rows up to whole panels overflows on its own. */
+    assert_false(slm_cpu_panels_floats(SIZE_MAX, 1, &n));
+    assert_false(slm_cpu_panels_floats(SIZE_MAX - 30, 1, &n));
+    /* rows * cols fits, the padded rows * cols does not. */
+    assert_false(slm_cpu_panels_floats(SIZE_MAX / 64 + 1, 64, &n));
+    assert_false(slm_cpu_panels_floats(33, SIZE_MAX / 33, &n));
+    assert_false(slm_cpu_panels_floats(1, SIZE_MAX / 16, &n));
+    assert_true(slm_cpu_panels_floats(32, SIZE_MAX / 32, &n));
+    assert_true(n == SIZE_MAX / 32 * 32);
+}
+
+/* slm_cpu_matmul_panels on p, on every ISA and each thread count. */
+static void check_panels_all_isas(const problem *p, int exact,
+                                  const int *threads, size_t n_threads)
+{
+    packed pk;
+    packed_init(&pk, p->w, p->rows, p->cols, p->cols);
+    size_t n = p->batch * p->rows;
+    float *out = alloc_poisoned(n);
+    slm__isa hw = slm__cpu_isa_detected();
+    for (int isa = SLM__ISA_SCALAR; isa <= (int)hw; isa++) {
+        slm__cpu_isa_force((slm__isa)isa);
+        for (size_t t = 0; t < n_threads; t++) {
+            omp_set_num_threads(threads[t]);
+            for (size_t i = 0; i < n; i++)
+                out[i] = NAN;
+            slm_cpu_matmul_panels(out, pk.wp, p->x, p->batch, p->rows, p->cols);
+            check_out(p, out, p->ref, p->mag, exact, "matmul_panels");
+        }
+    }
+    slm__cpu_isa_force(hw);
+    omp_set_num_threads(2);
+    check_sentinel(pk.wp, pk.floats, "matmul_panels (weights)");
+    test_free(out);
+    packed_free(&pk);
+}
+
+/* Every token group split (1..20 and around 32 and 64), rows cutting the
+ * panels, columns around the vector width, the sets' stride and the column
+ * blocks. */
+static void test_panels_matmul(void **state)
+{
+    (void)state;
+    static const size_t batches[] = {1,  2,  3,  4,  5,  6,  7,  8,
+                                     9,  10, 11, 12, 13, 14, 15, 16,
+                                     17, 18, 19, 20, 31, 32, 33, 64};
+    static const size_t rows[] = {1, 31, 33, 100};
+    static const size_t cols[] = {1, 15, 16, 17, 255, 256, 257, 768};
+    uint64_t rng = 0x70616e656c730002ULL;
+    for (size_t bi = 0; bi < sizeof batches / sizeof *batches; bi++) {
+        for (size_t ri = 0; ri < sizeof rows / sizeof *rows; ri++) {
+            for (size_t ci = 0; ci < sizeof cols / sizeof *cols; ci++) {
+                for (int integers = 1; integers >= 0; integers--) {
+                    problem p;
+                    problem_init(&p, batches[bi], rows[ri], cols[ci], &rng,
+                                 integers);
+                    check_panels_all_isas(&p, integers, one_thread, 1);
+                    problem_free(&p);
+                }
+            }
+        }
+    }
+}
+
+/* Split between threads in several chunks, a partial last panel, 1..3
+ * threads; and the empty cases of test_empty. */
+static void test_panels_threads(void **state)
+{
+    (void)state;
+    static const size_t batches[] = {1, 2, 3, 8, 16, 37};
+    uint64_t rng = 0x70616e656c730003ULL;
+    for (size_t bi = 0; bi < sizeof batches / sizeof *batches; bi++) {
+        for (int integers = 1; integers >= 0; integers--) {
+            problem p;
+            problem_init(&p, batches[bi], 1007, 300, &rng, integers);
+            check_panels_all_isas(&p, integers, many_threads, 3);
+            problem_free(&p);
+        }
+    }
+    float wp[64] __attribute__((aligned(64))) = {0}, x[4] = {1, 1, 1, 1};
+    float out[9];
+    for (int i = 0; i < 9; i++)
+        out[i] = SENTINEL;
+    slm_cpu_matmul_panels(out, wp, x, 0, 2, 2);
+    slm_cpu_matmul_panels(out, wp, x, 2, 0, 2);
+    for (int i = 0; i < 9; i++)
+        assert_true(out[i] == SENTINEL);
+    for (int i = 0; i < 9; i++)
+        out[i] = i < 8 ? NAN : SENTINEL;
+    slm_cpu_matmul_panels(out, wp, x, 4, 2, 0);
+    for (int i = 0; i < 8; i++)
+        assert_true(out[i] == 0.0f);
+    assert_true(out[8] == SENTINEL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_every_batch),    cmocka_unit_test(test_shapes),
-        cmocka_unit_test(test_small_batches),  cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_empty),          cmocka_unit_test(test_quantize),
+        cmocka_unit_test(test_every_batch),
+        cmocka_unit_test(test_shapes),
+        cmocka_unit_test(test_small_batches),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_empty),
+        cmocka_unit_test(test_quantize),
         cmocka_unit_test(test_q8_error_bound),
+        cmocka_unit_test(test_panels_pack),
+        cmocka_unit_test(test_panels_floats),
+        cmocka_unit_test(test_panels_matmul),
+        cmocka_unit_test(test_panels_threads),
     };
     fprintf(stderr, "# cpu isa: %s\n", slm_cpu_isa());
     return cmocka_run_group_tests(tests, NULL, NULL);

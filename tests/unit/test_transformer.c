@@ -24,8 +24,9 @@ static const int32_t argmax_ids[ROWS] = {403, 407, 261, 378, 432, 383, 286,
 static char model_path[4096], logits_path[4096];
 
 /* Relative error of a row: max |got - want| over max |want|, under 1e-4.
- * Run for both weight modes: they must compute the same thing. */
-static void check_logits(slm_weights_mode mode)
+ * Run for both weight modes, and with the matrices packed in panels (what
+ * a CPU shard runs): they must compute the same thing. */
+static void check_logits(slm_weights_mode mode, bool panels)
 {
     uint8_t *ref = NULL;
     size_t ref_len = 0;
@@ -37,7 +38,23 @@ static void check_logits(slm_weights_mode mode)
     slm_transformer_t *t = NULL;
     assert_int_equal(slm_checkpoint_open(model_path, mode, &ck), SLM_OK);
     assert_int_equal(slm_checkpoint_config(ck)->vocab_size, VOCAB);
-    assert_int_equal(slm_shard_weights_whole(ck, &w), SLM_OK);
+    if (panels) {
+        const slm_shard_slice whole =
+            slm_shard_slice_whole(slm_checkpoint_config(ck));
+        assert_int_equal(slm_shard_weights_load(ck, &whole, true, true,
+                                                SLM_SLICE_PANELS, &w),
+                         SLM_OK);
+        assert_true(slm_shard_weights_panels(w));
+        /* stories260K shares its classifier with the embedding, so the
+         * embedding lookup reads panels too */
+        assert_true(slm_checkpoint_config(ck)->shared_classifier);
+        assert_true(slm_shard_weights_embedding_panels(w));
+        /* int8 reads rows: refused on packed matrices */
+        assert_int_equal(slm_shard_weights_quantize(w), SLM_ERR_INVALID);
+    } else {
+        assert_int_equal(slm_shard_weights_whole(ck, &w), SLM_OK);
+        assert_false(slm_shard_weights_panels(w));
+    }
     assert_int_equal(slm_transformer_create(w, NULL, &t), SLM_OK);
     for (int p = 0; p < ROWS; p++) {
         const float *got = NULL;
@@ -70,13 +87,19 @@ static void check_logits(slm_weights_mode mode)
 static void test_logits_match_reference_resident(void **state)
 {
     (void)state;
-    check_logits(SLM_WEIGHTS_RESIDENT);
+    check_logits(SLM_WEIGHTS_RESIDENT, false);
+}
+
+static void test_logits_match_reference_panels(void **state)
+{
+    (void)state;
+    check_logits(SLM_WEIGHTS_MAPPED, true);
 }
 
 static void test_logits_match_reference_mapped(void **state)
 {
     (void)state;
-    check_logits(SLM_WEIGHTS_MAPPED);
+    check_logits(SLM_WEIGHTS_MAPPED, false);
 }
 
 static void test_forward_rejects_bad_token_and_position(void **state)
@@ -318,6 +341,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_logits_match_reference_resident),
         cmocka_unit_test(test_logits_match_reference_mapped),
+        cmocka_unit_test(test_logits_match_reference_panels),
         cmocka_unit_test(test_forward_rejects_bad_token_and_position),
         cmocka_unit_test(test_kv_cache_zeroed_between_sequences),
         cmocka_unit_test(test_step_batch_matches_single),
