@@ -35,6 +35,12 @@ typedef struct {
     uint32_t block_size; /* positions per block */
 } slm_wire_limits;
 
+/* The most bytes a control message the coordinator sends a shard (a Step
+ * within lim, packed as our sender packs it, or a Shutdown) can take: the
+ * shard's ZMQ_MAXMSGSIZE, far below SLM_WIRE_MAX_CONTROL_BYTES, which only
+ * results (rows of logits) need. 0 when the bound overflows size_t. */
+size_t slm_wire_max_step_bytes(const slm_wire_limits *lim);
+
 /* Serialises m into a new buffer. The caller owns *buf (free()). Fails with
  * SLM_ERR_RANGE if the packed size exceeds SLM_WIRE_MAX_CONTROL_BYTES. */
 slm_status slm_wire_pack_control(const slm_control_msg *m, uint8_t **buf,

@@ -225,6 +225,18 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
         goto done;
     }
     SLM_CHECK_GOTO(slm_transport_configure(sock, timeout_ms), rc, done);
+    /* What a shard receives is small (steps, not rows of logits): a frame
+     * past the largest step these limits allow is dropped by ZeroMQ before
+     * it is decrypted or parsed, so even a peer holding the coordinator's
+     * key cannot make a shard buffer 72 MiB. */
+    const size_t step_bytes = slm_wire_max_step_bytes(&lim);
+    const int64_t max_in = (int64_t)step_bytes + SLM_ZKEY_CURVE_OVERHEAD;
+    if (step_bytes == 0 || step_bytes > SLM_WIRE_MAX_CONTROL_BYTES ||
+        zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_in, sizeof max_in) != 0) {
+        rc = slm_fail(SLM_ERR_IO, "shard %d: cannot bound its messages",
+                      shard_index);
+        goto done;
+    }
     SLM_CHECK_GOTO(
         slm_zkeys_apply_client(sock, server_key, me_public, me_secret), rc,
         done);

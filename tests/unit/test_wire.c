@@ -849,6 +849,61 @@ static size_t put_varint(uint8_t *p, uint64_t v)
     return n;
 }
 
+/* The shard's ZMQ_MAXMSGSIZE: the largest message the coordinator can send
+ * within the limits must fit under it (or serving breaks), and it must be
+ * far below the 72 MiB cap (or it bounds nothing). */
+static void test_max_step_bytes(void **state)
+{
+    (void)state;
+    const size_t bound = slm_wire_max_step_bytes(&LIM);
+    assert_true(bound > 0 && bound < 16 * 1024);
+    step_buf b;
+    good_step(&b);
+    b.step.seq = UINT64_MAX;
+    b.step.n_seqs = MAX_SEQS;
+    for (size_t i = 0; i < MAX_SEQS; i++) {
+        set_seq(&b, i, SEQ_LEN - 1 - (int32_t)i, MAX_TOKENS / MAX_SEQS,
+                CTX_BLOCKS);
+        for (size_t j = 0; j < MAX_TOKENS / MAX_SEQS; j++)
+            b.tokens[i][j] = VOCAB - 1;
+        for (size_t j = 0; j < CTX_BLOCKS; j++)
+            b.blocks[i][j] = N_BLOCKS - 1;
+        b.seqs[i].want_logits = 1;
+        b.seqs[i].want_argmax = 1;
+    }
+    b.step.n_free_blocks = N_BLOCKS;
+    for (size_t i = 0; i < N_BLOCKS; i++)
+        b.free_blocks[i] = N_BLOCKS - 1;
+    slm_control_msg m = wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP,
+                             &b.step);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(slm_wire_pack_control(&m, &buf, &len), SLM_OK);
+    assert_true(len <= bound);
+    free(buf);
+
+    char reason[1025];
+    memset(reason, 'r', 1024);
+    reason[1024] = '\0';
+    shutdown_t sd = SHARDLM__CONTROL__SHUTDOWN__INIT;
+    sd.reason = reason;
+    m = wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_SHUTDOWN, &sd);
+    assert_int_equal(slm_wire_pack_control(&m, &buf, &len), SLM_OK);
+    assert_true(len <= bound);
+    free(buf);
+
+    /* Limits whose bound does not fit a size_t give 0, not a wrapped
+     * small number. */
+    const slm_wire_limits huge = {.n_shards = 1,
+                                  .vocab_size = UINT32_MAX,
+                                  .seq_len = INT32_MAX,
+                                  .max_seqs = UINT32_MAX,
+                                  .max_tokens = UINT32_MAX,
+                                  .n_blocks = UINT32_MAX,
+                                  .block_size = 1};
+    assert_int_equal(slm_wire_max_step_bytes(&huge), 0);
+}
+
 static void test_lying_lengths(void **state)
 {
     (void)state;
@@ -975,6 +1030,7 @@ int main(void)
         cmocka_unit_test(test_reject_hello),
         cmocka_unit_test(test_reject_body_not_set),
         cmocka_unit_test(test_size_limits),
+        cmocka_unit_test(test_max_step_bytes),
         cmocka_unit_test(test_lying_lengths),
         cmocka_unit_test(test_field_number_zero),
         cmocka_unit_test(test_allocation_budget),
