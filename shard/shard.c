@@ -49,18 +49,17 @@ slm_status slm_shard_create_on(slm_comm_t *shards, MPI_Comm shards_mpi,
     }
     const slm_shard_slice *slice =
         slm_plan_slice(s->plan, slm_comm_rank(shards));
-    /* The CPU's float products read their matrices packed; the GPU upload
-     * and int8 quantization read rows. */
-    const slm_slice_mode mode = device == SLM_DEVICE_CPU && !int8
-                                    ? SLM_SLICE_PANELS
-                                    : SLM_SLICE_COPY;
+    /* The CPU's float products read their matrices packed; int8 ones read
+     * only the int8 copy, made straight from the file; the GPU upload reads
+     * rows. */
+    const slm_slice_mode mode = device != SLM_DEVICE_CPU ? SLM_SLICE_COPY
+                                : int8                   ? SLM_SLICE_INT8
+                                                         : SLM_SLICE_PANELS;
     SLM_CHECK_GOTO(slm_shard_weights_load(ck, slice, slice->stage == 0,
                                           slice->stage == pp - 1, mode,
                                           &s->weights),
                    rc, fail);
     slm_checkpoint_destroy(&ck);
-    if (int8 && device == SLM_DEVICE_CPU)
-        SLM_CHECK_GOTO(slm_shard_weights_quantize(s->weights), rc, fail);
     /* On GPUs the groups move device memory: NCCL, split from one NCCL
      * communicator of all shards (the splits inherit its device). */
     slm_comm_t *parent = shards;

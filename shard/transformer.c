@@ -161,7 +161,8 @@ slm_status slm_transformer_create_ex(const slm_shard_weights_t *w,
         rc = slm_fail(SLM_ERR_INVALID, "shard: first stage without embedding");
         goto fail;
     }
-    if (t->last_stage && !slm_shard_weights_classifier(w)) {
+    if (t->last_stage && !slm_shard_weights_classifier(w) &&
+        !slm_shard_weights_classifier_q8(w).q) {
         rc = slm_fail(SLM_ERR_INVALID, "shard: last stage without classifier");
         goto fail;
     }

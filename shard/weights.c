@@ -2,6 +2,7 @@
 #include "shard/weights.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,8 @@ typedef struct {
     size_t layer, row0, rows, col0, cols;
     const float **dst;
     bool packed; /* copied into panels (slm_cpu_pack_panels) */
+    /* SLM_SLICE_INT8: quantized from the file into here, no float copy */
+    slm_q8_matrix *q8;
 } piece;
 
 /* Pieces are planned first, so the sizes are summed, checked and allocated
@@ -89,6 +92,58 @@ static bool copy_floats(const piece *p, size_t *out)
                   : !slm_size_mul(p->rows, p->cols, &n))
         return false;
     return slm_size_add(n, 15, &n) && ((*out = n & ~(size_t)15), true);
+}
+
+/* Where a matrix of a layer goes in int8. */
+static slm_q8_matrix *q8_field(slm_layer_weights *lw, slm_tensor_id id)
+{
+    switch (id) {
+    case SLM_TENSOR_WQ: return &lw->q_wq;
+    case SLM_TENSOR_WK: return &lw->q_wk;
+    case SLM_TENSOR_WV: return &lw->q_wv;
+    case SLM_TENSOR_WO: return &lw->q_wo;
+    case SLM_TENSOR_W1: return &lw->q_w1;
+    case SLM_TENSOR_W2: return &lw->q_w2;
+    case SLM_TENSOR_W3: return &lw->q_w3;
+    default: return NULL;
+    }
+}
+
+/* Bytes of a (rows, cols) matrix in int8 with its scales, each part
+ * rounded up to 64 bytes; false on overflow. */
+static bool q8_bytes(size_t rows, size_t cols, size_t *out)
+{
+    size_t q, sc;
+    return slm_size_mul(rows, cols, &q) && slm_size_add(q, 63, &q) &&
+           slm_size_mul(rows, sizeof(float), &sc) &&
+           slm_size_add(sc, 63, &sc) &&
+           slm_size_add(q & ~(size_t)63, sc & ~(size_t)63, out);
+}
+
+/* Quantizes rows (each of cols floats, row r at w + r * ldw) into *at,
+ * moving *at past them; refuses a non-finite weight, whose conversion to
+ * int would be undefined. */
+static slm_status quantize_into(uint8_t **at, slm_q8_matrix *dst,
+                                const float *w, size_t rows, size_t cols,
+                                size_t ldw, const char *what)
+{
+    int8_t *q = (int8_t *)*at;
+    float *scale = (float *)(*at + ((rows * cols + 63) & ~(size_t)63));
+    for (size_t r = 0; r < rows; r++) {
+        const float *row = w + r * ldw;
+        for (size_t j = 0; j < cols; j++)
+            if (!isfinite(row[j]))
+                return slm_fail(SLM_ERR_FORMAT,
+                                "int8: %s holds a non-finite weight (row "
+                                "%zu, column %zu); int8 needs finite weights",
+                                what, r, j);
+        slm_cpu_quantize_q8(q + r * cols, scale + r, row, 1, cols);
+    }
+    *dst = (slm_q8_matrix){q, scale};
+    size_t n = 0;
+    (void)q8_bytes(rows, cols, &n); /* summed with checks by the caller */
+    *at += n;
+    return SLM_OK;
 }
 
 /* A piece is one run of the file when it spans whole rows. */
@@ -164,18 +219,22 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
         const size_t gl = (size_t)slice->layers.begin + l; /* file's layer */
         slm_layer_weights *lw = &w->layers[l];
         const piece ps[] = {
-            {SLM_TENSOR_RMS_ATT, gl, 0, 1, 0, dim, &lw->rms_att, false},
-            {SLM_TENSOR_WQ, gl, q0, d->q_dim, 0, dim, &lw->wq, false},
-            {SLM_TENSOR_WK, gl, kv0, d->kv_dim, 0, dim, &lw->wk, false},
-            {SLM_TENSOR_WV, gl, kv0, d->kv_dim, 0, dim, &lw->wv, false},
-            {SLM_TENSOR_WO, gl, 0, dim, q0, d->q_dim, &lw->wo, false},
-            {SLM_TENSOR_RMS_FFN, gl, 0, 1, 0, dim, &lw->rms_ffn, false},
-            {SLM_TENSOR_W1, gl, h0, d->hidden, 0, dim, &lw->w1, false},
-            {SLM_TENSOR_W2, gl, 0, dim, h0, d->hidden, &lw->w2, false},
-            {SLM_TENSOR_W3, gl, h0, d->hidden, 0, dim, &lw->w3, false},
+            {SLM_TENSOR_RMS_ATT, gl, 0, 1, 0, dim, &lw->rms_att, false, NULL},
+            {SLM_TENSOR_WQ, gl, q0, d->q_dim, 0, dim, &lw->wq, false, NULL},
+            {SLM_TENSOR_WK, gl, kv0, d->kv_dim, 0, dim, &lw->wk, false, NULL},
+            {SLM_TENSOR_WV, gl, kv0, d->kv_dim, 0, dim, &lw->wv, false, NULL},
+            {SLM_TENSOR_WO, gl, 0, dim, q0, d->q_dim, &lw->wo, false, NULL},
+            {SLM_TENSOR_RMS_FFN, gl, 0, 1, 0, dim, &lw->rms_ffn, false, NULL},
+            {SLM_TENSOR_W1, gl, h0, d->hidden, 0, dim, &lw->w1, false, NULL},
+            {SLM_TENSOR_W2, gl, 0, dim, h0, d->hidden, &lw->w2, false, NULL},
+            {SLM_TENSOR_W3, gl, h0, d->hidden, 0, dim, &lw->w3, false, NULL},
         };
-        for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++)
-            SLM_CHECK_GOTO(add_piece(&pl, ps[i]), rc, fail);
+        for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) {
+            piece p = ps[i];
+            if (mode == SLM_SLICE_INT8)
+                p.q8 = q8_field(lw, p.id);
+            SLM_CHECK_GOTO(add_piece(&pl, p), rc, fail);
+        }
     }
     const size_t v0 = (size_t)slice->vocab.begin;
     const bool panels = mode == SLM_SLICE_PANELS;
@@ -184,44 +243,63 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
     if (embed)
         SLM_CHECK_GOTO(add_piece(&pl, (piece){SLM_TENSOR_TOKEN_EMBEDDING, 0, v0,
                                               d->vocab, 0, dim, &w->embedding,
-                                              w->embedding_panels}),
+                                              w->embedding_panels, NULL}),
                        rc, fail);
     if (classify) {
         SLM_CHECK_GOTO(add_piece(&pl, (piece){SLM_TENSOR_RMS_FINAL, 0, 0, 1, 0,
-                                              dim, &w->rms_final, false}),
+                                              dim, &w->rms_final, false, NULL}),
                        rc, fail);
         /* A shared classifier held with the embedding is the same rows:
          * keep one copy (aliased after the copy loop). */
         if (!(embed && c->shared_classifier))
             SLM_CHECK_GOTO(
                 add_piece(&pl, (piece){SLM_TENSOR_WCLS, 0, v0, d->vocab, 0, dim,
-                                       &w->classifier, false}),
+                                       &w->classifier, false,
+                                       mode == SLM_SLICE_INT8
+                                           ? &w->classifier_q8
+                                           : NULL}),
                 rc, fail);
     }
 
     for (size_t i = 0; i < pl.n; i++)
         pl.items[i].packed |= panels && is_matrix(pl.items[i].id);
 
-    /* Size what must be copied, in floats, with checked arithmetic. */
-    size_t total = 0, to_copy = 0;
+    /* Size what must be copied, in floats, and quantized, in bytes, with
+     * checked arithmetic. A classifier that is the embedding is quantized
+     * from the embedding's float copy. */
+    const bool q8_shared =
+        mode == SLM_SLICE_INT8 && classify && embed && c->shared_classifier;
+    size_t total = 0, to_copy = 0, to_quantize = 0;
+    if (q8_shared && !q8_bytes(d->vocab, dim, &to_quantize)) {
+        rc = slm_fail(SLM_ERR_RANGE, "shard weights: size overflows");
+        goto fail;
+    }
     for (size_t i = 0; i < pl.n; i++) {
+        const piece *p = &pl.items[i];
         size_t n, room;
-        if (!slm_size_mul(pl.items[i].rows, pl.items[i].cols, &n) ||
-            !slm_size_add(total, n, &total) ||
-            !copy_floats(&pl.items[i], &room) ||
-            (!(mode == SLM_SLICE_BORROW && contiguous(ck, &pl.items[i])) &&
-             !slm_size_add(to_copy, room, &to_copy))) {
+        if (!slm_size_mul(p->rows, p->cols, &n) ||
+            !slm_size_add(total, n, &total) || !copy_floats(p, &room) ||
+            (p->q8 ? !q8_bytes(p->rows, p->cols, &room) ||
+                         !slm_size_add(to_quantize, room, &to_quantize)
+                   : !(mode == SLM_SLICE_BORROW && contiguous(ck, p)) &&
+                         !slm_size_add(to_copy, room, &to_copy))) {
             rc = slm_fail(SLM_ERR_RANGE, "shard weights: size overflows");
             goto fail;
         }
     }
     if (!slm_size_mul(total, sizeof(float), &w->bytes) ||
-        !slm_size_mul(to_copy, sizeof(float), &w->copied)) {
+        !slm_size_mul(to_copy, sizeof(float), &w->copied) ||
+        !slm_size_add(w->copied, to_quantize, &w->copied)) {
         rc = slm_fail(SLM_ERR_RANGE, "shard weights: size overflows");
         goto fail;
     }
-    SLM_CHECK_GOTO(slm_hugemem_alloc(w->copied, "shard weights", &w->mem), rc,
-                   fail);
+    SLM_CHECK_GOTO(slm_hugemem_alloc(to_copy * sizeof(float), "shard weights",
+                                     &w->mem),
+                   rc, fail);
+    if (to_quantize)
+        SLM_CHECK_GOTO(
+            slm_hugemem_alloc(to_quantize, "int8 weights", &w->q8), rc, fail);
+    uint8_t *q8_next = w->q8.data;
 
     float *next = w->mem.data;
     for (size_t i = 0; i < pl.n; i++) {
@@ -231,6 +309,16 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
         src += p->row0 * C + p->col0;
         if (mode == SLM_SLICE_BORROW && contiguous(ck, p)) {
             *p->dst = src;
+            continue;
+        }
+        if (p->q8) {
+            char what[64];
+            snprintf(what, sizeof what, "tensor %d of layer %zu", (int)p->id,
+                     p->layer);
+            SLM_CHECK_GOTO(quantize_into(&q8_next, p->q8, src, p->rows,
+                                         p->cols, C, what),
+                           rc, fail);
+            *p->dst = NULL; /* the products read the int8 copy */
             continue;
         }
         if (p->packed)
@@ -246,7 +334,14 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
     }
     if (classify && embed && c->shared_classifier)
         w->classifier = w->embedding;
+    if (q8_shared)
+        SLM_CHECK_GOTO(quantize_into(&q8_next, &w->classifier_q8,
+                                     w->embedding, d->vocab, dim, dim,
+                                     "the classifier"),
+                       rc, fail);
     SLM_CHECK_GOTO(slm_hugemem_seal(&w->mem, "shard weights"), rc, fail);
+    if (w->q8.data)
+        SLM_CHECK_GOTO(slm_hugemem_seal(&w->q8, "int8 weights"), rc, fail);
     free(pl.items);
     *out = w;
     return SLM_OK;

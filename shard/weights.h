@@ -26,7 +26,8 @@ typedef struct {
 } slm_q8_matrix;
 
 /* The matrices are row-major, or packed in panels when the slice was
- * loaded with SLM_SLICE_PANELS. */
+ * loaded with SLM_SLICE_PANELS, or NULL (only their int8 copy) with
+ * SLM_SLICE_INT8. */
 typedef struct {
     const float *rms_att; /* (dim) */
     const float *wq;      /* (q_dim, dim)    rows of this shard's heads */
@@ -74,6 +75,13 @@ typedef enum {
      * slm_cpu_matmul_panels: what a CPU shard with float weights does. Not
      * for the GPU upload or int8 quantization, which read rows. */
     SLM_SLICE_PANELS,
+    /* As SLM_SLICE_COPY, but every matrix a product reads is quantized to
+     * int8 per output channel straight from ck (as
+     * slm_shard_weights_quantize) and has no float copy: its float pointer
+     * is NULL. The norms and the embedding stay float; a classifier that
+     * is the embedding is quantized from it. What a CPU shard with
+     * --weights int8 does: a quarter of the float bytes, and only those. */
+    SLM_SLICE_INT8,
 } slm_slice_mode;
 
 /* Takes the slice of ck described by `slice` (layers, heads, kv heads,
@@ -116,7 +124,8 @@ const slm_model_config *slm_shard_weights_config(const slm_shard_weights_t *w);
 const float *slm_shard_weights_embedding(const slm_shard_weights_t *w);
 /* (dim) final norm, or NULL when not classifying. */
 const float *slm_shard_weights_rms_final(const slm_shard_weights_t *w);
-/* (vocab, dim) classifier rows, or NULL when not classifying. */
+/* (vocab, dim) classifier rows, or NULL when not classifying (or when only
+ * its int8 copy is held: slm_shard_weights_classifier_q8). */
 const float *slm_shard_weights_classifier(const slm_shard_weights_t *w);
 const slm_shard_slice *slm_shard_weights_slice(const slm_shard_weights_t *w);
 /* Whether the matrices (layers' and classifier) are packed in panels, and
@@ -127,7 +136,7 @@ bool slm_shard_weights_embedding_panels(const slm_shard_weights_t *w);
 
 /* Bytes of weights this shard's slice covers (borrowed or copied). */
 size_t slm_shard_weights_bytes(const slm_shard_weights_t *w);
-/* Bytes this shard copied into its own memory. */
+/* Bytes this shard copied into its own memory (int8 matrices included). */
 size_t slm_shard_weights_copied_bytes(const slm_shard_weights_t *w);
 
 #endif

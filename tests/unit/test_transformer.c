@@ -332,6 +332,55 @@ static void test_int8_close_to_reference(void **state)
     free(ref);
 }
 
+/* A shard's int8 load (SLM_SLICE_INT8) quantizes straight from the file:
+ * no float copy of any matrix, the same int8 weights as quantizing a float
+ * copy, so the same logits bit for bit. */
+static void test_int8_load_has_no_float_copy(void **state)
+{
+    (void)state;
+    slm_checkpoint_t *ck = NULL;
+    slm_shard_weights_t *wf = NULL, *wq = NULL;
+    slm_transformer_t *tf = NULL, *tq = NULL;
+    assert_int_equal(slm_checkpoint_open(model_path, SLM_WEIGHTS_MAPPED, &ck),
+                     SLM_OK);
+    const slm_model_config *cfg = slm_checkpoint_config(ck);
+    const slm_shard_slice whole = slm_shard_slice_whole(cfg);
+    assert_int_equal(slm_shard_weights_whole(ck, &wf), SLM_OK);
+    assert_int_equal(slm_shard_weights_quantize(wf), SLM_OK);
+    assert_int_equal(
+        slm_shard_weights_load(ck, &whole, true, true, SLM_SLICE_INT8, &wq),
+        SLM_OK);
+    for (size_t l = 0; l < (size_t)cfg->n_layers; l++) {
+        const slm_layer_weights *lw = slm_shard_weights_layer(wq, l);
+        assert_null(lw->wq);
+        assert_null(lw->w2);
+        assert_non_null(lw->q_wq.q);
+        assert_non_null(lw->q_w2.q);
+        assert_non_null(lw->rms_att);
+    }
+    assert_non_null(slm_shard_weights_embedding(wq));
+    assert_non_null(slm_shard_weights_classifier_q8(wq).q);
+    /* floats kept: norms and the embedding (which is the classifier here);
+     * the matrices as a quarter of their bytes plus scales */
+    assert_true(slm_shard_weights_copied_bytes(wq) <
+                slm_shard_weights_bytes(wq) / 2);
+    assert_int_equal(slm_transformer_create(wf, NULL, &tf), SLM_OK);
+    assert_int_equal(slm_transformer_create(wq, NULL, &tq), SLM_OK);
+    for (int p = 0; p < ROWS; p++) {
+        const float *a = NULL, *b = NULL;
+        assert_int_equal(slm_transformer_forward(tf, input_ids[p], p, &a),
+                         SLM_OK);
+        assert_int_equal(slm_transformer_forward(tq, input_ids[p], p, &b),
+                         SLM_OK);
+        assert_memory_equal(a, b, VOCAB * sizeof *a);
+    }
+    slm_transformer_destroy(&tf);
+    slm_transformer_destroy(&tq);
+    slm_shard_weights_destroy(&wf);
+    slm_shard_weights_destroy(&wq);
+    slm_checkpoint_destroy(&ck);
+}
+
 int main(void)
 {
     if (slm_test_model_path("stories260K.bin", model_path, sizeof model_path) ||
@@ -346,6 +395,7 @@ int main(void)
         cmocka_unit_test(test_kv_cache_zeroed_between_sequences),
         cmocka_unit_test(test_step_batch_matches_single),
         cmocka_unit_test(test_int8_close_to_reference),
+        cmocka_unit_test(test_int8_load_has_no_float_copy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
