@@ -66,10 +66,10 @@ static int cmp_double(const void *a, const void *b)
 
 typedef struct {
     size_t layers;
-    float *k, *v;   /* (layers, POOL_BLOCKS, BLOCK_SIZE, KV_DIM) */
-    float *q;       /* (N_SEQS, KV_DIM) */
-    float *out;     /* (N_SEQS, KV_DIM) */
-    float *att;     /* (POS_MAX + 1) */
+    float *k, *v; /* (layers, POOL_BLOCKS, BLOCK_SIZE, KV_DIM) */
+    float *q;     /* (N_SEQS, KV_DIM) */
+    float *out;   /* (N_SEQS, KV_DIM) */
+    float *att;   /* (POS_MAX + 1) */
     uint32_t table[N_SEQS][BLOCKS_PER_SEQ];
     size_t pos[N_SEQS];
 } bench;
@@ -79,11 +79,11 @@ static void one_call(bench *b, size_t layer)
     const size_t off = layer * (size_t)POOL_BLOCKS * BLOCK_SIZE * KV_DIM;
     for (size_t s = 0; s < N_SEQS; s++)
         for (size_t h = 0; h < N_HEADS; h++)
-            slm_cpu_attention_paged_head(
-                b->out + s * KV_DIM + h * HEAD_SIZE,
-                b->q + s * KV_DIM + h * HEAD_SIZE, b->k + off, b->v + off,
-                b->table[s], BLOCK_SIZE, b->att, HEAD_SIZE, KV_DIM,
-                h * HEAD_SIZE, b->pos[s]);
+            slm_cpu_attention_paged_head(b->out + s * KV_DIM + h * HEAD_SIZE,
+                                         b->q + s * KV_DIM + h * HEAD_SIZE,
+                                         b->k + off, b->v + off, b->table[s],
+                                         BLOCK_SIZE, b->att, HEAD_SIZE, KV_DIM,
+                                         h * HEAD_SIZE, b->pos[s]);
 }
 
 /* Median, fastest and slowest of `reps` rounds, in microseconds per call. */

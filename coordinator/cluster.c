@@ -232,8 +232,7 @@ static slm_status handle(slm_cluster_t *c, int32_t shard, bool from_hb,
                             "step %llu: the decider sent %zu rows of logits "
                             "and %zu argmax ids for %zu and %zu",
                             (unsigned long long)c->seq, rows,
-                            r->result->n_argmax, c->want_rows,
-                            c->want_argmax);
+                            r->result->n_argmax, c->want_rows, c->want_argmax);
         if (r->result->n_argmax) /* each in the vocabulary (wire.c) */
             memcpy(c->argmax, r->result->argmax,
                    r->result->n_argmax * sizeof *c->argmax);
@@ -534,8 +533,7 @@ slm_status slm_cluster_pump(slm_cluster_t *c, int timeout_ms)
  * back from each, the decider's carrying a row of logits per sequence that
  * wants them, or its argmax; heartbeats and the watched socket are served
  * while waiting. */
-static slm_status cluster_step(void *ctx, const slm_step *st,
-                               slm_step_out *out)
+static slm_status cluster_step(void *ctx, const slm_step *st, slm_step_out *out)
 {
     slm_cluster_t *c = ctx;
     *out = (slm_step_out){0};

@@ -23,8 +23,7 @@ static slm_status local_forward(void *ctx, int32_t token, int32_t pos,
     return slm_transformer_forward(ctx, token, pos, logits);
 }
 
-static slm_status local_step(void *ctx, const slm_step *step,
-                             slm_step_out *out)
+static slm_status local_step(void *ctx, const slm_step *step, slm_step_out *out)
 {
     *out = (slm_step_out){0};
     return slm_transformer_step(ctx, step, &out->logits, &out->rows);

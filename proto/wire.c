@@ -187,23 +187,22 @@ static slm_status check_step(const Shardlm__Control__Step *s,
 size_t slm_wire_max_step_bytes(const slm_wire_limits *lim)
 {
     const size_t ctx_blocks =
-        lim->block_size ? ((size_t)(uint32_t)lim->seq_len + lim->block_size -
-                           1) / lim->block_size
-                        : 0;
+        lim->block_size
+            ? ((size_t)(uint32_t)lim->seq_len + lim->block_size - 1) /
+                  lim->block_size
+            : 0;
     /* per sequence: its head; tokens', pos's and blocks' fields; two bools */
-    const size_t per_seq = PB_FIELD + PB_FIELD + (PB_TAG + PB_U32) +
-                           PB_FIELD + 2 * (PB_TAG + 1);
+    const size_t per_seq =
+        PB_FIELD + PB_FIELD + (PB_TAG + PB_U32) + PB_FIELD + 2 * (PB_TAG + 1);
     size_t n = 0, t;
     if (!slm_size_mul(lim->max_seqs, per_seq, &n) ||
-        !slm_size_mul(lim->max_tokens, PB_U32, &t) ||
-        !slm_size_add(n, t, &n) ||
+        !slm_size_mul(lim->max_tokens, PB_U32, &t) || !slm_size_add(n, t, &n) ||
         !slm_size_mul(lim->max_seqs, ctx_blocks, &t) ||
         !slm_size_mul(t, PB_U32, &t) || !slm_size_add(n, t, &n) ||
         !slm_size_mul(lim->n_blocks, PB_U32, &t) || !slm_size_add(n, t, &n) ||
         /* the message's and the Step's heads, seq, free_blocks' head; and
          * room for a Shutdown (a reason of up to 1024 bytes) */
-        !slm_size_add(n, 2 * PB_FIELD + PB_TAG + PB_U64 + PB_FIELD + 1100,
-                      &n))
+        !slm_size_add(n, 2 * PB_FIELD + PB_TAG + PB_U64 + PB_FIELD + 1100, &n))
         return 0;
     return n;
 }

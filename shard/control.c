@@ -312,14 +312,13 @@ slm_status slm_shard_serve(slm_shard_t *s, MPI_Comm world, int32_t shard_index,
             for (size_t i = 0; i < step.n_seqs; i++)
                 greedy |= step.seqs[i].want_argmax;
             /* max_seqs * vocab fits: the transformer holds as many */
-            if (greedy &&
-                !(kept = malloc(kv->max_seqs * vocab * sizeof *kept)))
+            if (greedy && !(kept = malloc(kv->max_seqs * vocab * sizeof *kept)))
                 rc = slm_fail(SLM_ERR_NOMEM, "shard %d: out of memory",
                               shard_index);
         }
         if (rc == SLM_OK && decider && rows)
-            rc = reduce_rows(&step, logits, vocab, kept, argmax, &logits,
-                             &rows, &n_argmax);
+            rc = reduce_rows(&step, logits, vocab, kept, argmax, &logits, &rows,
+                             &n_argmax);
         slm_wire_free_control(&m);
         if (rc != SLM_OK) {
             /* Tell the coordinator why before giving up; peers may be

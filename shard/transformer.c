@@ -309,8 +309,8 @@ static void embed(const slm_transformer_t *t, float *out, size_t n)
         /* tokens were checked against the whole vocabulary */
         const size_t id = (size_t)t->tokens[i];
         if (id >= begin && id - begin < t->d.vocab)
-            slm_cpu_panels_row(out + i * t->d.dim, table, t->d.vocab,
-                               t->d.dim, id - begin);
+            slm_cpu_panels_row(out + i * t->d.dim, table, t->d.vocab, t->d.dim,
+                               id - begin);
         else
             memset(out + i * t->d.dim, 0, t->d.dim * sizeof *out);
     }

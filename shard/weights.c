@@ -21,9 +21,9 @@ struct slm_shard_weights {
     slm_hugemem mem;           /* the copied pieces */
     slm_hugemem q8;            /* int8 matrices and scales, if quantized */
     slm_q8_matrix classifier_q8;
-    size_t bytes;  /* all pieces */
-    size_t copied; /* pieces in mem */
-    bool panels;   /* matrices packed (SLM_SLICE_PANELS) */
+    size_t bytes;          /* all pieces */
+    size_t copied;         /* pieces in mem */
+    bool panels;           /* matrices packed (SLM_SLICE_PANELS) */
     bool embedding_panels; /* the embedding too: it is the classifier */
 };
 
@@ -98,14 +98,22 @@ static bool copy_floats(const piece *p, size_t *out)
 static slm_q8_matrix *q8_field(slm_layer_weights *lw, slm_tensor_id id)
 {
     switch (id) {
-    case SLM_TENSOR_WQ: return &lw->q_wq;
-    case SLM_TENSOR_WK: return &lw->q_wk;
-    case SLM_TENSOR_WV: return &lw->q_wv;
-    case SLM_TENSOR_WO: return &lw->q_wo;
-    case SLM_TENSOR_W1: return &lw->q_w1;
-    case SLM_TENSOR_W2: return &lw->q_w2;
-    case SLM_TENSOR_W3: return &lw->q_w3;
-    default: return NULL;
+    case SLM_TENSOR_WQ:
+        return &lw->q_wq;
+    case SLM_TENSOR_WK:
+        return &lw->q_wk;
+    case SLM_TENSOR_WV:
+        return &lw->q_wv;
+    case SLM_TENSOR_WO:
+        return &lw->q_wo;
+    case SLM_TENSOR_W1:
+        return &lw->q_w1;
+    case SLM_TENSOR_W2:
+        return &lw->q_w2;
+    case SLM_TENSOR_W3:
+        return &lw->q_w3;
+    default:
+        return NULL;
     }
 }
 
@@ -253,11 +261,11 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
          * keep one copy (aliased after the copy loop). */
         if (!(embed && c->shared_classifier))
             SLM_CHECK_GOTO(
-                add_piece(&pl, (piece){SLM_TENSOR_WCLS, 0, v0, d->vocab, 0, dim,
-                                       &w->classifier, false,
-                                       mode == SLM_SLICE_INT8
-                                           ? &w->classifier_q8
-                                           : NULL}),
+                add_piece(
+                    &pl,
+                    (piece){SLM_TENSOR_WCLS, 0, v0, d->vocab, 0, dim,
+                            &w->classifier, false,
+                            mode == SLM_SLICE_INT8 ? &w->classifier_q8 : NULL}),
                 rc, fail);
     }
 
@@ -293,12 +301,12 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
         rc = slm_fail(SLM_ERR_RANGE, "shard weights: size overflows");
         goto fail;
     }
-    SLM_CHECK_GOTO(slm_hugemem_alloc(to_copy * sizeof(float), "shard weights",
-                                     &w->mem),
-                   rc, fail);
+    SLM_CHECK_GOTO(
+        slm_hugemem_alloc(to_copy * sizeof(float), "shard weights", &w->mem),
+        rc, fail);
     if (to_quantize)
-        SLM_CHECK_GOTO(
-            slm_hugemem_alloc(to_quantize, "int8 weights", &w->q8), rc, fail);
+        SLM_CHECK_GOTO(slm_hugemem_alloc(to_quantize, "int8 weights", &w->q8),
+                       rc, fail);
     uint8_t *q8_next = w->q8.data;
 
     float *next = w->mem.data;
@@ -315,9 +323,9 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
             char what[64];
             snprintf(what, sizeof what, "tensor %d of layer %zu", (int)p->id,
                      p->layer);
-            SLM_CHECK_GOTO(quantize_into(&q8_next, p->q8, src, p->rows,
-                                         p->cols, C, what),
-                           rc, fail);
+            SLM_CHECK_GOTO(
+                quantize_into(&q8_next, p->q8, src, p->rows, p->cols, C, what),
+                rc, fail);
             *p->dst = NULL; /* the products read the int8 copy */
             continue;
         }
@@ -335,9 +343,8 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
     if (classify && embed && c->shared_classifier)
         w->classifier = w->embedding;
     if (q8_shared)
-        SLM_CHECK_GOTO(quantize_into(&q8_next, &w->classifier_q8,
-                                     w->embedding, d->vocab, dim, dim,
-                                     "the classifier"),
+        SLM_CHECK_GOTO(quantize_into(&q8_next, &w->classifier_q8, w->embedding,
+                                     d->vocab, dim, dim, "the classifier"),
                        rc, fail);
     SLM_CHECK_GOTO(slm_hugemem_seal(&w->mem, "shard weights"), rc, fail);
     if (w->q8.data)

@@ -148,8 +148,7 @@ sum16x16(const __m512 a[PAGED_CHUNK])
  * columns; q4 holds q when head_size is 64 (the common size), so that the
  * loop over positions loads only keys. */
 __attribute__((target("avx512f"), always_inline)) static inline __m512
-dot_lanes(const float *q, const __m512 q4[4], const float *k,
-          size_t head_size)
+dot_lanes(const float *q, const __m512 q4[4], const float *k, size_t head_size)
 {
     if (head_size == 64) {
         __m512 acc = _mm512_mul_ps(q4[0], _mm512_loadu_ps(k));
@@ -201,8 +200,8 @@ paged_head_avx512(float *out, const float *q, const float *k_pool,
      * t's 16 partial sums until its chunk of 16 is complete. */
     __m512 q4[4], part[PAGED_CHUNK], max = _mm512_set1_ps(-INFINITY);
     for (int i = 0; i < 4; i++)
-        q4[i] = head_size == 64 ? _mm512_loadu_ps(q + 16 * i)
-                                : _mm512_setzero_ps();
+        q4[i] =
+            head_size == 64 ? _mm512_loadu_ps(q + 16 * i) : _mm512_setzero_ps();
     for (size_t t = 0, b = 0; t < n; b++) {
         const float *k =
             k_pool + (size_t)table[b] * block_size * kv_stride + kv_off;
@@ -247,9 +246,8 @@ paged_head_avx512(float *out, const float *q, const float *k_pool,
         __m512 o0 = _mm512_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
         __m512 p0 = o0, p1 = o0, p2 = o0, p3 = o0;
         for (size_t t = 0, b = 0; t < n; b++) {
-            const float *v = v_pool +
-                             (size_t)table[b] * block_size * kv_stride +
-                             kv_off + c;
+            const float *v =
+                v_pool + (size_t)table[b] * block_size * kv_stride + kv_off + c;
             const size_t end = n - t < block_size ? n : t + block_size;
             for (; t + 1 < end; t += 2, v += 2 * kv_stride) {
                 const float *w = v + kv_stride;

@@ -695,8 +695,10 @@ static void check_paged(size_t block_size, size_t head_size, size_t pos,
         double mx = -INFINITY, big = 0.0, den = 0.0;
         for (size_t t = 0; t < n; t++) {
             const float *k =
-                kp + ((size_t)table[t / block_size] * block_size +
-                      t % block_size) * kv_stride + kv_off;
+                kp +
+                ((size_t)table[t / block_size] * block_size + t % block_size) *
+                    kv_stride +
+                kv_off;
             double s = 0.0, m = 0.0;
             for (size_t i = 0; i < head_size; i++) {
                 s += (double)qh[i] * (double)k[i];
@@ -719,7 +721,9 @@ static void check_paged(size_t block_size, size_t head_size, size_t pos,
             for (size_t t = 0; t < n; t++) {
                 const double v =
                     vp[((size_t)table[t / block_size] * block_size +
-                        t % block_size) * kv_stride + kv_off + i];
+                        t % block_size) *
+                           kv_stride +
+                       kv_off + i];
                 s += w[t] * v;
                 m += w[t] * fabs(v);
             }
@@ -824,10 +828,10 @@ static void test_exp_avx512(void **state)
     }
     print_message("slm__cpu_exp_avx512: worst %.3f ulp\n", worst);
 
-    const float edge[16] = {0.0f,      -0.0f,     -INFINITY, -FLT_MAX,
-                            -1e30f,    -104.0f,   -103.0f,   1e-30f,
-                            -1e-30f,   88.72f,    88.73f,    89.0f,
-                            1e30f,     INFINITY,  NAN,       -87.5f};
+    const float edge[16] = {0.0f,    -0.0f,    -INFINITY, -FLT_MAX,
+                            -1e30f,  -104.0f,  -103.0f,   1e-30f,
+                            -1e-30f, 88.72f,   88.73f,    89.0f,
+                            1e30f,   INFINITY, NAN,       -87.5f};
     float got[16];
     exp16(got, edge);
     assert_true(got[0] == 1.0f && got[1] == 1.0f);

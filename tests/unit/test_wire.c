@@ -874,8 +874,8 @@ static void test_max_step_bytes(void **state)
     b.step.n_free_blocks = N_BLOCKS;
     for (size_t i = 0; i < N_BLOCKS; i++)
         b.free_blocks[i] = N_BLOCKS - 1;
-    slm_control_msg m = wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP,
-                             &b.step);
+    slm_control_msg m =
+        wrap(SHARDLM__CONTROL__CONTROL_MESSAGE__BODY_STEP, &b.step);
     uint8_t *buf = NULL;
     size_t len = 0;
     assert_int_equal(slm_wire_pack_control(&m, &buf, &len), SLM_OK);
