@@ -740,21 +740,32 @@ static void drain_monitor(server *s)
             uint32_t value;
             memcpy(&event, zmq_msg_data(&ev), 2);
             memcpy(&value, (const uint8_t *)zmq_msg_data(&ev) + 2, 4);
-            char where[128], other[96];
+            char where[128], other[160];
             size_t n = zmq_msg_size(&addr);
             if (n >= sizeof where)
                 n = sizeof where - 1;
             memcpy(where, zmq_msg_data(&addr), n);
             where[n] = '\0';
             const char *why = protocol_error(value);
-            if (!why) {
+            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+                /* A peer that hangs up before the greeting is through:
+                 * a plaintext client that saw our CURVE greeting first
+                 * and gave up (which of the two notices the mismatch
+                 * first is a race), or a probe. */
+                snprintf(other, sizeof other,
+                         "the peer closed the connection during the "
+                         "handshake, before authenticating (%s)",
+                         value ? strerror((int)value) : "end of stream");
+                why = other;
+            } else if (!why) {
                 snprintf(other, sizeof other,
                          "a malformed handshake or frame (ZMTP error "
                          "0x%08x); connection dropped",
                          value);
                 why = other;
             }
-            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
                 slm_audit_record(
                     s->audit, SLM_AUDIT_FRAME_REJECTED,
                     &(slm_audit_entry){.peer = where,
@@ -1162,7 +1173,8 @@ static slm_status open_socket(server *s)
     SLM_CHECK(slm_audit_open(&(slm_audit_options){.path = s->o->audit_log},
                              &s->audit));
     if (zmq_socket_monitor(s->sock, MONITOR_ENDPOINT,
-                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) != 0 ||
+                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0 ||
         !(s->monitor = zmq_socket(s->ctx, ZMQ_PAIR)) ||
         zmq_setsockopt(s->monitor, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_connect(s->monitor, MONITOR_ENDPOINT) != 0)

@@ -149,8 +149,10 @@ failed_with "plaintext client refused" $rc UNAVAILABLE "$tmp/plain.err"
 check "audit log: the unlisted key's refusal, as JSON" eventually 5 \
     bash -c "grep '\"event\":\"auth_refused\"' '$tmp/main.audit' |
         grep -qF '\"key\":\"$(cat "$tmp/stranger.key")\"'"
-check "audit log: the plaintext client, as a frame refused for not speaking CURVE" \
-    eventually 5 grep -q '"event":"frame_rejected".*does not speak CURVE' "$tmp/main.audit"
+# Which side notices the mechanism mismatch first is a race inside ZeroMQ:
+# the server logs either the mismatch or the client hanging up mid-handshake.
+check "audit log: the plaintext client, refused in the handshake" \
+    eventually 5 grep -Eq '"event":"frame_rejected".*(does not speak CURVE|closed the connection during the handshake)' "$tmp/main.audit"
 check "audit log: malformed messages of the listed client, with its tenant" \
     grep -q '"event":"malformed_message".*"tenant":"alice"' "$tmp/main.audit"
 gen --prompt "$(cat "$golden/01.prompt")" -n 300 --temperature 0 >"$tmp/auth.out" 2>/dev/null
