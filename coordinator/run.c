@@ -48,6 +48,7 @@ typedef struct {
     const char *manifest, *public_key;
     const char *server_key, *clients, *audit_log;
     bool insecure;
+    bool no_prefix_cache; /* --prefix-cache off */
     bool serve; /* clients over ZeroMQ until a signal, instead of a batch */
 } run_options;
 
@@ -66,7 +67,7 @@ static void run_usage(FILE *f)
         "           [--tp TP] [--pp PP] [--listen ENDPOINT] [-n TOKENS]\n"
         "           [--queue-depth N] [--max-tokens N] [--max-batch N]\n"
         "           [--step-tokens N] [--kv-block N] [--kv-blocks N]\n"
-        "           [--weights int8]\n"
+        "           [--prefix-cache on|off] [--weights int8]\n"
         "           [common options]\n"
         "  common options: [--threads N] [--control-bind ENDPOINT]\n"
         "           [--timeout-ms MS] [--heartbeat-ms MS]\n"
@@ -85,7 +86,9 @@ static void run_usage(FILE *f)
         "  (32) per step, --step-tokens (128) tokens per step with prompts\n"
         "  fed in chunks, KV cache in blocks of --kv-block (16) positions\n"
         "  from a pool of --kv-blocks (default: max-batch whole contexts);\n"
-        "  a request waits until the pool can hold it.\n"
+        "  a request waits until the pool can hold it. --prefix-cache on\n"
+        "  (default) lets a tenant's requests share the KV blocks of a\n"
+        "  common prompt beginning (never across tenants); off: no sharing.\n"
         "  Shards beat every --heartbeat-ms (200); one\n"
         "  silent for --heartbeat-timeout-ms (1000) is lost and the job\n"
         "  ends. The control endpoint defaults to %s (loopback).\n"
@@ -122,6 +125,7 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         O_STEP_TOKENS,
         O_KV_BLOCK,
         O_KV_BLOCKS,
+        O_PREFIX_CACHE,
         O_WEIGHTS
     };
     static const struct option opts[] = {
@@ -152,6 +156,7 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         {"step-tokens", required_argument, NULL, O_STEP_TOKENS},
         {"kv-block", required_argument, NULL, O_KV_BLOCK},
         {"kv-blocks", required_argument, NULL, O_KV_BLOCKS},
+        {"prefix-cache", required_argument, NULL, O_PREFIX_CACHE},
         {"weights", required_argument, NULL, O_WEIGHTS},
         {NULL, 0, NULL, 0},
     };
@@ -263,6 +268,13 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         case O_KV_BLOCKS:
             rc = slm_cli_int("--kv-blocks", optarg, 1, SLM_KV_MAX_BLOCKS,
                              &o->kv_blocks);
+            break;
+        case O_PREFIX_CACHE:
+            if (strcmp(optarg, "on") == 0 || strcmp(optarg, "off") == 0)
+                o->no_prefix_cache = strcmp(optarg, "off") == 0;
+            else
+                rc = slm_fail(SLM_ERR_INVALID,
+                              "--prefix-cache %s: expected on or off", optarg);
             break;
         case SLM_OPT_ALLOW_ROOT:
             o->allow_root = true;
@@ -495,6 +507,7 @@ static slm_status coordinate(const run_options *o, FILE *out,
             o->clients,
             o->audit_log,
             o->insecure,
+            !o->no_prefix_cache,
         };
         SLM_CHECK_GOTO(slm_server_run(cluster, cfg, tok, &so), rc, done);
     } else {

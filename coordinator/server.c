@@ -35,6 +35,7 @@ typedef Shardlm__Client__Final__FinishReason finish_reason;
 typedef struct tenant {
     struct tenant *next;
     char name[SLM_ALLOWLIST_TENANT_MAX + 1]; /* "" without CURVE */
+    uint32_t id; /* its prefix-cache keys' tenant (kvpool.h) */
     slm_tenant_limits lim;
     uint32_t open;   /* its requests queued or running */
     uint32_t queued; /* of which waiting */
@@ -54,6 +55,7 @@ typedef struct request {
     bool ignore_eos;
     uint32_t *blocks; /* its KV blocks once admitted (all it may need) */
     size_t n_blocks;
+    size_t n_registered; /* its leading blocks offered to the prefix cache */
     slm_sampler_t *sampler;
     char **stops;
     size_t n_stops;
@@ -87,6 +89,9 @@ typedef struct {
     size_t n_run;
     const slm_kv_config *kv;
     slm_kvpool_t *pool;
+    bool prefix_cache;    /* pool made with a prefix cache */
+    uint64_t prefix_hits; /* blocks found in it, whose prefill was skipped */
+    uint32_t n_tenant_ids;
     slm_step_seq *entries; /* (kv.max_seqs) the step being built */
     request **step_req;    /* (kv.max_seqs) whose each entry is */
     uint64_t served, rejected, malformed;
@@ -371,6 +376,7 @@ static tenant *tenant_of(server *s, const char *name)
     if (!t)
         return NULL;
     strcpy(t->name, name);
+    t->id = s->n_tenant_ids++;
     t->lim = slm_allowlist_limits(s->clients, name);
     t->next = s->tenants;
     s->tenants = t;
@@ -563,10 +569,13 @@ static void on_health(server *s, const uint8_t *peer, size_t peer_len)
         if (i == 0) {
             snprintf(detail[i], sizeof detail[i],
                      "coordinator: %u queued, %zu running, %llu served, "
-                     "%llu rejected, kv blocks %zu of %zu free",
+                     "%llu rejected, kv blocks %zu of %zu free, %zu cached, "
+                     "%llu prefix hits",
                      s->queued, s->n_run, (unsigned long long)s->served,
                      (unsigned long long)s->rejected,
-                     slm_kvpool_free_count(s->pool), slm_kvpool_total(s->pool));
+                     slm_kvpool_free_count(s->pool), slm_kvpool_total(s->pool),
+                     slm_kvpool_cached_count(s->pool),
+                     (unsigned long long)s->prefix_hits);
         } else {
             const double age = slm_cluster_heartbeat_age_ms(s->cluster, i - 1);
             rk->last_heartbeat_ms = age > 0 ? (uint64_t)age : 0;
@@ -990,7 +999,18 @@ static void admit(server *s)
         uint32_t *blocks = malloc((need ? need : 1) * sizeof *blocks);
         if (!blocks)
             return; /* retried at the next wake-up */
-        if (!slm_kvpool_alloc(s->pool, need, blocks)) {
+        /* The full blocks before the prompt's last token (which must run
+         * for its logits) may be cached: its table starts with them and
+         * their prefill is skipped. n_prompt counts BOS, so >= 1; matched
+         * <= need, as matched * bs < n_prompt <= reach. */
+        size_t matched = 0;
+        if (s->prefix_cache)
+            matched = slm_kvpool_lookup(s->pool, r->tenant->id, r->ids,
+                                        (r->n_prompt - 1) / bs, blocks);
+        if (!slm_kvpool_alloc(s->pool, need - matched, blocks + matched)) {
+            if (matched &&
+                slm_kvpool_release(s->pool, blocks, matched) != SLM_OK)
+                fprintf(stderr, "shardlm serve: %s\n", slm_error_message());
             free(blocks);
             return;
         }
@@ -998,6 +1018,9 @@ static void admit(server *s)
         s->last_turn = r->tenant;
         r->blocks = blocks;
         r->n_blocks = need;
+        r->pos = (int32_t)(matched * bs);
+        r->n_registered = matched;
+        s->prefix_hits += matched;
         r->started = slm_now_seconds();
         s->run[s->n_run++] = r;
     }
@@ -1036,6 +1059,24 @@ static bool take_token(server *s, request *r, int32_t next)
         return true;
     }
     return false;
+}
+
+/* Offers the prefix cache each block of r now written in full (all its
+ * positions before r->pos), prompt or generated: a later request of r's
+ * tenant whose prompt begins with the same tokens may read it. */
+static void offer_blocks(server *s, request *r)
+{
+    if (!s->prefix_cache)
+        return;
+    const size_t bs = s->kv->block_size;
+    for (size_t b = r->n_registered;
+         b < r->n_blocks && (b + 1) * bs <= (size_t)r->pos; b++) {
+        const uint32_t parent = b ? r->blocks[b - 1] : SLM_KVPOOL_NO_PARENT;
+        if (slm_kvpool_register(s->pool, r->blocks[b], r->tenant->id, parent,
+                                r->ids + b * bs) != SLM_OK)
+            fprintf(stderr, "shardlm serve: %s\n", slm_error_message());
+        r->n_registered = b + 1;
+    }
 }
 
 /* One step of the whole batch. Generating sequences go first (one token
@@ -1081,6 +1122,7 @@ static slm_status run_step(server *s)
     for (size_t e = 0; e < n; e++) {
         request *r = s->step_req[e];
         r->pos += (int32_t)s->entries[e].n_tokens;
+        offer_blocks(s, r);
         if (!s->entries[e].want_logits)
             continue;
         int32_t next;
@@ -1243,7 +1285,13 @@ slm_status slm_server_run(slm_cluster_t *cluster, const slm_model_config *cfg,
     s.run = calloc(s.kv->max_seqs, sizeof *s.run);
     s.entries = calloc(s.kv->max_seqs, sizeof *s.entries);
     s.step_req = calloc(s.kv->max_seqs, sizeof *s.step_req);
-    slm_status rc = slm_kvpool_create(s.kv->n_blocks, &s.pool);
+    /* GPU shards keep one sequence's cache of their own and ignore block
+     * tables (shard/device.c), so only CPU shards can share prefixes. */
+    s.prefix_cache = o->prefix_cache && !slm_cluster_single_sequence(cluster);
+    slm_status rc = s.prefix_cache
+                        ? slm_kvpool_create_cached(s.kv->n_blocks,
+                                                   s.kv->block_size, &s.pool)
+                        : slm_kvpool_create(s.kv->n_blocks, &s.pool);
     if (rc == SLM_OK && (!s.run || !s.entries || !s.step_req))
         rc = slm_fail(SLM_ERR_NOMEM, "serve: out of memory");
     if (rc == SLM_OK)

@@ -44,6 +44,9 @@ typedef struct {
     const char *clients_file;
     const char *audit_log;
     bool insecure;
+    /* Requests of a tenant whose prompts begin alike share the KV blocks
+     * of that beginning (coordinator/kvpool.h); false: none are shared. */
+    bool prefix_cache;
 } slm_server_options;
 
 /* Serves until a signal (SLM_OK once every request is answered) or until

@@ -337,11 +337,15 @@ static void zero_block(slm_transformer_t *t, uint32_t block)
     }
 }
 
+/* in_use marks of check_step */
+enum { BLOCK_WRITTEN = 1, BLOCK_READ = 2 };
+
 /* Everything a step names is checked before a byte of it is used: it came
  * from the coordinator over the wire (wire.c bounded each field; the sizes
  * that only the shard knows, and what the fields mean together, are checked
  * here). On success t->slots and t->tokens hold the flattened tokens and
  * *n_tokens, *n_rows their counts. */
+
 static slm_status check_step(slm_transformer_t *t, const slm_step *st,
                              size_t *n_tokens, size_t *n_rows)
 {
@@ -378,18 +382,20 @@ static slm_status check_step(slm_transformer_t *t, const slm_step *st,
                             "block table has %zu blocks of %zu",
                             i, (size_t)q->pos + q->n_tokens - 1, q->n_blocks,
                             k->block_size);
-        /* Blocks past `need` are not touched; those that are must be in
-         * the pool and belong to this sequence alone. */
-        for (size_t b = 0; b < need; b++) {
+        /* Blocks past `need` are not touched. Those this sequence writes
+         * (positions pos .. pos + n_tokens - 1) must be its alone; those
+         * before, which it only reads, may be read by others too (a
+         * shared prompt prefix), checked once every writer is known. */
+        for (size_t b = (size_t)q->pos / k->block_size; b < need; b++) {
             const uint32_t blk = q->blocks[b];
             if (blk >= k->n_blocks || t->in_use[blk])
-                return slm_fail(SLM_ERR_RANGE,
-                                "step: sequence %zu names block %u, %s", i, blk,
-                                blk >= k->n_blocks ? "outside the pool"
-                                                   : "which another "
-                                                     "sequence of the step "
-                                                     "uses too");
-            t->in_use[blk] = 1;
+                return slm_fail(
+                    SLM_ERR_RANGE, "step: sequence %zu writes block %u, %s", i,
+                    blk,
+                    blk >= k->n_blocks ? "outside the pool"
+                                       : "which another sequence of the step "
+                                         "(or this one) names too");
+            t->in_use[blk] = BLOCK_WRITTEN;
         }
         for (size_t j = 0; j < q->n_tokens; j++, n++) {
             if (q->tokens[j] < 0 || (size_t)q->tokens[j] >= vocab)
@@ -400,6 +406,21 @@ static slm_status check_step(slm_transformer_t *t, const slm_step *st,
             t->slots[n] = (token_slot){(size_t)q->pos + j, q->blocks};
         }
         rows += q->want_logits;
+    }
+    /* The blocks only read: never one that a sequence of this step
+     * writes, since its reader would see it half-way through the step. */
+    for (size_t i = 0; i < st->n_seqs; i++) {
+        const slm_step_seq *q = &st->seqs[i];
+        for (size_t b = 0; b < (size_t)q->pos / k->block_size; b++) {
+            const uint32_t blk = q->blocks[b];
+            if (blk >= k->n_blocks || t->in_use[blk] == BLOCK_WRITTEN)
+                return slm_fail(SLM_ERR_RANGE,
+                                "step: sequence %zu reads block %u, %s", i, blk,
+                                blk >= k->n_blocks
+                                    ? "outside the pool"
+                                    : "which a sequence of the step writes");
+            t->in_use[blk] = BLOCK_READ;
+        }
     }
     *n_tokens = n;
     *n_rows = rows;

@@ -252,14 +252,21 @@ static void test_step_batch_matches_single(void **state)
     expect_close(logits, rc + 7 * VOCAB);
     assert_int_equal(slm_transformer_kv_blocks_nonzero(t), 8);
 
-    /* Refused before anything runs: a shared block, a short table, too
-     * many tokens, a block outside the pool, a freed block outside it. */
+    /* Refused before anything runs: a block both write, a short table,
+     * too many tokens, a block outside the pool, a freed block outside it. */
     slm_step_seq shared[2] = {{b_tok, 1, 0, a_blk, 1, false, false},
                               {c_tok, 1, 0, a_blk, 1, false, false}};
     st = (slm_step){.seqs = shared, .n_seqs = 2};
     assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
                      SLM_ERR_RANGE);
     assert_non_null(strstr(slm_error_message(), "another sequence"));
+    /* a block one sequence reads while another writes it */
+    slm_step_seq read_written[2] = {{b_tok + 5, 1, 5, b_blk, 2, false, false},
+                                    {c_tok, 1, 0, b_blk, 1, false, false}};
+    st = (slm_step){.seqs = read_written, .n_seqs = 2};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
+                     SLM_ERR_RANGE);
+    assert_non_null(strstr(slm_error_message(), "reads block 0"));
     slm_step_seq short_table[1] = {{input_ids, 5, 0, a_blk, 1, false, false}};
     st = (slm_step){.seqs = short_table, .n_seqs = 1};
     assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
@@ -286,6 +293,65 @@ static void test_step_batch_matches_single(void **state)
     assert_int_equal(slm_transformer_step(t, &st, &logits, &rows), SLM_OK);
     assert_int_equal(rows, 0);
     assert_int_equal(slm_transformer_kv_blocks_nonzero(t), 0);
+    slm_transformer_destroy(&t);
+    slm_shard_weights_destroy(&w);
+    slm_checkpoint_destroy(&ck);
+}
+
+/* Two sequences whose prompts share a full first block read one copy of
+ * it (what the coordinator's prefix cache sends): their logits are those
+ * of each run with its own copy, and of the unbatched pass (to rounding:
+ * the matmuls' sums depend on how the tokens are batched). */
+static void test_step_shared_prefix(void **state)
+{
+    (void)state;
+    slm_checkpoint_t *ck = NULL;
+    slm_shard_weights_t *w = NULL;
+    slm_transformer_t *t = NULL;
+    assert_int_equal(slm_checkpoint_open(model_path, SLM_WEIGHTS_MAPPED, &ck),
+                     SLM_OK);
+    assert_int_equal(slm_shard_weights_whole(ck, &w), SLM_OK);
+    const slm_kv_config kv = {.block_size = 4, .max_seqs = 3, .max_tokens = 16};
+    assert_int_equal(slm_transformer_create_ex(w, NULL, &kv, &t), SLM_OK);
+    static const int32_t d_tok[7] = {1, 403, 407, 261, 378, 432, 383};
+    static const int32_t e_tok[7] = {1, 403, 407, 261, 300, 301, 302};
+    static float rd[7 * VOCAB], re[7 * VOCAB];
+    single_logits(w, d_tok, 7, rd);
+    single_logits(w, e_tok, 7, re);
+    static float own[2][VOCAB];
+    const float *logits = NULL;
+    size_t rows = 0;
+    /* unshared: each writes its own copy of the first block */
+    static const uint32_t d_own[2] = {1, 2}, e_own[2] = {3, 4};
+    slm_step_seq s1[2] = {{d_tok, 7, 0, d_own, 2, true, false},
+                          {e_tok, 7, 0, e_own, 2, true, false}};
+    slm_step st = {.seqs = s1, .n_seqs = 2};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows), SLM_OK);
+    assert_int_equal(rows, 2);
+    memcpy(own, logits, sizeof own);
+    expect_close(own[0], rd + 6 * VOCAB);
+    expect_close(own[1], re + 6 * VOCAB);
+    /* shared: block 10 written once, then both read it in one step */
+    static const uint32_t d_sh[2] = {10, 11}, e_sh[2] = {10, 12};
+    slm_step_seq s2[1] = {{d_tok, 4, 0, d_sh, 1, false, false}};
+    st = (slm_step){.seqs = s2, .n_seqs = 1};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows), SLM_OK);
+    slm_step_seq s3[2] = {{d_tok + 4, 3, 4, d_sh, 2, true, false},
+                          {e_tok + 4, 3, 4, e_sh, 2, true, false}};
+    st = (slm_step){.seqs = s3, .n_seqs = 2};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows), SLM_OK);
+    assert_int_equal(rows, 2);
+    expect_close(logits, own[0]);
+    expect_close(logits + VOCAB, own[1]);
+    expect_close(logits, rd + 6 * VOCAB);
+    expect_close(logits + VOCAB, re + 6 * VOCAB);
+    /* both writing the shared block is still refused */
+    slm_step_seq s4[2] = {{d_tok + 3, 1, 3, d_sh, 1, false, false},
+                          {e_tok + 3, 1, 3, e_sh, 1, false, false}};
+    st = (slm_step){.seqs = s4, .n_seqs = 2};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
+                     SLM_ERR_RANGE);
+    assert_non_null(strstr(slm_error_message(), "writes block 10"));
     slm_transformer_destroy(&t);
     slm_shard_weights_destroy(&w);
     slm_checkpoint_destroy(&ck);
@@ -394,6 +460,7 @@ int main(void)
         cmocka_unit_test(test_forward_rejects_bad_token_and_position),
         cmocka_unit_test(test_kv_cache_zeroed_between_sequences),
         cmocka_unit_test(test_step_batch_matches_single),
+        cmocka_unit_test(test_step_shared_prefix),
         cmocka_unit_test(test_int8_close_to_reference),
         cmocka_unit_test(test_int8_load_has_no_float_copy),
     };
