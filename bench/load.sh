@@ -7,14 +7,17 @@
 # behind, on failure or Ctrl-C too).
 #   bench/load.sh [--tp N] [--model SHAPE|260k] [--streams "1 4 16 64"]
 #                 [--duration-s S | --requests R] [--prompt-tokens P]
-#                 [--output-tokens T] [--insecure]
+#                 [--output-tokens T] [--shared-prefix K]
+#                 [--prefix-cache on|off] [--insecure]
 # SHAPE is any `shardlm mkmodel --shape` (default 110m), written once with
 # seed 1 to $SHARDLM_BENCH_DIR (default /tmp/shardlm-bench, as bench/tp.sh);
 # 260k is the shared stories260K model. The build is $SHARDLM_BENCH_BUILD
 # (default build/bench, as bench/tp.sh). Each stream sends greedy requests of
 # P prompt ids and exactly T output tokens (EOS ignored) back to back for S
 # seconds (default 20); requests in flight then finish, and tok/s counts the
-# tokens of the S seconds only. OpenMP threads per shard: $OMP_NUM_THREADS,
+# tokens of the S seconds only. With --shared-prefix K the first K prompt ids
+# are the same in every request (a system prompt); --prefix-cache is passed
+# to serve (default on). OpenMP threads per shard: $OMP_NUM_THREADS,
 # else the cores divided by TP (at least 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,10 +33,13 @@ levels="1 4 16 64"
 run_for=(--duration-s 20)
 prompt=16
 output=32
+shared=0
+prefix_cache=on
 insecure=0
 while [ $# -gt 0 ]; do
     case $1 in
-    --tp | --model | --streams | --duration-s | --requests | --prompt-tokens | --output-tokens)
+    --tp | --model | --streams | --duration-s | --requests | --prompt-tokens | --output-tokens | \
+        --shared-prefix | --prefix-cache)
         [ $# -ge 2 ] || die "$1 needs a value"
         case $1 in
         --tp) tp=$2 ;;
@@ -42,6 +48,8 @@ while [ $# -gt 0 ]; do
         --duration-s | --requests) run_for=("$1" "$2") ;;
         --prompt-tokens) prompt=$2 ;;
         --output-tokens) output=$2 ;;
+        --shared-prefix) shared=$2 ;;
+        --prefix-cache) prefix_cache=$2 ;;
         esac
         shift 2
         ;;
@@ -167,6 +175,7 @@ asroot=()
 setsid deploy/launch.sh --shardlm "$bin" --tp "$tp" serve "${asroot[@]}" \
     --model "$model" --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' \
     --queue-depth "$max_streams" --heartbeat-timeout-ms 10000 \
+    --prefix-cache "$prefix_cache" \
     "${serve_auth[@]}" 2>"$log" &
 server=$!
 ep=
@@ -197,7 +206,7 @@ if [ "${run_for[0]}" = --requests ]; then
 else
     per="${run_for[1]} s per level, then the requests in flight finish"
 fi
-echo "each request: $prompt prompt ids, $output output tokens (greedy, EOS ignored); $per"
+echo "each request: $prompt prompt ids ($shared shared by all, prefix cache $prefix_cache), $output output tokens (greedy, EOS ignored); $per"
 echo
 echo "| streams | tok/s | vs 1 stream | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | requests | errors |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
@@ -206,7 +215,8 @@ status=0
 for n in $levels; do
     rc=0
     line=$("$loadgen" --connect "$ep" "${auth[@]}" --streams "$n" \
-        --prompt-tokens "$prompt" --output-tokens "$output" "${run_for[@]}" \
+        --prompt-tokens "$prompt" --shared-prefix "$shared" \
+        --output-tokens "$output" "${run_for[@]}" \
         --json) || rc=$?
     # loadgen dies of SIGINT/SIGTERM when interrupted: so do we (the trap
     # may not have run yet while we waited for it)

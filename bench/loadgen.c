@@ -2,7 +2,7 @@
  * bench/loadgen.c - a load generator for `shardlm serve`, built on
  * libshardlm_client alone (shardlm_client.h).
  *
- *   loadgen [--connect EP] [--streams N] [--prompt-tokens P]
+ *   loadgen [--connect EP] [--streams N] [--prompt-tokens P] [--shared-prefix K]
  *           [--output-tokens T] [--duration-s S | --requests R]
  *           [--warmup W] [--seed X] [--timeout-ms MS]
  *           [--server-key S.key --key C.key_secret] [--json | --header]
@@ -10,7 +10,9 @@
  * N streams run at once, each a thread with a handle of its own (the
  * library's rule: one handle per thread). Each sends Generate requests back
  * to back: P prompt token ids drawn deterministically from [3, vocab) (a
- * different prompt per request, the same for the same --seed), greedy
+ * different prompt per request, the same for the same --seed; with
+ * --shared-prefix K the first K ids are the same in every request, as a
+ * system prompt would be), greedy
  * sampling, max_tokens = T with ignore_eos, so every request produces
  * exactly T tokens even from a random model. A request that finishes with
  * another count is an error ("SHORT").
@@ -79,6 +81,8 @@ static const char usage_text[] =
     "  --streams N          concurrent streams, one thread and connection\n"
     "                       each (default 1)\n"
     "  --prompt-tokens P    prompt length in token ids (default 16)\n"
+    "  --shared-prefix K    the first K of them the same in every request\n"
+    "                       (default 0)\n"
     "  --output-tokens T    completion length, EOS ignored (default 32)\n"
     "  --duration-s S       each stream sends until S seconds have passed,\n"
     "                       then the requests in flight finish (default 10)\n"
@@ -203,6 +207,7 @@ typedef struct {
     const char *endpoint;
     shardlm_client_options_t opts;
     uint32_t streams, prompt, output, requests, warmup, vocab;
+    uint32_t shared; /* leading prompt ids common to every request */
     uint64_t seed;
     double duration; /* 0: --requests */
 } config;
@@ -274,10 +279,13 @@ static uint64_t mix(uint64_t *state)
 static void make_prompt(const config *cfg, uint64_t stream_no, uint64_t n,
                         int32_t *ids)
 {
-    uint64_t state = cfg->seed ^ (stream_no * 0xd1b54a32d192ed03ull) ^
-                     (n * 0x8cb92ba72f3d8dd7ull);
     const uint64_t span = cfg->vocab - FIRST_ID;
-    for (uint32_t i = 0; i < cfg->prompt; i++)
+    uint64_t state = cfg->seed;
+    for (uint32_t i = 0; i < cfg->shared; i++)
+        ids[i] = (int32_t)(FIRST_ID + mix(&state) % span);
+    state = cfg->seed ^ (stream_no * 0xd1b54a32d192ed03ull) ^
+            (n * 0x8cb92ba72f3d8dd7ull);
+    for (uint32_t i = cfg->shared; i < cfg->prompt; i++)
         ids[i] = (int32_t)(FIRST_ID + mix(&state) % span);
 }
 
@@ -415,11 +423,13 @@ int main(int argc, char **argv)
         O_JSON,
         O_HEADER,
         O_HELP,
+        O_SHARED,
     };
     static const struct option longopts[] = {
         {"connect", required_argument, NULL, O_CONNECT},
         {"streams", required_argument, NULL, O_STREAMS},
         {"prompt-tokens", required_argument, NULL, O_PROMPT},
+        {"shared-prefix", required_argument, NULL, O_SHARED},
         {"output-tokens", required_argument, NULL, O_OUTPUT},
         {"duration-s", required_argument, NULL, O_DURATION},
         {"requests", required_argument, NULL, O_REQUESTS},
@@ -474,6 +484,10 @@ int main(int argc, char **argv)
         case O_WARMUP:
             cfg.warmup = (uint32_t)parse_int("--warmup", optarg, 0, 1000000);
             break;
+        case O_SHARED:
+            cfg.shared =
+                (uint32_t)parse_int("--shared-prefix", optarg, 0, MAX_PROMPT);
+            break;
         case O_SEED:
             cfg.seed = (uint64_t)parse_int("--seed", optarg, 0, INT64_MAX);
             break;
@@ -507,6 +521,10 @@ int main(int argc, char **argv)
         die_usage("unexpected argument '%s'", argv[optind]);
     if (by_requests && by_duration)
         die_usage("give --duration-s or --requests, not both");
+    if (cfg.shared > cfg.prompt)
+        die_usage("--shared-prefix %" PRIu32 " is longer than the prompt "
+                  "(--prompt-tokens %" PRIu32 ")",
+                  cfg.shared, cfg.prompt);
     if (!by_requests && !by_duration)
         cfg.duration = 10.0;
     if (!cfg.opts.server_key_file != !cfg.opts.key_file)
