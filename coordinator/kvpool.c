@@ -1,6 +1,7 @@
 /* coordinator/kvpool.c - see kvpool.h. */
 #include "coordinator/kvpool.h"
 
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +21,9 @@ struct slm_kvpool {
 
     /* The prefix cache; block_size 0 (and these NULL) without one. */
     size_t block_size;
-    slm__kvpool_hash_fn hash_fn;
+    slm__kvpool_hash_fn hash_fn; /* a test's, or NULL: keyed SipHash */
+    uint8_t hash_key[crypto_shorthash_KEYBYTES];
+    uint8_t *key_bytes;   /* (12 + 4 * block_size) a key, serialised */
     uint8_t *cached;      /* (total) 1 while registered */
     uint32_t *gen;        /* (total) bumped at each eviction */
     uint32_t *tenant;     /* (total) the key of a registered block: */
@@ -37,27 +40,26 @@ struct slm_kvpool {
     size_t n_cached, n_evictable;
 };
 
-/* FNV-1a over the key's fields: only spreads keys over buckets; a match
- * is decided by comparing every field. */
-static uint64_t fnv_bytes(uint64_t h, const void *data, size_t len)
+/* A key's hash picks its bucket (a match is decided by comparing every
+ * field). Keyed SipHash (libsodium) with a random key per pool: the keys
+ * come from tenants' prompts, and an unkeyed hash would let one tenant
+ * choose prompts whose blocks crowd the buckets every tenant's look-ups
+ * walk. */
+static uint64_t key_hash(slm_kvpool_t *p, uint32_t tenant, uint32_t parent,
+                         uint32_t parent_gen, const int32_t *tokens)
 {
-    const uint8_t *b = data;
-    for (size_t i = 0; i < len; i++) {
-        h ^= b[i];
-        h *= 1099511628211ULL;
-    }
+    const size_t bs = p->block_size;
+    if (p->hash_fn)
+        return p->hash_fn(tenant, parent, parent_gen, tokens, bs);
+    memcpy(p->key_bytes, &tenant, 4);
+    memcpy(p->key_bytes + 4, &parent, 4);
+    memcpy(p->key_bytes + 8, &parent_gen, 4);
+    memcpy(p->key_bytes + 12, tokens, bs * sizeof *tokens);
+    uint8_t out[crypto_shorthash_BYTES];
+    crypto_shorthash(out, p->key_bytes, 12 + bs * sizeof *tokens, p->hash_key);
+    uint64_t h;
+    memcpy(&h, out, sizeof h);
     return h;
-}
-
-static uint64_t default_hash(uint32_t tenant, uint32_t parent,
-                             uint32_t parent_gen, const int32_t *tokens,
-                             size_t block_size)
-{
-    uint64_t h = 14695981039346656037ULL;
-    h = fnv_bytes(h, &tenant, sizeof tenant);
-    h = fnv_bytes(h, &parent, sizeof parent);
-    h = fnv_bytes(h, &parent_gen, sizeof parent_gen);
-    return fnv_bytes(h, tokens, block_size * sizeof *tokens);
 }
 
 static slm_status create(size_t n_blocks, size_t block_size, slm_kvpool_t **out)
@@ -85,7 +87,14 @@ static slm_status create(size_t n_blocks, size_t block_size, slm_kvpool_t **out)
                             n_blocks, block_size);
         }
         p->block_size = block_size;
-        p->hash_fn = default_hash;
+        p->hash_fn = NULL;
+        if (sodium_init() < 0) {
+            slm_kvpool_destroy(&p);
+            return slm_fail(SLM_ERR_INTERNAL, "kv pool: libsodium failed");
+        }
+        randombytes_buf(p->hash_key, sizeof p->hash_key);
+        /* block_size <= 4096 (checked by the caller): no overflow */
+        p->key_bytes = malloc(12 + block_size * sizeof(int32_t));
         p->n_buckets = 16;
         while (p->n_buckets < n_blocks)
             p->n_buckets *= 2;
@@ -101,8 +110,8 @@ static slm_status create(size_t n_blocks, size_t block_size, slm_kvpool_t **out)
         p->lru_prev = calloc(n_blocks, sizeof *p->lru_prev);
         p->lru_next = calloc(n_blocks, sizeof *p->lru_next);
         ok = p->cached && p->gen && p->tenant && p->parent && p->parent_gen &&
-             p->tokens && p->hash && p->bucket && p->chain && p->lru_prev &&
-             p->lru_next;
+             p->tokens && p->hash && p->key_bytes && p->bucket && p->chain &&
+             p->lru_prev && p->lru_next;
         if (ok)
             for (size_t i = 0; i < p->n_buckets; i++)
                 p->bucket[i] = NONE;
@@ -154,6 +163,7 @@ void slm_kvpool_destroy(slm_kvpool_t **pp)
     free(p->parent_gen);
     free(p->tokens);
     free(p->hash);
+    free(p->key_bytes);
     free(p->bucket);
     free(p->chain);
     free(p->lru_prev);
@@ -279,7 +289,7 @@ size_t slm_kvpool_lookup(slm_kvpool_t *p, uint32_t tenant,
     size_t found = 0;
     for (; found < n_blocks; found++) {
         const int32_t *t = tokens + found * bs;
-        const uint64_t h = p->hash_fn(tenant, parent, parent_gen, t, bs);
+        const uint64_t h = key_hash(p, tenant, parent, parent_gen, t);
         const uint32_t b = find(p, h, tenant, parent, parent_gen, t);
         if (b == NONE)
             break;
@@ -312,7 +322,7 @@ slm_status slm_kvpool_register(slm_kvpool_t *p, uint32_t block, uint32_t tenant,
         parent_gen = p->gen[parent];
     }
     const size_t bs = p->block_size;
-    const uint64_t h = p->hash_fn(tenant, parent, parent_gen, tokens, bs);
+    const uint64_t h = key_hash(p, tenant, parent, parent_gen, tokens);
     if (find(p, h, tenant, parent, parent_gen, tokens) != NONE)
         return SLM_OK;
     p->cached[block] = 1;
@@ -356,5 +366,5 @@ size_t slm_kvpool_total(const slm_kvpool_t *p)
 void slm__kvpool_set_hash(slm_kvpool_t *p, slm__kvpool_hash_fn fn)
 {
     if (p->block_size)
-        p->hash_fn = fn ? fn : default_hash;
+        p->hash_fn = fn;
 }

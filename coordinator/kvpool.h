@@ -20,8 +20,9 @@
  * SLM_KVPOOL_NO_PARENT. A key names the whole prefix up to and including
  * the block, so a sequence whose prompt begins with the same tokens can
  * read these blocks instead of computing them (slm_kvpool_lookup). Keys
- * are found by a 64-bit hash but every field is compared: a collision
- * never hands one prompt's KV to another.
+ * are found by a 64-bit keyed hash (SipHash, a random key per pool) but
+ * every field is compared: a collision never hands one prompt's KV to
+ * another.
  *
  * - Per tenant: a cache shared across tenants would tell one tenant,
  *   through its time to first token, whether another tenant sent a given
@@ -29,8 +30,10 @@
  *   hit its blocks.
  * - A released registered block keeps its content (an LRU list of blocks
  *   nobody holds) and is not zeroed before a lookup hands it out again:
- *   its reader would compute exactly that content itself, from the same
- *   tokens at the same positions, so it learns nothing it did not send.
+ *   its reader would compute that content itself from the same tokens at
+ *   the same positions, up to float rounding (a product's summation order
+ *   depends on how many tokens its step had, as every request's own
+ *   arithmetic does, cached or not), so it learns nothing it did not send.
  * - When blocks run short, alloc evicts the least recently released of
  *   them: each is unregistered, its generation is bumped (so the keys of
  *   its children, which name the old generation, never match again) and

@@ -61,7 +61,7 @@ void slm_cpu_attention(float *out, const float *q, const float *k_cache,
  * scratch. Without AVX-512 (or for a head size not a multiple of 16) the
  * arithmetic of slm_cpu_attention, in the same order, so the two agree bit
  * for bit; with it, each score is a 16-lane sum, the softmax uses a vector
- * exp (kernels/cpu/exp_avx512.h, under 1 ulp) and the weights are
+ * exp (kernels/cpu/exp_avx512.h, within 2 ulp) and the weights are
  * normalised once at the end, so the two agree to float rounding.
  * Single-threaded: the caller spreads (token, head) pairs over its
  * threads. */

@@ -422,6 +422,14 @@ static slm_status check_step(slm_transformer_t *t, const slm_step *st,
             t->in_use[blk] = BLOCK_READ;
         }
     }
+    /* Freed blocks are zeroed before the step runs: one that a sequence
+     * reads would be read as zeros (a new holder may write one). */
+    for (size_t i = 0; i < st->n_free; i++)
+        if (t->in_use[st->free_blocks[i]] == BLOCK_READ)
+            return slm_fail(SLM_ERR_RANGE,
+                            "step: block %u is freed (zeroed) and read in the "
+                            "same step",
+                            st->free_blocks[i]);
     *n_tokens = n;
     *n_rows = rows;
     return SLM_OK;

@@ -7,7 +7,7 @@
 # count and a malformed input line each stop the job before any shard loads
 # a weight, with the reason.
 source "$(dirname "$0")/../lib.sh"
-require "$models/stories260K.bin" "$models/tok512.bin" "$models/tokenizer.bin" "$golden/01.prompt"
+require "$models/stories260K.bin" "$models/tok512.bin" "$golden/01.prompt"
 require_mpirun
 command -v jq >/dev/null || { echo "SKIP: jq not found"; exit 77; }
 # Up to 7 ranks share 2 cores: one thread each (see shard_golden.sh).
@@ -71,6 +71,9 @@ fi
 # A separate classifier over the 32000-token vocabulary (CPU shards pack
 # the embedding apart from the classifier, which the others cover): TP=2
 # and TP=2 x PP=2 give the text of the one-process `generate`.
+if [ ! -f "$models/tokenizer.bin" ]; then
+    fail "$models/tokenizer.bin not found (the separate-classifier model needs it)"
+fi
 "$bin" mkmodel --dim 64 --hidden 96 --layers 2 --heads 4 --kv-heads 2 \
     --vocab 32000 --seq-len 64 --separate-classifier --seed 9 --out "$tmp/sep.bin" 2>/dev/null
 "$bin" generate "${asroot[@]}" --model "$tmp/sep.bin" --tokenizer "$models/tokenizer.bin" \

@@ -101,6 +101,10 @@ for i in "${!prompts[@]}"; do
     check "batched request $i (prompt of ${#prompts[$i]} chars): exit 0 ($rc)" test $rc -eq 0
     check "batched request $i (${sampling[$i]}) equals the unbatched text ($n bytes)" \
         cmp -s "$got" <(head -c "$n" "$tmp/ref$i")
+    # and is not cut short: 300 tokens are hundreds of bytes, unless the
+    # reference itself ends (EOS) before that
+    want=$(($(wc -c <"$tmp/ref$i") < ${#prompts[$i]} + 200 ? $(wc -c <"$tmp/ref$i") : ${#prompts[$i]} + 200))
+    check "batched request $i is not cut short ($n of at least $want bytes)" test "$n" -ge "$want"
 done
 touch "$tmp/stop_polling"
 wait $poller

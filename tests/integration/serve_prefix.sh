@@ -87,6 +87,11 @@ expect() {
     check "$1: exit 0 ($rc)" test $rc -eq 0
     check "$1 (prompt $i) equals the unbatched text ($n bytes)" \
         cmp -s "$tmp/$1.got" <(head -c "$n" "$tmp/ref$i")
+    # and is not cut short (unless the reference ends first, at EOS)
+    local want r
+    r=$(wc -c <"$tmp/ref$i")
+    want=$((r < ${#prompts[$i]} + 100 ? r : ${#prompts[$i]} + 100))
+    check "$1 is not cut short ($n of at least $want bytes)" test "$n" -ge "$want"
 }
 
 start_server

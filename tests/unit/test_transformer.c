@@ -352,6 +352,23 @@ static void test_step_shared_prefix(void **state)
     assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
                      SLM_ERR_RANGE);
     assert_non_null(strstr(slm_error_message(), "writes block 10"));
+    /* one writing block 10 (a token at position 3) while another reads it
+     * (from position 4): refused, whichever comes first in the step */
+    slm_step_seq s5[2] = {{e_tok + 4, 1, 4, e_sh, 2, false, false},
+                          {d_tok + 3, 1, 3, d_sh, 1, false, false}};
+    st = (slm_step){.seqs = s5, .n_seqs = 2};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
+                     SLM_ERR_RANGE);
+    assert_non_null(strstr(slm_error_message(),
+                           "reads block 10, which a sequence of "
+                           "the step writes"));
+    /* a block freed (zeroed) in the step it is read in: refused */
+    static const uint32_t freed[1] = {10};
+    slm_step_seq s6[1] = {{e_tok + 4, 1, 4, e_sh, 2, false, false}};
+    st = (slm_step){.seqs = s6, .n_seqs = 1, .free_blocks = freed, .n_free = 1};
+    assert_int_equal(slm_transformer_step(t, &st, &logits, &rows),
+                     SLM_ERR_RANGE);
+    assert_non_null(strstr(slm_error_message(), "block 10 is freed"));
     slm_transformer_destroy(&t);
     slm_shard_weights_destroy(&w);
     slm_checkpoint_destroy(&ck);
