@@ -392,51 +392,31 @@ slm_status slm_shard_weights_quantize(slm_shard_weights_t *w)
     if (w->classifier)
         jobs[n++] =
             (q8_job){w->classifier, &w->classifier_q8, d->vocab, d->dim};
-    /* One region: each matrix's int8 rows, then its scales, 64-byte
-     * aligned; sizes were checked when the slice was planned, but sum them
-     * with checks anyway. */
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t q = 0, sc = 0;
-        if (!slm_size_mul(jobs[i].rows, jobs[i].cols, &q) ||
-            !slm_size_mul(jobs[i].rows, sizeof(float), &sc) ||
-            !slm_size_add(total, (q + 63) & ~(size_t)63, &total) ||
-            !slm_size_add(total, (sc + 63) & ~(size_t)63, &total)) {
+    /* One region, laid out as a shard's int8 load lays it out
+     * (q8_bytes, quantize_into). */
+    size_t total = 0, bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!q8_bytes(jobs[i].rows, jobs[i].cols, &bytes) ||
+            !slm_size_add(total, bytes, &total)) {
             free(jobs);
             return slm_fail(SLM_ERR_RANGE, "quantize: sizes overflow");
         }
-    }
     slm_status rc = slm_hugemem_alloc(total, "int8 weights", &w->q8);
-    if (rc != SLM_OK) {
-        free(jobs);
-        return rc;
-    }
-    /* A float -> int conversion of a NaN or infinity is undefined: such a
-     * file is refused (with a manifest it could not have been swapped in;
-     * without one, a broken export can still produce it). */
-    for (size_t i = 0; i < n; i++)
-        for (size_t k = 0; k < jobs[i].rows * jobs[i].cols; k++)
-            if (!isfinite(jobs[i].w[k])) {
-                free(jobs);
-                slm_hugemem_free(&w->q8);
-                return slm_fail(SLM_ERR_FORMAT,
-                                "quantize: the model holds a non-finite "
-                                "weight (matrix %zu of the slice, element "
-                                "%zu); int8 needs finite weights",
-                                i, k);
-            }
     uint8_t *at = w->q8.data;
-    for (size_t i = 0; i < n; i++) {
-        const size_t q = jobs[i].rows * jobs[i].cols;
-        int8_t *qd = (int8_t *)at;
-        at += (q + 63) & ~(size_t)63;
-        float *sd = (float *)at;
-        at += (jobs[i].rows * sizeof(float) + 63) & ~(size_t)63;
-        slm_cpu_quantize_q8(qd, sd, jobs[i].w, jobs[i].rows, jobs[i].cols);
-        *jobs[i].dst = (slm_q8_matrix){qd, sd};
+    for (size_t i = 0; i < n && rc == SLM_OK; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "matrix %zu of the slice", i);
+        rc = quantize_into(&at, jobs[i].dst, jobs[i].w, jobs[i].rows,
+                           jobs[i].cols, jobs[i].cols, what);
+    }
+    if (rc != SLM_OK) {
+        /* no pointer into the region outlives it */
+        for (size_t i = 0; i < n; i++)
+            *jobs[i].dst = (slm_q8_matrix){NULL, NULL};
+        slm_hugemem_free(&w->q8);
     }
     free(jobs);
-    return slm_hugemem_seal(&w->q8, "int8 weights");
+    return rc != SLM_OK ? rc : slm_hugemem_seal(&w->q8, "int8 weights");
 }
 
 slm_q8_matrix slm_shard_weights_classifier_q8(const slm_shard_weights_t *w)

@@ -30,4 +30,27 @@ slm__isa slm__cpu_isa_detected(void);
  * kernels run on other threads (they would see either level, both correct). */
 slm__isa slm__cpu_isa_force(slm__isa level);
 
+/* One case of a switch on a batch size nb: fn(n, ...) with n a
+ * compile-time constant in each copy, so the loops over it unroll and the
+ * accumulator arrays live in registers. The kernels list the cases they
+ * need. */
+#define SLM__DISPATCH_CASE(fn, n, ...)                                         \
+    case n:                                                                    \
+        fn(n, __VA_ARGS__);                                                    \
+        break;
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+/* The sum of v's eight lanes (pairwise: 4 + 4, 2 + 2, 1 + 1). */
+__attribute__((target("avx2,fma"))) static inline float slm__hsum_avx2(__m256 v)
+{
+    __m128 s =
+        _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
 #endif

@@ -124,41 +124,36 @@ static void rows_scalar(float *out, const float *w, const float *x,
 
 #ifdef SLM_HAVE_X86
 
-/* fn(n, ...) with n = nb, so that n is a compile-time constant in each copy:
- * the loops over it unroll and the accumulator arrays live in registers. */
-#define DISPATCH_CASE(fn, n, ...)                                              \
-    case n:                                                                    \
-        fn(n, __VA_ARGS__);                                                    \
-        break;
+/* The batch sizes each kernel is compiled for (SLM__DISPATCH_CASE). */
 #define DISPATCH_1_4(fn, nb, ...)                                              \
     switch (nb) {                                                              \
-        DISPATCH_CASE(fn, 1, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 2, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 3, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 4, __VA_ARGS__)                                      \
+        SLM__DISPATCH_CASE(fn, 1, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 2, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 3, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 4, __VA_ARGS__)                                 \
     default:                                                                   \
         break;                                                                 \
     }
 #define DISPATCH_1_5(fn, nb, ...)                                              \
     switch (nb) {                                                              \
-        DISPATCH_CASE(fn, 1, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 2, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 3, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 4, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 5, __VA_ARGS__)                                      \
+        SLM__DISPATCH_CASE(fn, 1, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 2, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 3, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 4, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 5, __VA_ARGS__)                                 \
     default:                                                                   \
         break;                                                                 \
     }
 #define DISPATCH_1_8(fn, nb, ...)                                              \
     switch (nb) {                                                              \
-        DISPATCH_CASE(fn, 1, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 2, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 3, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 4, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 5, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 6, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 7, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 8, __VA_ARGS__)                                      \
+        SLM__DISPATCH_CASE(fn, 1, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 2, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 3, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 4, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 5, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 6, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 7, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 8, __VA_ARGS__)                                 \
     default:                                                                   \
         break;                                                                 \
     }
@@ -375,15 +370,6 @@ _Static_assert(MM_MR512 >= 8 && MM_MR512 <= 16,
 
 /* ---- AVX2 --------------------------------------------------------------- */
 
-__attribute__((target("avx2,fma"))) static inline float hsum_avx2(__m256 v)
-{
-    __m128 s =
-        _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 dot_avx2(const int nb, float *out, size_t ldo, const float *w, const float *x,
          size_t cols, size_t r0, size_t r1)
@@ -408,7 +394,7 @@ dot_avx2(const int nb, float *out, size_t ldo, const float *w, const float *x,
         }
         float s[DOT_MAX_BATCH];
         for (int b = 0; b < nb; b++)
-            s[b] = hsum_avx2(_mm256_add_ps(a0[b], a1[b]));
+            s[b] = slm__hsum_avx2(_mm256_add_ps(a0[b], a1[b]));
         for (; j < cols; j++)
             for (int b = 0; b < nb; b++)
                 s[b] += wr[j] * x[(size_t)b * cols + j];

@@ -122,39 +122,35 @@ static void rows_scalar(float *out, const int8_t *q, const float *scale,
 
 #ifdef SLM_HAVE_X86
 
-/* As in matmul.c: fn(n, ...) with n = nb a compile-time constant. */
-#define DISPATCH_CASE(fn, n, ...)                                              \
-    case n:                                                                    \
-        fn(n, __VA_ARGS__);                                                    \
-        break;
+/* The batch sizes each kernel is compiled for (SLM__DISPATCH_CASE). */
 #define DISPATCH_2_4(fn, nb, ...)                                              \
     switch (nb) {                                                              \
-        DISPATCH_CASE(fn, 2, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 3, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 4, __VA_ARGS__)                                      \
+        SLM__DISPATCH_CASE(fn, 2, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 3, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 4, __VA_ARGS__)                                 \
     default:                                                                   \
         break;                                                                 \
     }
 #define DISPATCH_1_5(fn, nb, ...)                                              \
     switch (nb) {                                                              \
-        DISPATCH_CASE(fn, 1, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 2, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 3, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 4, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 5, __VA_ARGS__)                                      \
+        SLM__DISPATCH_CASE(fn, 1, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 2, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 3, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 4, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 5, __VA_ARGS__)                                 \
     default:                                                                   \
         break;                                                                 \
     }
 #define DISPATCH_1_8(fn, nb, ...)                                              \
     switch (nb) {                                                              \
-        DISPATCH_CASE(fn, 1, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 2, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 3, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 4, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 5, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 6, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 7, __VA_ARGS__)                                      \
-        DISPATCH_CASE(fn, 8, __VA_ARGS__)                                      \
+        SLM__DISPATCH_CASE(fn, 1, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 2, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 3, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 4, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 5, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 6, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 7, __VA_ARGS__)                                 \
+        SLM__DISPATCH_CASE(fn, 8, __VA_ARGS__)                                 \
     default:                                                                   \
         break;                                                                 \
     }
@@ -410,15 +406,6 @@ widen8_avx2(const int8_t *p)
         _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
-__attribute__((target("avx2,fma"))) static inline float hsum_avx2(__m256 v)
-{
-    __m128 s =
-        _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 __attribute__((target("avx2,fma"))) static void
 rows1_avx2(float *out, const int8_t *q, const float *scale, const float *x,
            size_t cols, size_t r0, size_t r1)
@@ -440,7 +427,7 @@ rows1_avx2(float *out, const int8_t *q, const float *scale, const float *x,
         for (; j + 8 <= cols; j += 8)
             a0 = _mm256_fmadd_ps(widen8_avx2(qr + j), _mm256_loadu_ps(x + j),
                                  a0);
-        float s = hsum_avx2(
+        float s = slm__hsum_avx2(
             _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
         for (; j < cols; j++)
             s += (float)qr[j] * x[j];
@@ -471,7 +458,7 @@ dot_avx2(const int nb, float *out, size_t ldo, const int8_t *q,
         }
         float s[Q8_DOT_MAX];
         for (int b = 0; b < nb; b++)
-            s[b] = hsum_avx2(_mm256_add_ps(a0[b], a1[b]));
+            s[b] = slm__hsum_avx2(_mm256_add_ps(a0[b], a1[b]));
         for (; j < cols; j++)
             for (int b = 0; b < nb; b++)
                 s[b] += (float)qr[j] * x[(size_t)b * cols + j];

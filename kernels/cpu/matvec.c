@@ -58,15 +58,6 @@ static void rows_scalar(float *out, const float *w, const float *x, size_t r0,
 }
 
 #ifdef SLM_HAVE_X86
-__attribute__((target("avx2,fma"))) static float hsum_avx2(__m256 v)
-{
-    __m128 s =
-        _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 __attribute__((target("avx2,fma"))) static void
 rows_avx2(float *out, const float *w, const float *x, size_t r0, size_t r1,
           size_t cols)
@@ -99,7 +90,7 @@ rows_avx2(float *out, const float *w, const float *x, size_t r0, size_t r1,
                                  _mm256_loadu_ps(x + j), a0);
         a0 = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
         a4 = _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(a6, a7));
-        float s = hsum_avx2(_mm256_add_ps(a0, a4));
+        float s = slm__hsum_avx2(_mm256_add_ps(a0, a4));
         for (; j < cols; j++)
             s += wr[j] * x[j];
         out[r] = s;

@@ -159,26 +159,21 @@ static void panels_scalar(float *out, const float *wp, const float *x,
 
 #ifdef SLM_HAVE_X86
 
-/* fn(n, ...) with n = nb, so that n is a compile-time constant in each copy:
- * the loops over it unroll and the accumulator arrays live in registers. */
-#define DISPATCH_CASE(fn, n, ...)                                              \
-    case n:                                                                    \
-        fn(n, __VA_ARGS__);                                                    \
-        break;
+/* The batch sizes each kernel is compiled for (SLM__DISPATCH_CASE). */
 #define DISPATCH_1_6(fn, nb, ...)                                              \
-    DISPATCH_CASE(fn, 1, __VA_ARGS__)                                          \
-    DISPATCH_CASE(fn, 2, __VA_ARGS__)                                          \
-    DISPATCH_CASE(fn, 3, __VA_ARGS__)                                          \
-    DISPATCH_CASE(fn, 4, __VA_ARGS__)                                          \
-    DISPATCH_CASE(fn, 5, __VA_ARGS__)                                          \
-    DISPATCH_CASE(fn, 6, __VA_ARGS__)
+    SLM__DISPATCH_CASE(fn, 1, __VA_ARGS__)                                     \
+    SLM__DISPATCH_CASE(fn, 2, __VA_ARGS__)                                     \
+    SLM__DISPATCH_CASE(fn, 3, __VA_ARGS__)                                     \
+    SLM__DISPATCH_CASE(fn, 4, __VA_ARGS__)                                     \
+    SLM__DISPATCH_CASE(fn, 5, __VA_ARGS__)                                     \
+    SLM__DISPATCH_CASE(fn, 6, __VA_ARGS__)
 #define DISPATCH_7_12(fn, nb, ...)                                             \
-    DISPATCH_CASE(fn, 7, __VA_ARGS__)                                          \
-    DISPATCH_CASE(fn, 8, __VA_ARGS__)                                          \
-    DISPATCH_CASE(fn, 9, __VA_ARGS__)                                          \
-    DISPATCH_CASE(fn, 10, __VA_ARGS__)                                         \
-    DISPATCH_CASE(fn, 11, __VA_ARGS__)                                         \
-    DISPATCH_CASE(fn, 12, __VA_ARGS__)
+    SLM__DISPATCH_CASE(fn, 7, __VA_ARGS__)                                     \
+    SLM__DISPATCH_CASE(fn, 8, __VA_ARGS__)                                     \
+    SLM__DISPATCH_CASE(fn, 9, __VA_ARGS__)                                     \
+    SLM__DISPATCH_CASE(fn, 10, __VA_ARGS__)                                    \
+    SLM__DISPATCH_CASE(fn, 11, __VA_ARGS__)                                    \
+    SLM__DISPATCH_CASE(fn, 12, __VA_ARGS__)
 
 /* ---- AVX-512 ------------------------------------------------------------ */
 
