@@ -673,3 +673,56 @@ void slm_zap_counts(slm_zap_t *z, unsigned long long *admitted,
     if (refused)
         *refused = z ? __atomic_load_n(&z->refused, __ATOMIC_RELAXED) : 0;
 }
+
+/* ---- handshake failures seen by a server socket's monitor ---- */
+
+static const char *protocol_error(uint32_t code)
+{
+    switch (code) {
+    case ZMQ_PROTOCOL_ERROR_ZMTP_INVALID_SEQUENCE:
+        return "a frame out of sequence: replayed or reordered (its CURVE "
+               "nonce did not increase); connection dropped";
+    case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
+        return "a frame failed CURVE authentication (tampered, or sealed with "
+               "another key); connection dropped";
+    case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return "the peer does not speak CURVE (plaintext client?); "
+               "connection dropped";
+    case ZMQ_PROTOCOL_ERROR_ZMTP_KEY_EXCHANGE:
+        return "the CURVE key exchange failed (a replayed or forged "
+               "handshake?); connection dropped";
+    default:
+        return NULL;
+    }
+}
+
+void slm_zap_audit_handshake(slm_audit_t *audit, const char *domain,
+                             uint16_t event, uint32_t value, const char *peer)
+{
+    char other[160];
+    const char *why;
+    if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+        /* A peer that hangs up before the greeting is through: a plaintext
+         * peer that saw our CURVE greeting first and gave up (which of the
+         * two notices the mismatch first is a race), or a probe. */
+        snprintf(other, sizeof other,
+                 "the peer closed the connection during the handshake, "
+                 "before authenticating (%s)",
+                 value ? strerror((int)value) : "end of stream");
+        why = other;
+    } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+        why = protocol_error(value);
+        if (!why) {
+            snprintf(other, sizeof other,
+                     "a malformed handshake or frame (ZMTP error 0x%08x); "
+                     "connection dropped",
+                     value);
+            why = other;
+        }
+    } else {
+        return;
+    }
+    slm_audit_record(
+        audit, SLM_AUDIT_FRAME_REJECTED,
+        &(slm_audit_entry){.peer = peer, .domain = domain, .reason = why});
+}

@@ -58,6 +58,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <zmq.h>
 
 #include "common/audit.h"
 #include "common/status.h"
@@ -146,5 +147,17 @@ void slm_zap_stop(slm_zap_t **z);
 /* Decisions so far (for tests and metrics); either pointer may be NULL. */
 void slm_zap_counts(slm_zap_t *z, unsigned long long *admitted,
                     unsigned long long *refused);
+
+/* Handshakes that fail after ZAP or before it: ZeroMQ tells only a server
+ * socket's monitor (zmq_socket_monitor) of a frame that fails CURVE's checks
+ * (tampered, replayed or reordered), a plaintext peer (mechanism mismatch), a
+ * malformed handshake or a peer that hangs up during it. A server subscribes
+ * its monitor to these events and passes each one here (event and value from
+ * the monitor's 6-byte frame, peer its endpoint frame), which records it in
+ * `audit` as frame_rejected in `domain`; other events are ignored. */
+#define SLM_ZAP_HANDSHAKE_EVENTS                                               \
+    (ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL)
+void slm_zap_audit_handshake(slm_audit_t *audit, const char *domain,
+                             uint16_t event, uint32_t value, const char *peer);
 
 #endif

@@ -165,7 +165,8 @@ static int32_t conn_drop(slm_cluster_t *c, int fd)
 }
 
 /* Monitor events: a 6-byte frame (uint16 event, uint32 value: the fd of a
- * disconnected connection), then the endpoint. */
+ * disconnected connection, or a handshake failure's error), then the
+ * endpoint. */
 static void drain_monitor(slm_cluster_t *c, double now)
 {
     for (;;) {
@@ -176,21 +177,32 @@ static void drain_monitor(slm_cluster_t *c, double now)
             return;
         }
         uint16_t event = 0;
-        uint32_t fd = 0;
+        uint32_t value = 0;
         if (zmq_msg_size(&frame) == 6) {
             memcpy(&event, zmq_msg_data(&frame), 2);
-            memcpy(&fd, (const uint8_t *)zmq_msg_data(&frame) + 2, 4);
+            memcpy(&value, (const uint8_t *)zmq_msg_data(&frame) + 2, 4);
         }
         const int more = zmq_msg_more(&frame);
         zmq_msg_close(&frame);
+        char peer[128] = "";
         if (more) { /* the endpoint */
             zmq_msg_init(&frame);
-            (void)zmq_msg_recv(&frame, c->monitor, ZMQ_DONTWAIT);
+            if (zmq_msg_recv(&frame, c->monitor, ZMQ_DONTWAIT) >= 0) {
+                size_t n = zmq_msg_size(&frame);
+                if (n >= sizeof peer)
+                    n = sizeof peer - 1;
+                memcpy(peer, zmq_msg_data(&frame), n);
+                peer[n] = '\0';
+            }
             zmq_msg_close(&frame);
         }
+        /* A plaintext or garbled peer on the control port: ZAP never sees
+         * it, only this monitor does. */
+        slm_zap_audit_handshake(c->audit, SLM_ZAP_DOMAIN_SHARDS, event, value,
+                                peer);
         if (event != ZMQ_EVENT_DISCONNECTED)
             continue;
-        const int32_t shard = conn_drop(c, (int)fd);
+        const int32_t shard = conn_drop(c, (int)value);
         if (shard >= 0 && c->dropped_at[shard] == 0)
             c->dropped_at[shard] = now;
     }
@@ -437,7 +449,9 @@ slm_status slm_cluster_create(MPI_Comm world, const slm_model_config *cfg,
         slm_zkeys_apply_server(c->sock, me_secret, SLM_ZAP_DOMAIN_SHARDS), rc,
         fail_bootstrap);
     slm_zkeys_wipe(me_secret, sizeof me_secret);
-    if (zmq_socket_monitor(c->sock, monitor_ep, ZMQ_EVENT_DISCONNECTED) != 0 ||
+    if (zmq_socket_monitor(c->sock, monitor_ep,
+                           ZMQ_EVENT_DISCONNECTED | SLM_ZAP_HANDSHAKE_EVENTS) !=
+            0 ||
         !(c->monitor = zmq_socket(c->ctx, ZMQ_PAIR)) ||
         zmq_setsockopt(c->monitor, ZMQ_LINGER, &(int){0}, sizeof(int)) != 0 ||
         zmq_connect(c->monitor, monitor_ep) != 0) {

@@ -715,26 +715,6 @@ done:
 
 #define MONITOR_ENDPOINT "inproc://shardlm-client-monitor"
 
-static const char *protocol_error(uint32_t code)
-{
-    switch (code) {
-    case ZMQ_PROTOCOL_ERROR_ZMTP_INVALID_SEQUENCE:
-        return "a frame out of sequence: replayed or reordered (its CURVE "
-               "nonce did not increase); connection dropped";
-    case ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC:
-        return "a frame failed CURVE authentication (tampered, or sealed with "
-               "another key); connection dropped";
-    case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-        return "the peer does not speak CURVE (plaintext client?); "
-               "connection dropped";
-    case ZMQ_PROTOCOL_ERROR_ZMTP_KEY_EXCHANGE:
-        return "the CURVE key exchange failed (a replayed or forged "
-               "handshake?); connection dropped";
-    default:
-        return NULL;
-    }
-}
-
 static void drain_monitor(server *s)
 {
     for (int i = 0; s->monitor && i < 64; i++) {
@@ -749,37 +729,14 @@ static void drain_monitor(server *s)
             uint32_t value;
             memcpy(&event, zmq_msg_data(&ev), 2);
             memcpy(&value, (const uint8_t *)zmq_msg_data(&ev) + 2, 4);
-            char where[128], other[160];
+            char where[128];
             size_t n = zmq_msg_size(&addr);
             if (n >= sizeof where)
                 n = sizeof where - 1;
             memcpy(where, zmq_msg_data(&addr), n);
             where[n] = '\0';
-            const char *why = protocol_error(value);
-            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
-                /* A peer that hangs up before the greeting is through:
-                 * a plaintext client that saw our CURVE greeting first
-                 * and gave up (which of the two notices the mismatch
-                 * first is a race), or a probe. */
-                snprintf(other, sizeof other,
-                         "the peer closed the connection during the "
-                         "handshake, before authenticating (%s)",
-                         value ? strerror((int)value) : "end of stream");
-                why = other;
-            } else if (!why) {
-                snprintf(other, sizeof other,
-                         "a malformed handshake or frame (ZMTP error "
-                         "0x%08x); connection dropped",
-                         value);
-                why = other;
-            }
-            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
-                event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-                slm_audit_record(
-                    s->audit, SLM_AUDIT_FRAME_REJECTED,
-                    &(slm_audit_entry){.peer = where,
-                                       .domain = SLM_ZAP_DOMAIN_CLIENTS,
-                                       .reason = why});
+            slm_zap_audit_handshake(s->audit, SLM_ZAP_DOMAIN_CLIENTS, event,
+                                    value, where);
         }
         zmq_msg_close(&ev);
         zmq_msg_close(&addr);
@@ -1215,8 +1172,7 @@ static slm_status open_socket(server *s)
     SLM_CHECK(slm_audit_open(&(slm_audit_options){.path = s->o->audit_log},
                              &s->audit));
     if (zmq_socket_monitor(s->sock, MONITOR_ENDPOINT,
-                           ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
-                               ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) != 0 ||
+                           SLM_ZAP_HANDSHAKE_EVENTS) != 0 ||
         !(s->monitor = zmq_socket(s->ctx, ZMQ_PAIR)) ||
         zmq_setsockopt(s->monitor, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
         zmq_connect(s->monitor, MONITOR_ENDPOINT) != 0)

@@ -71,6 +71,29 @@ int slm_test_golden_path(const char *name, char *buf, size_t cap)
     return find_in("SHARDLM_GOLDEN_DIR", "../shared/golden", name, buf, cap);
 }
 
+int slm_test_missing_shared(void)
+{
+    const char *ci = getenv("CI");
+    if (ci && strcmp(ci, "true") == 0) {
+        fprintf(stderr, "FAIL: the shared models or golden files are missing, "
+                        "and CI runs every test (set SHARDLM_MODELS_DIR and "
+                        "SHARDLM_GOLDEN_DIR)\n");
+        return 1;
+    }
+    return SLM_TEST_SKIP;
+}
+
+int slm_test_case_set(int argc, char **argv, const char *set)
+{
+    return argc > 1 && strcmp(argv[1], set) == 0;
+}
+
+int slm_test_cannot_run(const char *why)
+{
+    fprintf(stderr, "SKIP: %s\n", why);
+    return SLM_TEST_SKIP;
+}
+
 void slm_test_write_temp(const void *data, size_t len, char *buf, size_t cap)
 {
     const char *tmp = getenv("TMPDIR");

@@ -33,6 +33,21 @@ int slm_test_model_path(const char *name, char *buf, size_t cap);
 /* Same for $SHARDLM_GOLDEN_DIR (default ../shared/golden). */
 int slm_test_golden_path(const char *name, char *buf, size_t cap);
 
+/* What main returns when the shared models or golden files are missing:
+ * SLM_TEST_SKIP, or in CI (CI=true), where every test must do its work, 1
+ * (a failure), having said so on stderr. */
+int slm_test_missing_shared(void);
+
+/* Case sets. Cases that need what a machine may lack (AVX-512, two GPUs) or
+ * may have (a GPU, for the cases of a machine without one) are not cmocka
+ * skip()s, which ctest would count as passes: each such set is a ctest entry
+ * of its own (tests/CMakeLists.txt, slm_case_set) that starts the program
+ * with the set's name. slm_test_case_set returns true if argv names `set`.
+ * main then runs that set alone, or returns slm_test_cannot_run(why) -
+ * SLM_TEST_SKIP, having said why - where it cannot run. */
+int slm_test_case_set(int argc, char **argv, const char *set);
+int slm_test_cannot_run(const char *why);
+
 /* Writes len bytes to a new temporary file; returns its path in buf (the
  * caller unlinks it). Fails the test on error. */
 void slm_test_write_temp(const void *data, size_t len, char *buf, size_t cap);

@@ -14,6 +14,7 @@
 #include "tests/testutil.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,18 +140,13 @@ static void test_golden_without_graphs(void **state)
     generate_all(false);
 }
 
-/* tp = 2 over two GPUs: a real cluster, through the shardlm binary. */
+/* tp = 2 over two GPUs: a real cluster, through the shardlm binary (main
+ * runs this case set only where there are two GPUs and mpirun). */
 static void test_golden_tp2(void **state)
 {
     (void)state;
     const char *bin = getenv("SHARDLM_BIN");
-    if (slm_cuda_device_count() < 2 || !bin ||
-        system("command -v mpirun "
-               ">/dev/null") != 0) {
-        fprintf(stderr, "tp = 2 on GPUs: skipped (needs two GPUs, "
-                        "SHARDLM_BIN and mpirun)\n");
-        skip();
-    }
+    assert_non_null(bin);
     char out[] = "/tmp/slm_gpu_golden_XXXXXX";
     int fd = mkstemp(out);
     assert_true(fd >= 0);
@@ -216,8 +212,9 @@ static int load_goldens(void)
     return n_golden > 0 ? 0 : -1;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    const bool tp2 = slm_test_case_set(argc, argv, "tp2");
     if (slm_cuda_device_count() == 0) {
         fprintf(stderr, "SKIP: no CUDA device\n");
         return SLM_TEST_SKIP;
@@ -226,15 +223,25 @@ int main(void)
             0 ||
         slm_test_model_path("tok512.bin", tok_path, sizeof tok_path) != 0 ||
         load_goldens() != 0) {
-        fprintf(stderr, "SKIP: shared model or golden files not found\n");
-        return SLM_TEST_SKIP;
+        fprintf(stderr, "shared model or golden files not found\n");
+        return slm_test_missing_shared();
     }
+    const char *bin = getenv("SHARDLM_BIN");
+    if (tp2 && (slm_cuda_device_count() < 2 || !bin ||
+                system("command -v mpirun >/dev/null") != 0))
+        return slm_test_cannot_run("tp = 2 on GPUs needs two GPUs, "
+                                   "SHARDLM_BIN and mpirun");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_with_graphs),
         cmocka_unit_test(test_golden_without_graphs),
+    };
+    /* the case set "tp2" (gpu.test_gpu_golden.tp2) */
+    const struct CMUnitTest tests_tp2[] = {
         cmocka_unit_test(test_golden_tp2),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    int rc = tp2 ? cmocka_run_group_tests_name("gpu golden, tp 2", tests_tp2,
+                                               NULL, NULL)
+                 : cmocka_run_group_tests(tests, NULL, NULL);
     for (int i = 0; i < n_golden; i++) {
         free(prompts[i]);
         free(goldens[i]);

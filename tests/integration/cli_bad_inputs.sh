@@ -100,7 +100,11 @@ if [ "$(id -u)" -eq 0 ]; then
         check "run as root without --allow-root: refused before loading (exit $rc)" \
             bash -c "[ $rc -ne 0 ] && [ $rc -lt 124 ] && ! grep -q 'shards ready' '$tmp/err'"
         check "... saying why" grep -q "refusing to run as root" "$tmp/err"
+    else
+        skip_part "run as root without --allow-root: mpirun not found"
     fi
+else
+    skip_part "the refusal to run as root: not root"
 fi
 
 finish

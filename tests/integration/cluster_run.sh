@@ -76,8 +76,14 @@ if [ ! -f "$models/tokenizer.bin" ]; then
 fi
 "$bin" mkmodel --dim 64 --hidden 96 --layers 2 --heads 4 --kv-heads 2 \
     --vocab 32000 --seq-len 64 --separate-classifier --seed 9 --out "$tmp/sep.bin" 2>/dev/null
+# (tests/unit/test_reference.c checks generate's logits for such a model
+# against a double-precision reference written from the model's equations)
 "$bin" generate "${asroot[@]}" --model "$tmp/sep.bin" --tokenizer "$models/tokenizer.bin" \
-    --prompt "Once upon" -n 40 --temperature 0 >"$tmp/sep.ref" 2>/dev/null
+    --prompt "Once upon" -n 40 --temperature 0 >"$tmp/sep.ref" 2>"$tmp/sep.err"
+rc=$?
+check "separate classifier: generate exits 0 ($rc)" test $rc -eq 0
+check "separate classifier: generate wrote text past the prompt" \
+    test "$(wc -c <"$tmp/sep.ref")" -ge 19
 printf '{"id": "sep", "prompt": "Once upon", "n": 40, "temperature": 0}\n' >"$tmp/sep.jsonl"
 for split in "2 1" "2 2"; do
     read -r tp pp <<<"$split"

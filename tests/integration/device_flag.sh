@@ -59,6 +59,8 @@ else
             timeout 120 "${mpirun[@]}" -np 2 "$bin" run "${asroot[@]}" --model "$model" \
             --tokenizer "$tok" --prompt "Once" -n 8 --temperature 0 \
             --device cuda
+    else
+        skip_part "run --device cuda without a GPU: mpirun not found"
     fi
 fi
 
@@ -86,5 +88,7 @@ if command -v mpirun >/dev/null; then
     else
         fail "run --device cpu"; head -c 1000 "$tmp/run.err"
     fi
+else
+    skip_part "run and serve --device: mpirun not found"
 fi
 finish

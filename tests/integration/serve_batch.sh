@@ -56,19 +56,10 @@ for k in server client; do
     "$bin" keygen --curve "$tmp/$k" 2>/dev/null || { echo "FAIL keygen $k"; exit 1; }
 done
 printf '%s alice\n' "$(cat "$tmp/client.key")" >"$tmp/clients"
-"${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 --model "$model" \
-    --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --heartbeat-timeout-ms 10000 \
-    --max-batch 4 --step-tokens 8 --kv-block 4 --kv-blocks 260 \
-    --server-key "$tmp/server.key_secret" --clients "$tmp/clients" 2>"$tmp/serve.err" &
-pid=$!
-ep=
-for _ in $(seq 600); do
-    ep=$(sed -n 's/^shardlm serve: listening on \([^ ]*\) .*/\1/p' "$tmp/serve.err")
-    [ -n "$ep" ] && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.1
-done
-[ -n "$ep" ] || { echo "FAIL the server did not start:"; cat "$tmp/serve.err"; exit 1; }
+start_server "$tmp/serve.err" "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 \
+    --model "$model" --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' \
+    --heartbeat-timeout-ms 10000 --max-batch 4 --step-tokens 8 --kv-block 4 \
+    --kv-blocks 260 --server-key "$tmp/server.key_secret" --clients "$tmp/clients" || exit 1
 keys=(--connect "$ep" --server-key "$tmp/server.key" --key "$tmp/client.key_secret")
 
 # Six requests, 300 tokens each, started 10 ms apart: the first ones are
@@ -128,8 +119,7 @@ check "afterwards: nothing running or queued" grep -q 'coordinator: 0 queued, 0 
 check "afterwards: the KV pool is whole (260 of 260 blocks free)" \
     grep -q 'kv blocks 260 of 260 free' "$tmp/health"
 
-kill -TERM $pid 2>/dev/null
-wait $pid 2>/dev/null
+stop_server "$pid" "$tmp/serve.err"
 if [ $fails -ne 0 ]; then
     echo "--- server"; tail -20 "$tmp/serve.err"; cat "$tmp/health"
 fi

@@ -22,33 +22,17 @@ done
 printf '# tenant keys\n%s alice\n' "$(cat "$tmp/client.key")" >"$tmp/clients"
 keys=(--server-key "$tmp/server.key" --key "$tmp/client.key_secret")
 
-# start_server NAME ARGS...: mpirun in the background; sets $ep and $pid.
-start_server() {
+# serve NAME ARGS...: the TP=2 CURVE server of these tests, its stderr in
+# $tmp/NAME.err and its audit log in $tmp/NAME.audit; sets $ep and $pid.
+serve() {
     local name=$1
     shift
     # Fault detection is serve_faults.sh's subject; here, a heartbeat
     # timeout with room for an oversubscribed, sanitized host under load.
-    "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 --tokenizer "$tok" \
-        --listen 'tcp://127.0.0.1:*' --heartbeat-timeout-ms 10000 \
+    start_server "$tmp/$name.err" "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" \
+        --tp 2 --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --heartbeat-timeout-ms 10000 \
         --server-key "$tmp/server.key_secret" --clients "$tmp/clients" \
-        --audit-log "$tmp/$name.audit" "$@" \
-        2>"$tmp/$name.err" &
-    pid=$!
-    ep=
-    for _ in $(seq 600); do
-        ep=$(sed -n 's/^shardlm serve: listening on \([^ ]*\) .*/\1/p' "$tmp/$name.err")
-        [ -n "$ep" ] && return 0
-        kill -0 $pid 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "server $name did not start:"
-    cat "$tmp/$name.err"
-    return 1
-}
-
-stop_server() { # PID: the job is torn down by signal, as Slurm would
-    kill -TERM "$1" 2>/dev/null
-    wait "$1" 2>/dev/null
+        --audit-log "$tmp/$name.audit" "$@"
 }
 
 # golden_prefix NN FILE: FILE (the completion) after the prompt begins with
@@ -71,7 +55,7 @@ failed_with() {
 }
 
 # ---- stories260K: text, concurrency, hostile input ----
-start_server main --model "$model" --queue-depth 64 --timeout-ms 500 || exit 1
+serve main --model "$model" --queue-depth 64 --timeout-ms 500 || exit 1
 for nn in 01 02; do
     gen --prompt "$(cat "$golden/$nn.prompt")" -n 300 --temperature 0 \
         >"$tmp/g$nn.out" 2>"$tmp/g$nn.err"
@@ -157,13 +141,13 @@ check "audit log: malformed messages of the listed client, with its tenant" \
     grep -q '"event":"malformed_message".*"tenant":"alice"' "$tmp/main.audit"
 gen --prompt "$(cat "$golden/01.prompt")" -n 300 --temperature 0 >"$tmp/auth.out" 2>/dev/null
 check "after the refusals: a listed client still gets the golden text" golden_prefix 01 "$tmp/auth.out"
-stop_server $pid
+stop_server "$pid" "$tmp/main.err"
 
 # ---- a slower model: queue overflow, cancel, deadlines ----
 "$bin" mkmodel --out "$tmp/slow.bin" --dim 512 --hidden 1536 --layers 8 \
     --heads 8 --kv-heads 8 --vocab 512 --seq-len 2048 --seed 3 >/dev/null
 # One request at a time (--max-batch 1), so that others wait in the queue.
-start_server slow --model "$tmp/slow.bin" --queue-depth 2 --max-batch 1 || exit 1
+serve slow --model "$tmp/slow.bin" --queue-depth 2 --max-batch 1 || exit 1
 
 # wait_streaming FILE: until the client has printed something.
 wait_streaming() {
@@ -235,7 +219,7 @@ check "random bytes from the model: stream is valid UTF-8" \
     iconv -f UTF-8 -t UTF-8 "$tmp/bytes.out" -o /dev/null
 check "random bytes from the model: broken characters became U+FFFD" \
     grep -q $'\xef\xbf\xbd' "$tmp/bytes.out"
-stop_server $pid
+stop_server "$pid" "$tmp/slow.err"
 # On failure, what the servers said (in CI the scratch directory is gone).
 if [ $fails -ne 0 ]; then
     for f in "$tmp"/*.err; do

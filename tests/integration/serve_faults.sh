@@ -30,34 +30,25 @@ job_procs() {
     echo $n
 }
 
+# serve ERRFILE: the server of these cases, one request at a time
+# (--max-batch 1): one runs, the other waits. Sets $pid and $ep.
+serve() {
+    start_server "$1" "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --insecure --tp 2 \
+        --model "$tmp/slow.bin" --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --max-batch 1
+}
+
 fault() { # SIGNAL VICTIM_RANK
-    local sig=$1 rank=$2 pid ep a b victim t0 rc
-    # One request at a time (--max-batch 1): one runs, the other waits.
-    "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --insecure --tp 2 --model "$tmp/slow.bin" \
-        --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --max-batch 1 2>"$tmp/$sig.err" &
-    pid=$!
-    ep=
-    for _ in $(seq 600); do
-        ep=$(sed -n 's/^shardlm serve: listening on \([^ ]*\) .*/\1/p' "$tmp/$sig.err")
-        [ -n "$ep" ] && break
-        sleep 0.1
-    done
-    [ -n "$ep" ] || { fail "$sig: server did not start"; cat "$tmp/$sig.err"; kill -9 $pid; return; }
+    local sig=$1 rank=$2 a b victim t0 rc
+    serve "$tmp/$sig.err" || { fail "$sig: server did not start"; return; }
     "$client" --connect "$ep" generate --prompt "Once" -n 2000 --temperature 0 >"$tmp/a.out" 2>"$tmp/a.err" &
     a=$!
     for _ in $(seq 300); do [ -s "$tmp/a.out" ] && break; sleep 0.05; done
     "$client" --connect "$ep" generate --prompt "Once" -n 5 >"$tmp/b.out" 2>"$tmp/b.err" &
     b=$!
     # Until the coordinator reports b waiting in its queue.
-    for _ in $(seq 100); do
-        "$client" --connect "$ep" --timeout-ms 2000 health 2>/dev/null |
-            grep -q "1 queued" && break
-        sleep 0.05
-    done
-    victim=
-    for p in $(pgrep -f "$tmp/slow.bin"); do
-        tr '\0' '\n' </proc/$p/environ 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$rank" && victim=$p
-    done
+    check "$sig rank $rank: the second request is seen queued" eventually 10 \
+        bash -c "'$client' --connect '$ep' --timeout-ms 2000 health 2>/dev/null | grep -q '1 queued'"
+    victim=$(job_ranks "$pid" "$rank")
     if [ -z "$victim" ] || [ ! -s "$tmp/a.out" ]; then
         fail "$sig: no stream or no rank $rank to signal"; kill -9 $pid; return
     fi
@@ -90,6 +81,7 @@ fault() { # SIGNAL VICTIM_RANK
     check "$sig rank $rank: ... within 5 s (took $tj s)" within "$tj" 5
     for _ in $(seq 40); do [ "$(job_procs)" -eq 0 ] && break; sleep 0.05; done
     check "$sig rank $rank: no process left behind" test "$(job_procs)" -eq 0
+    check "$sig rank $rank: no sanitizer report" no_sanitizer_report "$tmp/$sig.err"
     [ "$(job_procs)" -eq 0 ] || pkill -9 -f "$tmp/slow.bin"
     echo "$sig rank $rank: client $ta s, job $tj s: $(head -c 300 "$tmp/a.err")"
 }
@@ -98,31 +90,18 @@ fault() { # SIGNAL VICTIM_RANK
 # for the coordinator, which answers its clients, sends Shutdown, sees every
 # shard leave and exits 0.
 graceful() {
-    local pid ep a rc p
-    "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --insecure --tp 2 --model "$tmp/slow.bin" \
-        --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --max-batch 1 2>"$tmp/term.err" &
-    pid=$!
-    ep=
-    for _ in $(seq 600); do
-        ep=$(sed -n 's/^shardlm serve: listening on \([^ ]*\) .*/\1/p' "$tmp/term.err")
-        [ -n "$ep" ] && break
-        sleep 0.1
-    done
-    [ -n "$ep" ] || { fail "TERM: server did not start"; kill -9 $pid; return; }
+    local a rc
+    serve "$tmp/term.err" || { fail "TERM: server did not start"; return; }
     "$client" --connect "$ep" generate --prompt "Once" -n 2000 --temperature 0 >"$tmp/a.out" 2>"$tmp/a.err" &
     a=$!
     for _ in $(seq 300); do [ -s "$tmp/a.out" ] && break; sleep 0.05; done
-    for p in $(pgrep -f "$tmp/slow.bin"); do # the ranks, not mpirun
-        grep -qa OMPI_COMM_WORLD_RANK= /proc/$p/environ 2>/dev/null && kill -TERM $p
-    done
+    check "TERM all ranks: the request is streaming" test -s "$tmp/a.out"
+    # SIGTERM to every rank, then the exit status 0 and a clean stderr
+    stop_server "$pid" "$tmp/term.err"
     wait $a
     rc=$?
     check "TERM all ranks: client gets UNAVAILABLE, shutting down" \
         bash -c "[ $rc -ne 0 ] && grep -q 'UNAVAILABLE.*shutting down' '$tmp/a.err'"
-    for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.05; done
-    wait $pid
-    rc=$?
-    check "TERM all ranks: the job exits 0 (rc $rc)" test $rc -eq 0
     for _ in $(seq 40); do [ "$(job_procs)" -eq 0 ] && break; sleep 0.05; done
     check "TERM all ranks: no process left behind" test "$(job_procs)" -eq 0
     [ "$(job_procs)" -eq 0 ] || pkill -9 -f "$tmp/slow.bin"

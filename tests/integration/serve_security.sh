@@ -29,19 +29,10 @@ limits alice concurrent=1 tokens=300
 limits carol queue=50
 END
 
-"${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 --model "$model" \
-    --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --queue-depth 4 --max-batch 1 \
-    --heartbeat-timeout-ms 10000 --server-key "$tmp/server.key_secret" \
-    --clients "$tmp/clients" --audit-log "$tmp/audit" 2>"$tmp/serve.err" &
-pid=$!
-ep=
-for _ in $(seq 600); do
-    ep=$(sed -n 's/^shardlm serve: listening on \([^ ]*\) .*/\1/p' "$tmp/serve.err")
-    [ -n "$ep" ] && break
-    kill -0 $pid 2>/dev/null || break
-    sleep 0.1
-done
-[ -n "$ep" ] || { echo "FAIL the server did not start:"; cat "$tmp/serve.err"; exit 1; }
+start_server "$tmp/serve.err" "${mpirun[@]}" -np 3 "$bin" serve "${asroot[@]}" --tp 2 \
+    --model "$model" --tokenizer "$tok" --listen 'tcp://127.0.0.1:*' --queue-depth 4 \
+    --max-batch 1 --heartbeat-timeout-ms 10000 --server-key "$tmp/server.key_secret" \
+    --clients "$tmp/clients" --audit-log "$tmp/audit" || exit 1
 
 "$security" quota "$ep" "$tmp/server.key" "$tmp/alice.key_secret" \
     "$tmp/bob.key_secret" "$tmp/carol.key_secret" >"$tmp/quota.out" 2>&1
@@ -74,8 +65,7 @@ n=$(($(wc -c <"$golden/01.txt") - 1))
 check "afterwards: the golden text for a listed client" \
     bash -c "{ cat '$golden/01.prompt'; cat '$tmp/g.out'; } | head -c $n | cmp -s - <(head -c $n '$golden/01.txt')"
 
-kill -TERM $pid 2>/dev/null
-wait $pid 2>/dev/null
+stop_server "$pid" "$tmp/serve.err"
 if [ $fails -ne 0 ]; then
     echo "--- server"; tail -20 "$tmp/serve.err"
     echo "--- audit"; cat "$tmp/audit"

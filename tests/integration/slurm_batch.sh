@@ -135,9 +135,10 @@ if [ -x "$client" ]; then
         test "$(slurm_job_state "$jobid")" = CANCELLED
     check "serve job: no requeue asked" \
         bash -c "! grep -q requeueing '$tmp/real-serve-$jobid.out'"
+    check "serve job: no sanitizer report" no_sanitizer_report "$tmp/real-serve-$jobid.out"
     [ $fails -eq 0 ] || cat "$tmp/real-serve-$jobid.out"
 else
-    echo "note: $client not built: the real server's run under Slurm is not tested"
+    skip_part "the real server under Slurm: $client not built"
 fi
 
 # --- serve.sbatch: requeued after a failure, not after scancel ------------------

@@ -33,8 +33,9 @@
  *     Not a security check but the same plumbing: N short requests (random
  *     prompt ids of 1-40 tokens, 1-12 tokens out, greedy) from 8 DEALERs,
  *     up to 32 in flight; one in ten cancelled after its first chunk, one
- *     in twenty with a 1 ms deadline. Every request must end (Final,
- *     CANCELLED or DEADLINE_EXCEEDED) within the wait; prints the counts.
+ *     in twenty with a 1 ms deadline. Every request must end exactly once
+ *     (Final, CANCELLED or DEADLINE_EXCEEDED) within the wait, and some
+ *     must have been cancelled and some expired; prints the counts.
  *     The batching test then checks that the KV pool is whole again.
  *
  * Exit status 0: all passed; 1: a check failed (said on stderr); 2: usage or
@@ -554,15 +555,37 @@ static int tamper(const char *key)
 
 /* ---- flood ---- */
 
+/* The index k of a flood request id "f<k>", or -1 if `id` is not one of
+ * the `total` sent: the server must echo ids exactly. */
+static int flood_index(const char *id, int total)
+{
+    if (!id || id[0] != 'f' || id[1] < '0' || id[1] > '9')
+        return -1;
+    char *end;
+    errno = 0;
+    const long k = strtol(id + 1, &end, 10);
+    if (errno || *end || k < 0 || k >= total)
+        return -1;
+    return (int)k;
+}
+
 static int flood(const char *key, int total)
 {
     enum { SOCKS = 8, IN_FLIGHT = 32 };
+    if (total <= 0)
+        broken("flood: N must be positive");
     void *socks[SOCKS];
     for (int i = 0; i < SOCKS; i++)
         socks[i] = dealer(key, endpoint);
+    /* Per request: whether its end came (exactly one each), and whether
+     * it was cancelled already. */
+    bool *ended_id = calloc((size_t)total, sizeof *ended_id);
+    bool *cancel_sent = calloc((size_t)total, sizeof *cancel_sent);
+    if (!ended_id || !cancel_sent)
+        broken("flood: out of memory");
     uint64_t rng = 99;
     int sent = 0, ended = 0, finals = 0, cancelled = 0, expired = 0;
-    bool cancel_sent[IN_FLIGHT * 4] = {false};
+    int to_cancel = 0, with_deadline = 0;
     const double until = now_ms() + 10 * (double)WAIT_MS;
     while (ended < total) {
         while (sent < total && sent - ended < IN_FLIGHT) {
@@ -584,13 +607,15 @@ static int flood(const char *key, int total)
             g.token_ids = &t;
             g.max_tokens = 1 + (uint32_t)((rng >> 40) % 12);
             g.ignore_eos = true;
-            if (sent % 20 == 7)
+            if (sent % 20 == 7) {
                 g.deadline_ms = 1;
+                with_deadline++;
+            }
+            to_cancel += sent % 10 == 3;
             slm_client_msg m = SHARDLM__CLIENT__CLIENT_MESSAGE__INIT;
             m.body_case = SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_GENERATE;
             m.generate = &g;
             send_msg(socks[sent % SOCKS], &m);
-            cancel_sent[sent % (IN_FLIGHT * 4)] = false;
             sent++;
         }
         zmq_pollitem_t it[SOCKS];
@@ -605,11 +630,18 @@ static int flood(const char *key, int total)
             slm_server_msg *m = receive(socks[i], 0);
             if (!m)
                 continue;
+            const char *rid = NULL;
             switch (m->body_case) {
             case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_CHUNK: {
-                const int k = atoi(m->chunk->request_id + 1);
-                if (k % 10 == 3 && !cancel_sent[k % (IN_FLIGHT * 4)]) {
-                    cancel_sent[k % (IN_FLIGHT * 4)] = true;
+                const int k = flood_index(m->chunk->request_id, sent);
+                if (k < 0)
+                    failed("flood: a chunk for request \"%s\", never sent",
+                           m->chunk->request_id);
+                if (ended_id[k])
+                    failed("flood: a chunk for %s after its end",
+                           m->chunk->request_id);
+                if (k % 10 == 3 && !cancel_sent[k]) {
+                    cancel_sent[k] = true;
                     Shardlm__Client__CancelRequest c =
                         SHARDLM__CLIENT__CANCEL_REQUEST__INIT;
                     c.request_id = m->chunk->request_id;
@@ -621,10 +653,11 @@ static int flood(const char *key, int total)
                 break;
             }
             case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_FINAL:
+                rid = m->final->request_id;
                 finals++;
-                ended++;
                 break;
             case SHARDLM__CLIENT__SERVER_MESSAGE__BODY_ERROR:
+                rid = m->error->request_id;
                 if (m->error->code == SHARDLM__CLIENT__ERROR__CODE__CANCELLED)
                     cancelled++;
                 else if (m->error->code ==
@@ -634,17 +667,43 @@ static int flood(const char *key, int total)
                     failed("flood: request %s: error %d: %s",
                            m->error->request_id, m->error->code,
                            m->error->message);
-                ended++;
                 break;
             default:
                 break;
             }
+            if (rid) {
+                /* An end is counted once per id: a duplicate end, or one
+                 * for an id never sent, would otherwise stand in for a
+                 * request that never ended. */
+                const int k = flood_index(rid, sent);
+                if (k < 0)
+                    failed("flood: an end for request \"%s\", never sent", rid);
+                if (ended_id[k])
+                    failed("flood: two ends for request %s", rid);
+                ended_id[k] = true;
+                ended++;
+            }
             slm_client_free_response(&m);
         }
     }
-    printf("ok %d - flood: %d requests ended: %d completed, %d cancelled, %d "
-           "past their deadline\n",
-           ++checks, total, finals, cancelled, expired);
+    for (int k = 0; k < total; k++)
+        if (!ended_id[k])
+            failed("flood: request f%d never ended", k);
+    printf("ok %d - flood: each of %d requests ended once: %d completed, %d "
+           "cancelled (of %d asked), %d past their deadline (of %d with 1 "
+           "ms)\n",
+           ++checks, total, finals, cancelled, to_cancel, expired,
+           with_deadline);
+    /* Both ways of ending early must have happened, or this flood did
+     * not test them. */
+    if (cancelled == 0)
+        failed("flood: no request was cancelled (%d were to be)", to_cancel);
+    if (expired == 0)
+        failed("flood: no request passed its 1 ms deadline (%d had one)",
+               with_deadline);
+    passed("flood: cancels and deadlines took effect");
+    free(ended_id);
+    free(cancel_sent);
     for (int i = 0; i < SOCKS; i++)
         zmq_close(socks[i]);
     return 0;

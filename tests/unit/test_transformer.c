@@ -469,7 +469,7 @@ int main(void)
     if (slm_test_model_path("stories260K.bin", model_path, sizeof model_path) ||
         slm_test_golden_path("logits_once.f32", logits_path,
                              sizeof logits_path))
-        return SLM_TEST_SKIP;
+        return slm_test_missing_shared();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_logits_match_reference_resident),
         cmocka_unit_test(test_logits_match_reference_mapped),
