@@ -116,12 +116,12 @@ job_ranks() {
 # ThreadSanitizer. Under halt_on_error a report also ends the program with
 # a non-zero status, but a report can hide behind a status that is expected
 # to be non-zero, and LeakSanitizer speaks only at exit.
+sanitizer_report='ERROR: AddressSanitizer|LeakSanitizer|WARNING: ThreadSanitizer|runtime error:'
 no_sanitizer_report() {
-    if grep -Eq 'ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error:|LeakSanitizer' "$1"; then
-        echo "--- sanitizer report in $1:"
-        grep -E -A 25 'ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error:|LeakSanitizer' "$1" | head -60
-        return 1
-    fi
+    grep -Eq "$sanitizer_report" "$1" || return 0
+    echo "--- sanitizer report in $1:"
+    grep -E -A 25 "$sanitizer_report" "$1" | head -60
+    return 1
 }
 
 # stop_server [PID ERRFILE]: ends a server job as scancel does - SIGTERM to

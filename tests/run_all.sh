@@ -46,7 +46,7 @@ count_results() {
 }
 
 run_suite() { # NAME BUILD_DIR CMAKE_ARGS...
-    local name=$1 dir=$2 rc=0
+    local name=$1 dir=$2 rc=0 before=$failed
     shift 2
     echo "=== $name: configure and build ($dir)"
     cmake -S . -B "$dir" -DSLM_WERROR=ON -DSLM_MODELS_DIR="$models" \
@@ -58,8 +58,8 @@ run_suite() { # NAME BUILD_DIR CMAKE_ARGS...
         "${ctest_args[@]}" 2>&1 | tee "$dir.ctest.log" || rc=$?
     count_results "$name" "$dir.ctest.log"
     # ctest's own failure (no tests, a crash of ctest) counts even if no
-    # line said Failed.
-    if [ $rc -ne 0 ] && [ ${#failures[@]} -eq 0 ]; then
+    # line of this suite said Failed.
+    if [ $rc -ne 0 ] && [ "$failed" -eq "$before" ]; then
         failed=$((failed + 1)); failures+=("$name: ctest exited $rc")
     fi
 }
