@@ -22,8 +22,11 @@ packages=(
     libjansson-dev # JSON: the JSONL batch format
     libsodium-dev # SHA-256 and Ed25519: model manifests and their signatures
     jq            # tests: reading JSONL results
+    python3-venv  # tests/reference/venv.sh: the pinned transformers + torch
     clang         # tests/fuzz/run.sh: libFuzzer targets with ASan+UBSan
     libclang-rt-14-dev # libFuzzer's and the sanitizers' runtimes for clang
+    libomp-14-dev # tests/tsan.sh: LLVM's OpenMP runtime and its Archer tool,
+                  # which shows OpenMP's synchronisation to ThreadSanitizer
     # Slurm (deploy/slurm/*.sbatch; tests/integration/slurm_batch.sh runs a
     # private one-node cluster of these daemons). Installing them configures
     # no cluster: without /etc/slurm/slurm.conf slurmctld and slurmd stay

@@ -31,11 +31,11 @@ void slm_cpu_rmsnorm(float *out, const float *x, const float *weight, size_t n,
                      float eps);
 
 /* Rotary position embedding, in place, on vec(n_heads * head_size): within each
- * head, the pair (2i, 2i+1) is rotated by angle pos * theta^(-2i / head_size)
- * (llama2.c's run.c convention: adjacent pairs, theta = 10000). head_size must
- * be even. */
+ * head, the pair (2i, 2i+1) is rotated by angle pos * freqs[i] (llama2.c's
+ * run.c convention: adjacent pairs; freqs[i] = theta^(-2i / head_size) for
+ * most models, slm_model_config_rope_freqs). head_size must be even. */
 void slm_cpu_rope(float *vec, size_t n_heads, size_t head_size, size_t pos,
-                  float theta);
+                  const float *freqs);
 
 /* Numerically stable softmax over x(n), in place. n >= 1. */
 void slm_cpu_softmax(float *x, size_t n);

@@ -3,6 +3,7 @@
 #include "model/checkpoint.h"
 
 #include <assert.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -11,12 +12,14 @@
 #include "common/file.h"
 #include "common/hugemem.h"
 #include "common/reader.h"
+#include "model/hf_model.h"
 
 struct slm_checkpoint {
     slm_file_map map;    /* the file; unmapped once a resident copy exists */
     const uint8_t *data; /* (size) the bytes tensors point into */
     size_t size;
     slm_hugemem resident; /* private copy, or empty */
+    slm_hf_model_t *hf;   /* a Hugging Face model instead of the above */
     slm_model_config cfg;
     slm_tensor_info table[SLM_TENSOR_COUNT];
 };
@@ -58,7 +61,79 @@ slm_status slm_model_config_validate(slm_model_config *cfg, const char *what)
                         "rotary embeddings",
                         what, cfg->head_size);
     cfg->kv_dim = cfg->head_size * cfg->n_kv_heads;
+    /* A llama2.c header has no room for these: its constants. */
+    if (cfg->rms_norm_eps == 0.0f)
+        cfg->rms_norm_eps = 1e-5f;
+    if (cfg->rope_theta == 0.0f)
+        cfg->rope_theta = 10000.0f;
+    if (!(cfg->rms_norm_eps > 0.0f && cfg->rms_norm_eps < 1.0f))
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: rms_norm_eps = %g is out of range (0, 1)", what,
+                        (double)cfg->rms_norm_eps);
+    if (!(cfg->rope_theta > 1.0f && cfg->rope_theta < 1e12f))
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: rope_theta = %g is out of range (1, 1e12)", what,
+                        (double)cfg->rope_theta);
+    const slm_rope_scaling *rs = &cfg->rope_scaling;
+    if (rs->type == SLM_ROPE_LLAMA3 &&
+        !(rs->factor >= 1.0f && rs->factor <= 1024.0f &&
+          rs->low_freq_factor > 0.0f &&
+          rs->high_freq_factor > rs->low_freq_factor &&
+          rs->high_freq_factor <= 1024.0f &&
+          rs->original_max_position_embeddings > 0))
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: llama3 rope scaling (factor %g, low_freq_factor "
+                        "%g, high_freq_factor %g, "
+                        "original_max_position_embeddings %d) is out of range: "
+                        "factor in [1, 1024], 0 < low < high <= 1024, a "
+                        "positive original length",
+                        what, (double)rs->factor, (double)rs->low_freq_factor,
+                        (double)rs->high_freq_factor,
+                        rs->original_max_position_embeddings);
+    if (cfg->n_eos_ids < 0 || cfg->n_eos_ids > SLM_MAX_EOS_IDS)
+        return slm_fail(SLM_ERR_FORMAT, "%s: %d eos ids (at most %d)", what,
+                        cfg->n_eos_ids, SLM_MAX_EOS_IDS);
+    if (cfg->bos_id < -1 || cfg->bos_id >= cfg->vocab_size)
+        return slm_fail(SLM_ERR_FORMAT,
+                        "%s: bos_token_id = %d is not a token of the "
+                        "vocabulary of %d",
+                        what, cfg->bos_id, cfg->vocab_size);
+    for (int32_t i = 0; i < cfg->n_eos_ids; i++)
+        if (cfg->eos_ids[i] < 0 || cfg->eos_ids[i] >= cfg->vocab_size)
+            return slm_fail(SLM_ERR_FORMAT,
+                            "%s: eos_token_id = %d is not a token of the "
+                            "vocabulary of %d",
+                            what, cfg->eos_ids[i], cfg->vocab_size);
     return SLM_OK;
+}
+
+void slm_model_config_rope_freqs(const slm_model_config *cfg, float *out)
+{
+    const int32_t hs = cfg->head_size;
+    for (int32_t i = 0; i + 1 < hs; i += 2) {
+        /* llama2.c run.c's expression, float for float */
+        float freq = 1.0f / powf(cfg->rope_theta, (float)i / (float)hs);
+        const slm_rope_scaling *rs = &cfg->rope_scaling;
+        if (rs->type == SLM_ROPE_LLAMA3) {
+            /* transformers' _compute_llama3_parameters: wavelengths longer
+             * than the original context / low_freq_factor are slowed by
+             * factor, shorter than / high_freq_factor kept, and those
+             * between blended linearly in original / wavelength. */
+            const float old = (float)rs->original_max_position_embeddings;
+            const float low_wavelen = old / rs->low_freq_factor;
+            const float high_wavelen = old / rs->high_freq_factor;
+            const float wavelen = 2.0f * (float)M_PI / freq;
+            if (wavelen > low_wavelen) {
+                freq = freq / rs->factor;
+            } else if (!(wavelen < high_wavelen)) {
+                const float smooth =
+                    (old / wavelen - rs->low_freq_factor) /
+                    (rs->high_freq_factor - rs->low_freq_factor);
+                freq = (1.0f - smooth) * freq / rs->factor + smooth * freq;
+            }
+        }
+        out[i / 2] = freq;
+    }
 }
 
 /* Lays the tensors out in file order, in 64-bit checked arithmetic; returns
@@ -90,6 +165,12 @@ static uint64_t layout(const slm_model_config *c,
         {SLM_TENSOR_FREQ_CIS_REAL, "freq_cis_real", 1, S, HS2},
         {SLM_TENSOR_FREQ_CIS_IMAG, "freq_cis_imag", 1, S, HS2},
         {SLM_TENSOR_WCLS, "wcls", 1, V, D},
+        /* after the file's last tensor: never in a llama2.c file */
+        {SLM_TENSOR_BQ, "bq", c->qkv_bias ? L : 0, 1, D},
+        {SLM_TENSOR_BK, "bk", c->qkv_bias ? L : 0, 1, KV},
+        {SLM_TENSOR_BV, "bv", c->qkv_bias ? L : 0, 1, KV},
+        {SLM_TENSOR_Q_NORM, "q_norm", c->qk_norm ? L : 0, 1, HS2 * 2},
+        {SLM_TENSOR_K_NORM, "k_norm", c->qk_norm ? L : 0, 1, HS2 * 2},
     };
     uint64_t off = SLM_CHECKPOINT_HEADER_BYTES;
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
@@ -118,6 +199,14 @@ uint64_t slm_checkpoint_file_size(const slm_model_config *cfg)
     return layout(cfg, table);
 }
 
+slm_status slm_checkpoint_table(const slm_model_config *cfg,
+                                slm_tensor_info table[SLM_TENSOR_COUNT])
+{
+    if (layout(cfg, table) == 0)
+        return slm_fail(SLM_ERR_RANGE, "tensor sizes overflow 64 bits");
+    return SLM_OK;
+}
+
 slm_status slm_checkpoint_parse_header(const uint8_t *data, size_t len,
                                        uint64_t file_size, const char *what,
                                        slm_model_config *cfg,
@@ -140,6 +229,10 @@ slm_status slm_checkpoint_parse_header(const uint8_t *data, size_t len,
     c.shared_classifier = c.vocab_size > 0;
     if (c.vocab_size < 0)
         c.vocab_size = -c.vocab_size;
+    /* llama2.c's vocabularies: <s> = 1, </s> = 2 (model/tokenizer.h) */
+    c.bos_id = 1;
+    c.eos_ids[0] = 2;
+    c.n_eos_ids = 1;
     SLM_CHECK(slm_model_config_validate(&c, what));
     uint64_t end = layout(&c, table);
     if (end == 0)
@@ -197,6 +290,21 @@ slm_status slm_checkpoint_open(const char *path, slm_weights_mode mode,
     if (!ck)
         return slm_fail(SLM_ERR_NOMEM, "%s: out of memory", path);
     slm_status rc;
+    if (slm_hf_model_is_hf(path)) {
+        /* Validated whole, converted slice by slice (slm_checkpoint_read);
+         * the table gives each tensor's shape in our layout, its offsets
+         * those of the float32 image we never build. */
+        SLM_CHECK_GOTO(slm_hf_model_open(path, &ck->cfg, &ck->hf), rc, fail);
+        const uint64_t end = layout(&ck->cfg, ck->table);
+        if (end == 0 || end > SIZE_MAX) {
+            rc = slm_fail(SLM_ERR_RANGE, "%s: the model's size overflows",
+                          path);
+            goto fail;
+        }
+        ck->size = (size_t)end;
+        *out = ck;
+        return SLM_OK;
+    }
     SLM_CHECK_GOTO(slm_file_map_open(path, &ck->map), rc, fail);
     SLM_CHECK_GOTO(slm_checkpoint_parse_header(ck->map.data, ck->map.size,
                                                ck->map.size, path, &ck->cfg,
@@ -224,6 +332,7 @@ void slm_checkpoint_destroy(slm_checkpoint_t **ck)
         return;
     slm_file_unmap(&(*ck)->map);
     slm_hugemem_free(&(*ck)->resident);
+    slm_hf_model_destroy(&(*ck)->hf);
     free(*ck);
     *ck = NULL;
 }
@@ -244,9 +353,35 @@ const float *slm_checkpoint_tensor(const slm_checkpoint_t *ck, slm_tensor_id id,
 {
     const slm_tensor_info *t = &ck->table[id];
     assert(layer < t->layers); /* our bug, not the file's */
+    if (ck->hf)
+        return NULL;
     /* In range: parse_header proved offset + layers*rows*cols*4 <= size. */
     uint64_t off = t->offset + (uint64_t)layer * t->rows * t->cols * 4;
     return (const float *)(const void *)(ck->data + off);
+}
+
+slm_status slm_checkpoint_read(const slm_checkpoint_t *ck, slm_tensor_id id,
+                               size_t layer, size_t row0, size_t n_rows,
+                               size_t col0, size_t n_cols, float *out)
+{
+    const slm_tensor_info *t = &ck->table[id];
+    if (layer >= t->layers || row0 > t->rows || n_rows > t->rows - row0 ||
+        col0 > t->cols || n_cols > t->cols - col0)
+        return slm_fail(SLM_ERR_RANGE,
+                        "%s of layer %zu: rows [%zu, +%zu) x columns [%zu, "
+                        "+%zu) are outside (%llu layers, %llu, %llu)",
+                        t->name, layer, row0, n_rows, col0, n_cols,
+                        (unsigned long long)t->layers,
+                        (unsigned long long)t->rows,
+                        (unsigned long long)t->cols);
+    if (ck->hf)
+        return slm_hf_model_read(ck->hf, id, layer, row0, n_rows, col0,
+                                 n_cols, out);
+    const float *src = slm_checkpoint_tensor(ck, id, layer);
+    for (size_t r = 0; r < n_rows; r++)
+        memcpy(out + r * n_cols, src + (row0 + r) * t->cols + col0,
+               n_cols * sizeof(float));
+    return SLM_OK;
 }
 
 uint64_t slm_checkpoint_bytes(const slm_checkpoint_t *ck)

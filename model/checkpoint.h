@@ -48,6 +48,33 @@
 
 #define SLM_CHECKPOINT_HEADER_BYTES 28
 
+/* How rotary frequencies are rescaled for long contexts. */
+typedef enum {
+    SLM_ROPE_DEFAULT, /* theta^(-2i/d), as llama2.c and most models */
+    SLM_ROPE_LLAMA3,  /* Llama 3.1: low frequencies divided by factor,
+                         a smooth blend between the two wavelengths */
+} slm_rope_type;
+
+typedef struct {
+    slm_rope_type type;
+    float factor;           /* SLM_ROPE_LLAMA3 only */
+    float low_freq_factor;  /* SLM_ROPE_LLAMA3 only */
+    float high_freq_factor; /* SLM_ROPE_LLAMA3 only */
+    int32_t original_max_position_embeddings; /* SLM_ROPE_LLAMA3 only */
+} slm_rope_scaling;
+
+#define SLM_MAX_EOS_IDS 8
+
+/* The architecture, for messages: what the forward pass does is said by
+ * the flags of slm_model_config (qkv_bias, qk_norm), not by this. Llama and
+ * Mistral (with a window covering the context) compute the same thing. */
+typedef enum {
+    SLM_ARCH_LLAMA, /* llama2.c files, LlamaForCausalLM */
+    SLM_ARCH_MISTRAL,
+    SLM_ARCH_QWEN2, /* q, k and v projections with biases */
+    SLM_ARCH_QWEN3, /* RMSNorm of each head of q and k, before the rotary */
+} slm_arch;
+
 typedef struct {
     int32_t dim;
     int32_t hidden_dim;
@@ -60,7 +87,25 @@ typedef struct {
     /* derived */
     int32_t head_size; /* dim / n_heads */
     int32_t kv_dim;    /* head_size * n_kv_heads */
+    /* What a Hugging Face config.json says and a llama2.c header cannot:
+     * validation puts llama2.c's constants where a field is 0. */
+    slm_arch arch;
+    bool qkv_bias;      /* bq, bk, bv tensors: q = Wq x + bq, ... */
+    bool qk_norm;       /* q_norm, k_norm: RMSNorm over each head */
+    float rms_norm_eps; /* 1e-5 */
+    float rope_theta;   /* 10000 */
+    slm_rope_scaling rope_scaling;
+    /* Token ids the model file names (-1: none; the tokenizer may know). */
+    int32_t bos_id;
+    int32_t eos_ids[SLM_MAX_EOS_IDS];
+    int32_t n_eos_ids;
 } slm_model_config;
+
+/* Rotary frequencies of the pairs of a head: out[i] for i < head_size / 2
+ * is the angle per position of pair i, theta^(-2i / head_size), rescaled as
+ * cfg->rope_scaling says (Llama 3.1's rule). The default case is computed
+ * with llama2.c's float operations, so its logits stay bit for bit. */
+void slm_model_config_rope_freqs(const slm_model_config *cfg, float *out);
 
 typedef enum {
     SLM_TENSOR_TOKEN_EMBEDDING,
@@ -77,6 +122,12 @@ typedef enum {
     SLM_TENSOR_FREQ_CIS_REAL,
     SLM_TENSOR_FREQ_CIS_IMAG,
     SLM_TENSOR_WCLS, /* aliases the embedding when the classifier is shared */
+    /* Optional, per layer: no llama2.c file has them (layers == 0 there). */
+    SLM_TENSOR_BQ,     /* (1, dim)       qkv_bias */
+    SLM_TENSOR_BK,     /* (1, kv_dim)    qkv_bias */
+    SLM_TENSOR_BV,     /* (1, kv_dim)    qkv_bias */
+    SLM_TENSOR_Q_NORM, /* (1, head_size) qk_norm */
+    SLM_TENSOR_K_NORM, /* (1, head_size) qk_norm */
     SLM_TENSOR_COUNT
 } slm_tensor_id;
 
@@ -109,6 +160,11 @@ void slm_checkpoint_encode_header(const slm_model_config *cfg,
 /* Total file size for cfg, 0 if it overflows 64 bits. */
 uint64_t slm_checkpoint_file_size(const slm_model_config *cfg);
 
+/* The tensor table of cfg (shapes, and offsets in a llama2.c file of it);
+ * SLM_ERR_RANGE if the sizes overflow 64 bits. */
+slm_status slm_checkpoint_table(const slm_model_config *cfg,
+                                slm_tensor_info table[SLM_TENSOR_COUNT]);
+
 typedef struct slm_checkpoint slm_checkpoint_t;
 
 /* Where the weights live once the file is open. */
@@ -126,8 +182,11 @@ typedef enum {
 
 /* Opens `path`, maps it read-only, validates the header and tensor table
  * against the file size, and then (SLM_WEIGHTS_RESIDENT) copies the weights
- * into private memory. On success the caller owns *out and releases it with
- * slm_checkpoint_destroy. */
+ * into private memory. A Hugging Face model (a directory, or a .safetensors
+ * file with its config.json; model/hf_model.h) is validated whole - config,
+ * every tensor's name, dtype and shape - and stays mapped, whatever the mode:
+ * slm_checkpoint_read converts what a shard asks for. On success the caller
+ * owns *out and releases it with slm_checkpoint_destroy. */
 slm_status slm_checkpoint_open(const char *path, slm_weights_mode mode,
                                slm_checkpoint_t **out);
 
@@ -141,11 +200,24 @@ const slm_tensor_info *slm_checkpoint_tensor_info(const slm_checkpoint_t *ck,
 
 /* The (rows, cols) matrix of tensor `id` for `layer` (0 for non-layer
  * tensors), borrowed from the mapping; valid while ck lives. `layer` must be
- * below the tensor's layer count: the caller's bug otherwise. */
+ * below the tensor's layer count: the caller's bug otherwise. NULL for a
+ * Hugging Face model, whose tensors are not float32 in our layout: read
+ * those with slm_checkpoint_read. */
 const float *slm_checkpoint_tensor(const slm_checkpoint_t *ck, slm_tensor_id id,
                                    size_t layer);
 
-/* Bytes of mapped weights (the file size). */
+/* Reads rows [row0, +n_rows) x columns [col0, +n_cols) of tensor `id` of
+ * `layer` as float32 into out(n_rows, n_cols), row-major, from either
+ * format: only the bytes of that slice are touched (a shard's slice). For
+ * a Hugging Face model the slice is converted from the file's dtype and its
+ * rotary layout (model/hf_model.h) on the way. Fails with SLM_ERR_RANGE
+ * for a slice outside the tensor. */
+slm_status slm_checkpoint_read(const slm_checkpoint_t *ck, slm_tensor_id id,
+                               size_t layer, size_t row0, size_t n_rows,
+                               size_t col0, size_t n_cols, float *out);
+
+/* Bytes of mapped weights (the file size); for a Hugging Face model the
+ * bytes of its tensors in float32. */
 uint64_t slm_checkpoint_bytes(const slm_checkpoint_t *ck);
 
 #endif

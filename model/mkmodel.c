@@ -12,12 +12,21 @@ typedef struct {
     slm_model_config cfg;
 } named_shape;
 
-/* {dim, hidden, layers, heads, kv_heads, vocab, seq_len, shared} */
+/* The rest (eps, rope, token ids) take llama2.c's values in validation. */
+#define SHAPE(d, h, l, nh, nkv, v, s)                                          \
+    {.dim = d,                                                                 \
+     .hidden_dim = h,                                                          \
+     .n_layers = l,                                                            \
+     .n_heads = nh,                                                            \
+     .n_kv_heads = nkv,                                                        \
+     .vocab_size = v,                                                          \
+     .seq_len = s,                                                             \
+     .shared_classifier = true}
 static const named_shape shapes[] = {
-    {"stories260k", {64, 172, 5, 8, 4, 512, 512, true, 0, 0}},
-    {"110m", {768, 2048, 12, 12, 12, 32000, 1024, true, 0, 0}},
-    {"tinyllama-1.1b", {2048, 5632, 22, 32, 4, 32000, 2048, true, 0, 0}},
-    {"7b", {4096, 11008, 32, 32, 32, 32000, 4096, true, 0, 0}},
+    {"stories260k", SHAPE(64, 172, 5, 8, 4, 512, 512)},
+    {"110m", SHAPE(768, 2048, 12, 12, 12, 32000, 1024)},
+    {"tinyllama-1.1b", SHAPE(2048, 5632, 22, 32, 4, 32000, 2048)},
+    {"7b", SHAPE(4096, 11008, 32, 32, 32, 32000, 4096)},
 };
 
 const char *slm_mkmodel_shape_names(void)

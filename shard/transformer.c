@@ -16,8 +16,6 @@
 #include "common/checked.h"
 #include "kernels/kernels.h"
 
-#define SLM_RMS_EPS    1e-5f
-#define SLM_ROPE_THETA 10000.0f
 
 /* Activations of one step: row i belongs to the step's token i. */
 typedef struct {
@@ -60,6 +58,7 @@ struct slm_transformer {
     uint8_t *in_use;       /* (n_blocks) scratch: blocks named in a step */
     /* slm_transformer_forward's single sequence: blocks 0, 1, ... */
     uint32_t *identity;   /* (blocks per sequence) */
+    float *rope_freqs;    /* (head_size / 2) the model's rotary frequencies */
     size_t single_blocks; /* of them written since last zeroed */
     run_state s;
 };
@@ -187,6 +186,9 @@ slm_status slm_transformer_create_ex(const slm_shard_weights_t *w,
     SLM_CHECK_GOTO(alloc_floats(&s->hb, T, d->hidden, 1), rc, fail);
     SLM_CHECK_GOTO(alloc_floats(&s->hb2, T, d->hidden, 1), rc, fail);
     SLM_CHECK_GOTO(alloc_floats(&s->q, T, d->q_dim, 1), rc, fail);
+    SLM_CHECK_GOTO(alloc_floats(&t->rope_freqs, d->head_size / 2 + 1, 1, 1),
+                   rc, fail);
+    slm_model_config_rope_freqs(&t->cfg, t->rope_freqs);
     SLM_CHECK_GOTO(alloc_floats(&s->k, T, d->kv_dim, 1), rc, fail);
     SLM_CHECK_GOTO(alloc_floats(&s->v, T, d->kv_dim, 1), rc, fail);
     SLM_CHECK_GOTO(alloc_floats(&s->att, t->threads, d->seq_len, 1), rc, fail);
@@ -246,7 +248,8 @@ void slm_transformer_destroy(slm_transformer_t **tp)
         free(s->local_logits);
     float *bufs[] = {s->logits, s->gathered, s->xr,       s->x,         s->xb,
                      s->xb2,    s->hb,       s->hb2,      s->q,         s->k,
-                     s->v,      s->att,      s->key_pool, s->value_pool};
+                     s->v,      s->att,      s->key_pool, s->value_pool,
+                     t->rope_freqs};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     free(t->vocab_counts);
@@ -484,6 +487,7 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
     const size_t dim = d->dim, hidden = d->hidden, head_size = d->head_size;
     const size_t q_dim = d->q_dim, kv_dim = d->kv_dim;
     const size_t layer_rows = t->kv.n_blocks * t->kv.block_size;
+    const float eps = t->cfg.rms_norm_eps;
 
     /* the residual stream enters: each token's embedding row (held by one
      * tensor rank, zeros elsewhere, summed), or the previous stage's output */
@@ -504,17 +508,32 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
          * each token's k and v into its sequence's cache row */
         for (size_t i = 0; i < n; i++)
             slm_cpu_rmsnorm(s->xb + i * dim, s->x + i * dim, lw->rms_att, dim,
-                            SLM_RMS_EPS);
+                            eps);
         matmul(t, s->q, lw->wq, lw->q_wq, s->xb, n, q_dim, dim);
         matmul(t, s->k, lw->wk, lw->q_wk, s->xb, n, kv_dim, dim);
         matmul(t, s->v, lw->wv, lw->q_wv, s->xb, n, kv_dim, dim);
         for (size_t i = 0; i < n; i++) {
             const size_t pos = t->slots[i].pos;
             const size_t row = pool_row(t, t->slots[i].table, pos);
+            if (lw->bq) { /* Qwen2 */
+                slm_cpu_add(s->q + i * q_dim, lw->bq, q_dim);
+                slm_cpu_add(s->k + i * kv_dim, lw->bk, kv_dim);
+                slm_cpu_add(s->v + i * kv_dim, lw->bv, kv_dim);
+            }
+            if (lw->q_norm) { /* Qwen3: each head normalized, then rotated */
+                for (size_t h = 0; h < d->n_heads; h++) {
+                    float *qh = s->q + i * q_dim + h * head_size;
+                    slm_cpu_rmsnorm(qh, qh, lw->q_norm, head_size, eps);
+                }
+                for (size_t h = 0; h < d->n_kv_heads; h++) {
+                    float *kh = s->k + i * kv_dim + h * head_size;
+                    slm_cpu_rmsnorm(kh, kh, lw->k_norm, head_size, eps);
+                }
+            }
             slm_cpu_rope(s->q + i * q_dim, d->n_heads, head_size, pos,
-                         SLM_ROPE_THETA);
+                         t->rope_freqs);
             slm_cpu_rope(s->k + i * kv_dim, d->n_kv_heads, head_size, pos,
-                         SLM_ROPE_THETA);
+                         t->rope_freqs);
             memcpy(kpool + row * kv_dim, s->k + i * kv_dim,
                    kv_dim * sizeof(float));
             memcpy(vpool + row * kv_dim, s->v + i * kv_dim,
@@ -534,7 +553,7 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
          * hidden units, summed over the tensor group, residual */
         for (size_t i = 0; i < n; i++)
             slm_cpu_rmsnorm(s->xb + i * dim, s->x + i * dim, lw->rms_ffn, dim,
-                            SLM_RMS_EPS);
+                            eps);
         matmul(t, s->hb, lw->w1, lw->q_w1, s->xb, n, hidden, dim);
         matmul(t, s->hb2, lw->w3, lw->q_w3, s->xb, n, hidden, dim);
         slm_cpu_swiglu(s->hb, s->hb2, n * hidden);
@@ -556,7 +575,7 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
         at += st->seqs[i].n_tokens;
         if (st->seqs[i].want_logits)
             slm_cpu_rmsnorm(s->xr + row++ * dim, s->x + (at - 1) * dim,
-                            slm_shard_weights_rms_final(w), dim, SLM_RMS_EPS);
+                            slm_shard_weights_rms_final(w), dim, eps);
     }
     matmul(t, s->local_logits, slm_shard_weights_classifier(w),
            slm_shard_weights_classifier_q8(w), s->xr, n_rows, d->vocab, dim);

@@ -79,8 +79,19 @@ static slm_status add_piece(piece_list *l, piece p)
  * classifier). */
 static bool is_matrix(slm_tensor_id id)
 {
-    return id != SLM_TENSOR_RMS_ATT && id != SLM_TENSOR_RMS_FFN &&
-           id != SLM_TENSOR_RMS_FINAL && id != SLM_TENSOR_TOKEN_EMBEDDING;
+    switch (id) {
+    case SLM_TENSOR_WQ:
+    case SLM_TENSOR_WK:
+    case SLM_TENSOR_WV:
+    case SLM_TENSOR_WO:
+    case SLM_TENSOR_W1:
+    case SLM_TENSOR_W2:
+    case SLM_TENSOR_W3:
+    case SLM_TENSOR_WCLS:
+        return true;
+    default:
+        return false;
+    }
 }
 
 /* Floats a piece takes in the copy: its rows and columns, or its panels,
@@ -154,11 +165,13 @@ static slm_status quantize_into(uint8_t **at, slm_q8_matrix *dst,
     return SLM_OK;
 }
 
-/* A piece is one run of the file when it spans whole rows. */
+/* A piece is one run of the file when it spans whole rows of a float32
+ * file (a Hugging Face model's tensors are converted as they are read). */
 static bool contiguous(const slm_checkpoint_t *ck, const piece *p)
 {
     return p->col0 == 0 &&
-           p->cols == slm_checkpoint_tensor_info(ck, p->id)->cols;
+           p->cols == slm_checkpoint_tensor_info(ck, p->id)->cols &&
+           slm_checkpoint_tensor(ck, p->id, p->layer) != NULL;
 }
 
 /* Rejects a slice that does not fit the model: plans are built by our code,
@@ -198,6 +211,7 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
     if (!w)
         return slm_fail(SLM_ERR_NOMEM, "shard weights: out of memory");
     piece_list pl = {0};
+    float *scratch = NULL;
     slm_status rc = SLM_OK;
     w->slice = *slice;
     w->cfg = *c;
@@ -236,9 +250,17 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
             {SLM_TENSOR_W1, gl, h0, d->hidden, 0, dim, &lw->w1, false, NULL},
             {SLM_TENSOR_W2, gl, 0, dim, h0, d->hidden, &lw->w2, false, NULL},
             {SLM_TENSOR_W3, gl, h0, d->hidden, 0, dim, &lw->w3, false, NULL},
+            /* optional (qkv_bias, qk_norm): a head's norm is every head's */
+            {SLM_TENSOR_BQ, gl, 0, 1, q0, d->q_dim, &lw->bq, false, NULL},
+            {SLM_TENSOR_BK, gl, 0, 1, kv0, d->kv_dim, &lw->bk, false, NULL},
+            {SLM_TENSOR_BV, gl, 0, 1, kv0, d->kv_dim, &lw->bv, false, NULL},
+            {SLM_TENSOR_Q_NORM, gl, 0, 1, 0, hs, &lw->q_norm, false, NULL},
+            {SLM_TENSOR_K_NORM, gl, 0, 1, 0, hs, &lw->k_norm, false, NULL},
         };
         for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) {
             piece p = ps[i];
+            if (slm_checkpoint_tensor_info(ck, p.id)->layers == 0)
+                continue; /* not in this architecture: stays NULL */
             if (mode == SLM_SLICE_INT8)
                 p.q8 = q8_field(lw, p.id);
             SLM_CHECK_GOTO(add_piece(&pl, p), rc, fail);
@@ -309,12 +331,44 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
                        rc, fail);
     uint8_t *q8_next = w->q8.data;
 
+    /* A Hugging Face model has no float32 tensors to point into: a piece
+     * that is packed or quantized is first read (converted) into scratch
+     * the size of the largest such piece; a plain one straight into place. */
+    size_t scratch_floats = 0;
+    for (size_t i = 0; i < pl.n; i++) {
+        const piece *p = &pl.items[i];
+        if (!slm_checkpoint_tensor(ck, p->id, p->layer) &&
+            (p->packed || p->q8) && p->rows * p->cols > scratch_floats)
+            scratch_floats = p->rows * p->cols; /* summed above: no overflow */
+    }
+    if (scratch_floats &&
+        !(scratch = malloc(scratch_floats * sizeof(float)))) {
+        rc = slm_fail(SLM_ERR_NOMEM, "shard weights: out of memory");
+        goto fail;
+    }
+
     float *next = w->mem.data;
     for (size_t i = 0; i < pl.n; i++) {
         const piece *p = &pl.items[i];
-        const size_t C = (size_t)slm_checkpoint_tensor_info(ck, p->id)->cols;
+        size_t C = (size_t)slm_checkpoint_tensor_info(ck, p->id)->cols;
         const float *src = slm_checkpoint_tensor(ck, p->id, p->layer);
-        src += p->row0 * C + p->col0;
+        if (src) {
+            src += p->row0 * C + p->col0;
+        } else if (p->packed || p->q8) {
+            SLM_CHECK_GOTO(slm_checkpoint_read(ck, p->id, p->layer, p->row0,
+                                               p->rows, p->col0, p->cols,
+                                               scratch),
+                           rc, fail);
+            src = scratch;
+            C = p->cols;
+        } else {
+            SLM_CHECK_GOTO(slm_checkpoint_read(ck, p->id, p->layer, p->row0,
+                                               p->rows, p->col0, p->cols,
+                                               next),
+                           rc, fail);
+            src = next;
+            C = p->cols;
+        }
         if (mode == SLM_SLICE_BORROW && contiguous(ck, p)) {
             *p->dst = src;
             continue;
@@ -331,7 +385,7 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
         }
         if (p->packed)
             slm_cpu_pack_panels(next, src, p->rows, p->cols, C);
-        else
+        else if (src != next)
             for (size_t r = 0; r < p->rows; r++)
                 memcpy(next + r * p->cols, src + r * C,
                        p->cols * sizeof(float));
@@ -350,10 +404,12 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
     if (w->q8.data)
         SLM_CHECK_GOTO(slm_hugemem_seal(&w->q8, "int8 weights"), rc, fail);
     free(pl.items);
+    free(scratch);
     *out = w;
     return SLM_OK;
 fail:
     free(pl.items);
+    free(scratch);
     slm_shard_weights_destroy(&w);
     return rc;
 }

@@ -38,6 +38,14 @@ typedef struct {
     const float *w1;      /* (hidden, dim)   rows of its hidden units */
     const float *w2;      /* (dim, hidden)   columns of its hidden units */
     const float *w3;      /* (hidden, dim) */
+    /* Present only where the model has them (qkv_bias, qk_norm), else NULL:
+     * biases of this shard's q, k, v rows; q_norm / k_norm, the RMSNorm
+     * weights every head of q / k shares. */
+    const float *bq;     /* (q_dim) */
+    const float *bk;     /* (kv_dim) */
+    const float *bv;     /* (kv_dim) */
+    const float *q_norm; /* (head_size) */
+    const float *k_norm; /* (head_size) */
     /* The same seven matrices in int8, after slm_shard_weights_quantize. */
     slm_q8_matrix q_wq, q_wk, q_wv, q_wo, q_w1, q_w2, q_w3;
 } slm_layer_weights;

@@ -30,8 +30,6 @@
 #include "common/checked.h"
 #include "kernels/cuda/cuda_kernels.h"
 
-#define SLM_RMS_EPS 1e-5f
-
 /* Floats converted per staging copy at load: 16 Mi floats = 64 MiB. */
 #define SLM_UPLOAD_CHUNK ((size_t)16 << 20)
 
@@ -285,6 +283,26 @@ slm_status slm_cuda_transformer_create(const slm_shard_weights_t *w,
     t->cfg = *slm_shard_weights_config(w);
     t->slice = *slm_shard_weights_slice(w);
     t->device = device;
+    /* The rope kernel computes llama2.c's default frequencies itself. */
+    if (t->cfg.rope_theta != 10000.0f ||
+        t->cfg.rope_scaling.type != SLM_ROPE_DEFAULT) {
+        rc = slm_fail(SLM_ERR_UNSUPPORTED,
+                        "cuda: rope_theta %g%s is not supported on the GPU "
+                        "yet (only 10000 without scaling); use --device cpu",
+                        (double)t->cfg.rope_theta,
+                        t->cfg.rope_scaling.type == SLM_ROPE_LLAMA3
+                            ? " with llama3 scaling"
+                            : "");
+        goto fail;
+    }
+    if (t->cfg.qkv_bias || t->cfg.qk_norm) {
+        rc = slm_fail(SLM_ERR_UNSUPPORTED,
+                      "cuda: %s is not supported on the GPU yet; use "
+                      "--device cpu",
+                      t->cfg.qkv_bias ? "q/k/v biases (Qwen2)"
+                                      : "q/k norms (Qwen3)");
+        goto fail;
+    }
     const char *dts = getenv("SHARDLM_CUDA_DTYPE");
     t->dt = dts && strcmp(dts, "bf16") == 0 ? SLM_CUDA_BF16 : SLM_CUDA_F16;
     t->batch = opt->batch;
@@ -591,7 +609,7 @@ static slm_status enqueue_step(slm_cuda_transformer_t *t)
         /* attention: residual + rmsnorm, q/k/v for this shard's heads,
          * rotary, and k/v into each sequence's cache row pos[r] */
         SLM_CHECK(slm_cuda_residual_rmsnorm(s->x, delta, lw->rms_att, s->xb, B,
-                                            dim, SLM_RMS_EPS, dt, st));
+                                            dim, t->cfg.rms_norm_eps, dt, st));
         SLM_CHECK(
             slm_cuda_matmul(blas, s->q, 0, s->xb, lw->wq, B, dim, q_dim, dt));
         SLM_CHECK(
@@ -617,7 +635,7 @@ static slm_status enqueue_step(slm_cuda_transformer_t *t)
         /* feed-forward: residual + rmsnorm, w2(silu(w1 x) * w3 x) over
          * this shard's hidden units, summed over the tensor group */
         SLM_CHECK(slm_cuda_residual_rmsnorm(s->x, s->xb2, lw->rms_ffn, s->xb, B,
-                                            dim, SLM_RMS_EPS, dt, st));
+                                            dim, t->cfg.rms_norm_eps, dt, st));
         SLM_CHECK(
             slm_cuda_matmul(blas, s->hb, 0, s->xb, lw->w1, B, dim, hidden, dt));
         SLM_CHECK(slm_cuda_matmul(blas, s->hb2, 0, s->xb, lw->w3, B, dim,
@@ -633,14 +651,14 @@ static slm_status enqueue_step(slm_cuda_transformer_t *t)
         /* the last residual add, through the fused kernel with unit
          * weights (its normalised output is not used) */
         SLM_CHECK(slm_cuda_residual_rmsnorm(s->x, delta, t->ones, s->xb, B, dim,
-                                            SLM_RMS_EPS, dt, st));
+                                            t->cfg.rms_norm_eps, dt, st));
         return pp_send_recv(t, s->x, B * dim, true, t->slice.stage + 1);
     }
 
     /* last residual add + final norm, this shard's classifier rows, then
      * all the logits */
     SLM_CHECK(slm_cuda_residual_rmsnorm(s->x, delta, t->rms_final, s->xb, B,
-                                        dim, SLM_RMS_EPS, dt, st));
+                                        dim, t->cfg.rms_norm_eps, dt, st));
     SLM_CHECK(slm_cuda_matmul(blas, s->local_logits, 1, s->xb, t->classifier, B,
                               dim, d->vocab, dt));
     if (s->local_logits != s->logits)

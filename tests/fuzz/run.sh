@@ -15,15 +15,19 @@ trap 'rm -rf "$work"' EXIT
 cc=(clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
     -I. -I"$build")
 # name: sources and libraries (each target's own header comment says why)
+# model/checkpoint.c opens either format, so it brings the HF loader along
+model="model/checkpoint.c model/plan.c model/hf_model.c model/hf_config.c model/safetensors.c kernels/cpu/half.c common/status.c common/file.c"
 declare -A targets=(
     [wire]="tests/fuzz/fuzz_wire.c proto/wire.c proto/pbuf.c $build/proto/control.pb-c.c common/status.c -lprotobuf-c"
     [client]="tests/fuzz/fuzz_client_wire.c proto/client_wire.c proto/pbuf.c $build/proto/client.pb-c.c common/status.c common/utf8.c -lprotobuf-c -lm"
     [tokenizer]="tests/fuzz/fuzz_tokenizer.c model/tokenizer.c common/status.c common/reader.c common/file.c"
     [manifest]="tests/fuzz/fuzz_manifest.c model/manifest.c common/status.c common/reader.c common/file.c common/keyfile.c -lsodium"
     [allowlist]="tests/fuzz/fuzz_allowlist.c common/zap.c common/zkeys.c common/audit.c common/status.c common/utf8.c -lzmq -lpthread"
-    [checkpoint]="tests/fuzz/fuzz_checkpoint.c model/checkpoint.c model/plan.c common/status.c common/reader.c common/file.c common/hugemem.c"
+    [checkpoint]="tests/fuzz/fuzz_checkpoint.c $model common/reader.c common/hugemem.c -ljansson -lm"
+    [hf_config]="tests/fuzz/fuzz_hf_config.c $model common/reader.c common/hugemem.c -ljansson -lm"
+    [safetensors]="tests/fuzz/fuzz_safetensors.c model/safetensors.c kernels/cpu/half.c common/status.c common/file.c -ljansson -lm"
 )
-for name in wire client tokenizer manifest allowlist checkpoint; do
+for name in wire client tokenizer manifest allowlist checkpoint safetensors hf_config; do
     # shellcheck disable=SC2086 # the table holds word lists
     "${cc[@]}" ${targets[$name]} -o "$work/fuzz_$name" 2>"$work/$name.build" ||
         { cat "$work/$name.build"; echo "fuzz: $name: build failed"; exit 1; }

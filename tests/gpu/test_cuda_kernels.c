@@ -19,6 +19,7 @@
 
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/kernels.h"
+#include "model/checkpoint.h"
 
 static const slm_cuda_dtype dtypes[2] = {SLM_CUDA_F16, SLM_CUDA_BF16};
 static const size_t batches[2] = {1, 8};
@@ -286,9 +287,14 @@ static void check_rope_kv(slm_cuda_dtype dt, size_t rows, size_t n_heads,
                                             n_heads, n_kv, hd, seq_len, dt,
                                             NULL),
                      SLM_OK);
+    /* the twin's frequencies: the default rope of theta 10000, which the
+     * CUDA kernel computes itself */
+    slm_model_config cfg = {.head_size = (int32_t)hd, .rope_theta = 10000.0f};
+    float *freqs = xmalloc(hd / 2 * sizeof *freqs);
+    slm_model_config_rope_freqs(&cfg, freqs);
     for (size_t r = 0; r < rows; r++) {
-        slm_cpu_rope(q + r * q_dim, n_heads, hd, (size_t)pos[r], 10000.0f);
-        slm_cpu_rope(k + r * kv_dim, n_kv, hd, (size_t)pos[r], 10000.0f);
+        slm_cpu_rope(q + r * q_dim, n_heads, hd, (size_t)pos[r], freqs);
+        slm_cpu_rope(k + r * kv_dim, n_kv, hd, (size_t)pos[r], freqs);
     }
     const double tol = dt == SLM_CUDA_F16 ? 1e-3 : 5e-3;
     float *gq = fetch_half(dt, dq, rows * q_dim);
@@ -321,6 +327,7 @@ static void check_rope_kv(slm_cuda_dtype dt, size_t rows, size_t n_heads,
     free(k);
     free(v);
     free(pos);
+    free(freqs);
     free(gq);
     free(gk);
     free(gv);

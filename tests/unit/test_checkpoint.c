@@ -19,7 +19,14 @@
 /* A small model with every field distinct, so a mix-up shows. */
 static slm_model_config small_config(bool shared)
 {
-    slm_model_config c = {16, 40, 2, 4, 2, 32, 8, shared, 0, 0};
+    slm_model_config c = {.dim = 16,
+                          .hidden_dim = 40,
+                          .n_layers = 2,
+                          .n_heads = 4,
+                          .n_kv_heads = 2,
+                          .vocab_size = 32,
+                          .seq_len = 8,
+                          .shared_classifier = shared};
     return c;
 }
 
@@ -226,16 +233,14 @@ static void test_divisibility_refused(void **state)
 static void test_huge_sizes_refused_by_file_size(void **state)
 {
     (void)state;
-    slm_model_config c = {SLM_MAX_DIM,
-                          SLM_MAX_HIDDEN,
-                          SLM_MAX_LAYERS,
-                          SLM_MAX_HEADS,
-                          SLM_MAX_HEADS,
-                          SLM_MAX_VOCAB,
-                          SLM_MAX_SEQ_LEN,
-                          false,
-                          0,
-                          0};
+    slm_model_config c = {.dim = SLM_MAX_DIM,
+                          .hidden_dim = SLM_MAX_HIDDEN,
+                          .n_layers = SLM_MAX_LAYERS,
+                          .n_heads = SLM_MAX_HEADS,
+                          .n_kv_heads = SLM_MAX_HEADS,
+                          .vocab_size = SLM_MAX_VOCAB,
+                          .seq_len = SLM_MAX_SEQ_LEN,
+                          .shared_classifier = false};
     uint8_t h[SLM_CHECKPOINT_HEADER_BYTES];
     slm_checkpoint_encode_header(&c, h);
     slm_model_config out;
@@ -282,9 +287,16 @@ static void test_missing_and_special_files(void **state)
                                          SLM_WEIGHTS_RESIDENT, &ck),
                      SLM_ERR_IO);
     assert_non_null(strstr(slm_error_message(), "/nonexistent/model.bin"));
-    assert_int_equal(slm_checkpoint_open("/tmp", SLM_WEIGHTS_MAPPED, &ck),
+    assert_int_equal(slm_checkpoint_open("/dev/null", SLM_WEIGHTS_MAPPED, &ck),
                      SLM_ERR_IO);
     assert_non_null(strstr(slm_error_message(), "not a regular file"));
+    assert_null(ck);
+    /* a directory is a Hugging Face model: without config.json, refused
+     * naming it */
+    assert_int_not_equal(slm_checkpoint_open("/proc/self", SLM_WEIGHTS_MAPPED,
+                                             &ck),
+                         SLM_OK);
+    assert_non_null(strstr(slm_error_message(), "/proc/self/config.json"));
     assert_null(ck);
 }
 

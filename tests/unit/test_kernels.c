@@ -28,6 +28,7 @@
 #include "kernels/cpu/exp_avx512.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/kernels.h"
+#include "model/checkpoint.h"
 #include "tests/testutil.h"
 
 #ifdef __FMA__
@@ -259,7 +260,12 @@ static void check_rope(size_t hs, size_t nh, size_t pos, float theta,
     float *want = alloc_poisoned(n);
     memcpy(orig, vec, n * sizeof(float));
     memcpy(want, vec, n * sizeof(float));
-    slm_cpu_rope(vec, nh, hs, pos, theta);
+    /* the frequencies as the model description computes them */
+    slm_model_config cfg = {.head_size = (int32_t)hs, .rope_theta = theta};
+    float *freqs = alloc_poisoned(hs / 2);
+    slm_model_config_rope_freqs(&cfg, freqs);
+    slm_cpu_rope(vec, nh, hs, pos, freqs);
+    test_free(freqs);
     check_sentinel(vec, n, "rope");
     runc_rope(want, n, hs, pos, theta);
     /* Exactly run.c's float operations, so exactly its bits. */
