@@ -18,6 +18,8 @@
  * satisfy what the loader and the shards rely on:
  *   - every config field within its limit, the derived fields consistent,
  *     and the header round-trips through slm_checkpoint_encode_header;
+ *   - the optional tensors of other formats (q/k/v biases, q/k norms) are
+ *     absent (no layers), and the config claims none;
  *   - the tensor table describes exactly the file: slm_checkpoint_file_size
  *     is the input size, the tensors are laid out back to back in file order
  *     from byte 28 to the end, and wcls aliases the embedding iff the
@@ -88,6 +90,13 @@ static void touch_tensors(const uint8_t *data, size_t size,
     volatile float sink = 0;
     for (int id = 0; id < SLM_TENSOR_COUNT; id++) {
         const slm_tensor_info *t = &table[id];
+        if (id >= SLM_TENSOR_BQ) {
+            /* The optional tensors (biases, q/k norms) of other formats: a
+             * llama2.c file has none, so the table must say so. */
+            check(t->name != NULL && t->layers == 0,
+                  "a llama2.c table has an optional tensor");
+            continue;
+        }
         check(t->name != NULL && t->layers >= 1 && t->rows >= 1 && t->cols >= 1,
               "empty tensor in an accepted table");
         uint64_t n = 0, bytes = 0, end = 0;
@@ -166,6 +175,8 @@ static void check_config(const slm_model_config *c, const uint8_t *data)
               c->head_size == c->dim / c->n_heads && c->head_size % 2 == 0 &&
               c->kv_dim == c->head_size * c->n_kv_heads,
           "accepted config has inconsistent derived fields");
+    check(!c->qkv_bias && !c->qk_norm,
+          "a llama2.c config claims biases or q/k norms");
     uint8_t header[SLM_CHECKPOINT_HEADER_BYTES];
     slm_checkpoint_encode_header(c, header);
     check(memcmp(header, data, sizeof header) == 0,

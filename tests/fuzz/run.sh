@@ -27,7 +27,9 @@ declare -A targets=(
     [hf_config]="tests/fuzz/fuzz_hf_config.c $model common/reader.c common/hugemem.c -ljansson -lm"
     [safetensors]="tests/fuzz/fuzz_safetensors.c model/safetensors.c kernels/cpu/half.c common/status.c common/file.c -ljansson -lm"
 )
-for name in wire client tokenizer manifest allowlist checkpoint safetensors hf_config; do
+# FUZZ_TARGETS picks some (e.g. to rerun one after a fix); CI runs them all.
+for name in ${FUZZ_TARGETS:-wire client tokenizer manifest allowlist checkpoint safetensors hf_config}; do
+    [[ -n ${targets[$name]:-} ]] || { echo "fuzz: no target $name"; exit 1; }
     # shellcheck disable=SC2086 # the table holds word lists
     "${cc[@]}" ${targets[$name]} -o "$work/fuzz_$name" 2>"$work/$name.build" ||
         { cat "$work/$name.build"; echo "fuzz: $name: build failed"; exit 1; }
