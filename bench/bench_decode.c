@@ -8,12 +8,14 @@
  * neighbour during one probe does not flatter the ratio.
  *
  * With --weights int8 every matrix is read as int8 (a quarter of the
- * bytes). With --prefill P it also times the prefill of a P-token prompt in
- * one batched step (every weight read once for all P tokens; compute-bound,
- * so reported in tokens/s and GFLOP/s, best of 3).
+ * bytes), with bf16 or f16 in 16 bits (half; also the default for a
+ * 16-bit Hugging Face model). With --prefill P it also times the prefill of a
+ * P-token prompt in one batched step (every weight read once for all P tokens;
+ * compute-bound, so reported in tokens/s and GFLOP/s, best of 3).
  *
  *   bench_decode --model M [--threads N] [--tokens N] [--warmup N]
- *                [--probe-mib N] [--weights resident|mapped|int8]
+ *                [--probe-mib N]
+ *                [--weights resident|mapped|f32|bf16|f16|int8]
  *                [--prefill P]
  */
 #include <getopt.h>
@@ -33,14 +35,23 @@
 
 /* Bytes of weights one decode step reads: every matrix and norm, the
  * classifier, and one embedding row. */
-static double weight_bytes_per_token(const slm_model_config *c, bool int8)
+static double weight_bytes_per_token(const slm_model_config *c,
+                                     slm_weight_format f)
 {
     double d = c->dim, h = c->hidden_dim, kv = c->kv_dim, v = c->vocab_size;
     double matrices =
         c->n_layers * (d * d * 2 + kv * d * 2 + h * d * 3) + v * d;
     double rows = c->n_layers * (d * 2 + kv * 2 + h * 2 + d) + v; /* scales */
-    double floats = c->n_layers * d * 2 + d + d; /* norms, embedding row */
-    return int8 ? matrices + 4.0 * (rows + floats) : 4.0 * (matrices + floats);
+    double floats = c->n_layers * d * 2 + d;                      /* norms */
+    switch (f) {
+    case SLM_WFORMAT_INT8: /* and a float embedding row */
+        return matrices + 4.0 * (rows + floats + d);
+    case SLM_WFORMAT_BF16:
+    case SLM_WFORMAT_F16: /* and a 16-bit embedding row */
+        return 2.0 * (matrices + d) + 4.0 * floats;
+    default:
+        return 4.0 * (matrices + floats + d);
+    }
 }
 
 /* Multiply-adds of one token through every matrix (attention's own
@@ -67,7 +78,7 @@ int main(int argc, char **argv)
     slm_weights_mode wmode = SLM_WEIGHTS_RESIDENT;
     int64_t threads = 2, tokens = 32, warmup = 4, probe_mib = 1024;
     int64_t prefill = 0;
-    bool int8 = false;
+    slm_weight_format format = SLM_WFORMAT_AUTO;
     slm_status rc = SLM_OK;
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -88,7 +99,7 @@ int main(int argc, char **argv)
             rc = slm_cli_int("--probe-mib", optarg, 64, 65536, &probe_mib);
             break;
         case 'W':
-            rc = slm_cli_weights_mode(optarg, &wmode, &int8);
+            rc = slm_cli_weights_mode(optarg, &wmode, &format);
             break;
         case 'P':
             rc = slm_cli_int("--prefill", optarg, 1, 65536, &prefill);
@@ -96,7 +107,8 @@ int main(int argc, char **argv)
         default:
             fprintf(stderr, "usage: bench_decode --model M [--threads N] "
                             "[--tokens N] [--warmup N] [--probe-mib N] "
-                            "[--weights resident|mapped]\n");
+                            "[--weights resident|mapped|f32|bf16|f16|int8] "
+                            "[--prefill P]\n");
             return 2;
         }
         if (rc != SLM_OK)
@@ -121,9 +133,8 @@ int main(int argc, char **argv)
     const slm_sampling_params sp = {0.0f, 0, 1.0f, 1.0f, 0};
     SLM_CHECK_GOTO(slm_checkpoint_open(model, wmode, &ck), rc, fail);
     const slm_model_config *cfg = slm_checkpoint_config(ck);
-    SLM_CHECK_GOTO(slm_shard_weights_whole(ck, &w), rc, fail_model);
-    if (int8)
-        SLM_CHECK_GOTO(slm_shard_weights_quantize(w), rc, fail_model);
+    format = slm_weight_format_resolve(format, ck);
+    SLM_CHECK_GOTO(slm_shard_weights_whole_as(ck, format, &w), rc, fail_model);
     const slm_kv_config kv = {.max_seqs = 1,
                               .max_tokens = prefill > 1 ? (size_t)prefill : 1};
     SLM_CHECK_GOTO(slm_transformer_create_ex(w, NULL, &kv, &t), rc, fail_model);
@@ -201,7 +212,7 @@ int main(int argc, char **argv)
             goto fail_model;
     }
 
-    double bytes = weight_bytes_per_token(cfg, int8);
+    double bytes = weight_bytes_per_token(cfg, format);
     double bw = bw_before > bw_after ? bw_before : bw_after;
     double tps = (double)tokens / elapsed;
     double limit = bw * 1e9 / bytes;
@@ -209,11 +220,9 @@ int main(int argc, char **argv)
            "%d)\n",
            model, cfg->dim, cfg->hidden_dim, cfg->n_layers, cfg->n_heads,
            cfg->n_kv_heads, cfg->vocab_size);
-    printf("threads      %lld (isa %s), weights %s\n", (long long)threads,
-           slm_cpu_isa(),
-           int8                            ? "int8"
-           : wmode == SLM_WEIGHTS_RESIDENT ? "resident"
-                                           : "mapped");
+    printf("threads      %lld (isa %s), weights %s, %s\n", (long long)threads,
+           slm_cpu_isa(), slm_weight_format_name(format),
+           wmode == SLM_WEIGHTS_RESIDENT ? "resident" : "mapped");
     printf("weights/tok  %.3f GB\n", bytes / 1e9);
     printf("probe        %.1f GB/s before, %.1f GB/s after (best %.1f)\n",
            bw_before, bw_after, bw);

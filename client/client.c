@@ -533,13 +533,28 @@ shardlm_client_code_t shardlm_client_cancel(shardlm_client_t *c,
  * and ids against a vocabulary the validation does not know. */
 static shardlm_client_code_t
 check_generate_args(shardlm_client_t *c,
-                    const shardlm_client_generate_request_t *r)
+                    const shardlm_client_generate_request_t *r,
+                    const shardlm_client_message_t *msgs, size_t n_msgs)
 {
     const bool has_ids = r->token_ids || r->n_token_ids > 0;
-    if (r->prompt && has_ids)
+    if (msgs || n_msgs) {
+        if (r->prompt || has_ids)
+            return fail(c, SHARDLM_CLIENT_INVALID_ARGUMENT,
+                        "a chat request takes messages, not a prompt or "
+                        "token ids");
+        if (!msgs || n_msgs == 0)
+            return fail(c, SHARDLM_CLIENT_INVALID_ARGUMENT,
+                        "messages is %s with n_messages = %zu",
+                        msgs ? "set" : "NULL", n_msgs);
+        for (size_t i = 0; i < n_msgs; i++)
+            if (!msgs[i].role || !msgs[i].content)
+                return fail(c, SHARDLM_CLIENT_INVALID_ARGUMENT,
+                            "messages[%zu] has a NULL %s", i,
+                            msgs[i].role ? "content" : "role");
+    } else if (r->prompt && has_ids)
         return fail(c, SHARDLM_CLIENT_INVALID_ARGUMENT,
                     "both a prompt and token ids are given; expected one");
-    if (!r->prompt && !has_ids)
+    if (!msgs && !r->prompt && !has_ids)
         return fail(c, SHARDLM_CLIENT_INVALID_ARGUMENT,
                     "neither a prompt nor token ids are given; expected one");
     if (has_ids && (!r->token_ids || r->n_token_ids == 0))
@@ -571,11 +586,52 @@ check_generate_args(shardlm_client_t *c,
     return SHARDLM_CLIENT_OK;
 }
 
-/* Builds the GenerateRequest for r under the id `id`, packs it and puts it
+static shardlm_client_code_t
+pack_generate_with(shardlm_client_t *c,
+                   const shardlm_client_generate_request_t *r,
+                   Shardlm__Client__ChatMessages *chat, const char *id,
+                   uint8_t **buf, size_t *len);
+
+/* Builds the GenerateRequest for r (or, with msgs, for the conversation
+ * msgs(n_msgs) with r's other fields) under the id `id`, packs it and puts it
  * through the server's validation. The caller owns *buf (free()). */
 static shardlm_client_code_t
 pack_generate(shardlm_client_t *c, const shardlm_client_generate_request_t *r,
+              const shardlm_client_message_t *msgs, size_t n_msgs,
               const char *id, uint8_t **buf, size_t *len)
+{
+    /* n_msgs structs and their pointers; n_msgs is bounded by the memory
+     * the caller's array already takes. */
+    Shardlm__Client__ChatMessage *cm =
+        n_msgs ? calloc(n_msgs, sizeof *cm) : NULL;
+    Shardlm__Client__ChatMessage **cp =
+        n_msgs ? calloc(n_msgs, sizeof *cp) : NULL;
+    if (n_msgs && (!cm || !cp)) {
+        free(cm);
+        free(cp);
+        return fail(c, SHARDLM_CLIENT_INTERNAL, "out of memory");
+    }
+    for (size_t i = 0; i < n_msgs; i++) {
+        shardlm__client__chat_message__init(&cm[i]);
+        cm[i].role = (char *)msgs[i].role;
+        cm[i].content = (char *)msgs[i].content;
+        cp[i] = &cm[i];
+    }
+    Shardlm__Client__ChatMessages chat = SHARDLM__CLIENT__CHAT_MESSAGES__INIT;
+    chat.messages = cp;
+    chat.n_messages = n_msgs;
+    shardlm_client_code_t rc =
+        pack_generate_with(c, r, n_msgs ? &chat : NULL, id, buf, len);
+    free(cm);
+    free(cp);
+    return rc;
+}
+
+static shardlm_client_code_t
+pack_generate_with(shardlm_client_t *c,
+                   const shardlm_client_generate_request_t *r,
+                   Shardlm__Client__ChatMessages *chat, const char *id,
+                   uint8_t **buf, size_t *len)
 {
     Shardlm__Client__SamplingParams sp = SHARDLM__CLIENT__SAMPLING_PARAMS__INIT;
     sp.temperature = r->sampling.temperature;
@@ -588,7 +644,10 @@ pack_generate(shardlm_client_t *c, const shardlm_client_generate_request_t *r,
     Shardlm__Client__GenerateRequest g =
         SHARDLM__CLIENT__GENERATE_REQUEST__INIT;
     g.request_id = (char *)id;
-    if (r->prompt) {
+    if (chat) {
+        g.input_case = SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_MESSAGES;
+        g.messages = chat;
+    } else if (r->prompt) {
         g.input_case = SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_PROMPT;
         g.prompt = (char *)r->prompt;
     } else {
@@ -639,22 +698,55 @@ static void take_final(shardlm_client_result_t *res,
     res->decode_ms = f->decode_ms;
 }
 
+static shardlm_client_code_t
+run_generate(shardlm_client_t *c, const shardlm_client_generate_request_t *req,
+             const shardlm_client_message_t *msgs, size_t n_msgs,
+             shardlm_client_chunk_fn on_chunk, void *user,
+             shardlm_client_result_t *result, const char *who);
+
 shardlm_client_code_t
 shardlm_client_generate(shardlm_client_t *c,
                         const shardlm_client_generate_request_t *req,
                         shardlm_client_chunk_fn on_chunk, void *user,
                         shardlm_client_result_t *result)
 {
+    return run_generate(c, req, NULL, 0, on_chunk, user, result,
+                        "shardlm_client_generate");
+}
+
+shardlm_client_code_t
+shardlm_client_chat(shardlm_client_t *c,
+                    const shardlm_client_generate_request_t *req,
+                    const shardlm_client_message_t *messages, size_t n_messages,
+                    shardlm_client_chunk_fn on_chunk, void *user,
+                    shardlm_client_result_t *result)
+{
+    if (!messages || n_messages == 0) {
+        if (result)
+            memset(result, 0, sizeof *result);
+        return fail(c, SHARDLM_CLIENT_INVALID_ARGUMENT,
+                    "shardlm_client_chat: no messages");
+    }
+    return run_generate(c, req, messages, n_messages, on_chunk, user, result,
+                        "shardlm_client_chat");
+}
+
+static shardlm_client_code_t
+run_generate(shardlm_client_t *c, const shardlm_client_generate_request_t *req,
+             const shardlm_client_message_t *msgs, size_t n_msgs,
+             shardlm_client_chunk_fn on_chunk, void *user,
+             shardlm_client_result_t *result, const char *who)
+{
     shardlm_client_result_t local;
     shardlm_client_result_t *res = result ? result : &local;
     memset(res, 0, sizeof *res);
     if (!c)
         return fail(NULL, SHARDLM_CLIENT_INVALID_ARGUMENT,
-                    "shardlm_client_generate: the client is NULL");
+                    "%s: the client is NULL", who);
     if (!req)
         return fail(c, SHARDLM_CLIENT_INVALID_ARGUMENT,
-                    "shardlm_client_generate: the request is NULL");
-    shardlm_client_code_t rc = check_generate_args(c, req);
+                    "%s: the request is NULL", who);
+    shardlm_client_code_t rc = check_generate_args(c, req, msgs, n_msgs);
     if (rc != SHARDLM_CLIENT_OK)
         return rc;
     if (req->request_id && req->request_id[0])
@@ -667,7 +759,7 @@ shardlm_client_generate(shardlm_client_t *c,
 
     uint8_t *buf = NULL;
     size_t len = 0;
-    rc = pack_generate(c, req, id, &buf, &len);
+    rc = pack_generate(c, req, msgs, n_msgs, id, &buf, &len);
     if (rc != SHARDLM_CLIENT_OK)
         return rc;
     rc = ready_socket(c);

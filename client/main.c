@@ -7,9 +7,14 @@
  *            [--temperature F] [--top-k K] [--top-p F]
  *            [--repetition-penalty F] [--seed S] [--stop STR]...
  *            [--deadline-ms MS] [--request-id ID] [--stats]
+ *   chat [--system TEXT] [--message ROLE=TEXT]... [TEXT] [generate's
+ *        options but --prompt and --token-ids]
  *   health
  *   info
  *
+ * chat sends a conversation: the system message, the --message ones in
+ * order, then TEXT as the user's - or, when neither TEXT nor --message is
+ * given, the user's text read from stdin - and streams the reply.
  * generate streams the completion's text to stdout as it arrives and prints
  * nothing else there; --stats adds one line of counts and timings on stderr.
  * SIGINT or SIGTERM cancels the request on the server (a second one kills
@@ -71,6 +76,11 @@ static const char usage_text[] =
     "      --deadline-ms MS        the server gives up after MS\n"
     "      --request-id ID         default: a unique id\n"
     "      --stats                 counts and timings on stderr\n"
+    "  chat [--system TEXT] [--message ROLE=TEXT]... [TEXT] [options]\n"
+    "      a conversation for a chat model: the system message, the\n"
+    "      --message ones (ROLE: system, user, assistant) in order, then\n"
+    "      TEXT as the user's (default: read from stdin when no --message\n"
+    "      is given); streams the reply; generate's options apply\n"
     "  health    the server's state and one line per rank; exit 0 only\n"
     "            when SERVING\n"
     "  info      the model and how it is served\n"
@@ -251,9 +261,43 @@ enum {
     OPT_DEADLINE_MS,
     OPT_REQUEST_ID,
     OPT_STATS,
+    OPT_SYSTEM,
+    OPT_MESSAGE,
 };
 
+/* The most of stdin read as the user's text: the server's cap on a
+ * conversation's content. */
+#define MAX_STDIN_BYTES ((size_t)256 << 10)
+
+/* Reads all of stdin (at most MAX_STDIN_BYTES) into a new string. */
+static char *read_stdin(void)
+{
+    char *p = malloc(MAX_STDIN_BYTES + 1);
+    if (!p)
+        return NULL;
+    const size_t n = fread(p, 1, MAX_STDIN_BYTES + 1, stdin);
+    if (n > MAX_STDIN_BYTES || ferror(stdin)) {
+        free(p);
+        return NULL;
+    }
+    p[n] = '\0';
+    return p;
+}
+
+static int run_request(shardlm_client_t *c, int argc, char **argv, bool chat);
+
 static int cmd_generate(shardlm_client_t *c, int argc, char **argv)
+{
+    return run_request(c, argc, argv, false);
+}
+
+static int cmd_chat(shardlm_client_t *c, int argc, char **argv)
+{
+    return run_request(c, argc, argv, true);
+}
+
+/* generate, or with `chat` the chat command: the same options and output. */
+static int run_request(shardlm_client_t *c, int argc, char **argv, bool chat)
 {
     static const struct option longopts[] = {
         {"prompt", required_argument, NULL, OPT_PROMPT},
@@ -268,6 +312,8 @@ static int cmd_generate(shardlm_client_t *c, int argc, char **argv)
         {"deadline-ms", required_argument, NULL, OPT_DEADLINE_MS},
         {"request-id", required_argument, NULL, OPT_REQUEST_ID},
         {"stats", no_argument, NULL, OPT_STATS},
+        {"system", required_argument, NULL, OPT_SYSTEM},
+        {"message", required_argument, NULL, OPT_MESSAGE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -276,9 +322,14 @@ static int cmd_generate(shardlm_client_t *c, int argc, char **argv)
     int32_t *ids = NULL;
     /* At most one stop sequence per argument. */
     const char **stops = calloc((size_t)argc + 1, sizeof *stops);
+    /* At most one message per argument, the system one and stdin's. */
+    shardlm_client_message_t *msgs = calloc((size_t)argc + 2, sizeof *msgs);
+    size_t n_msgs = 0;
+    const char *system = NULL;
+    char *from_stdin = NULL;
     bool stats = false;
     int status = EXIT_CODE_BASE + SHARDLM_CLIENT_INVALID_ARGUMENT;
-    if (!stops) {
+    if (!stops || !msgs) {
         status = failure(SHARDLM_CLIENT_INTERNAL, "out of memory");
         goto done;
     }
@@ -339,6 +390,32 @@ static int cmd_generate(shardlm_client_t *c, int argc, char **argv)
         case OPT_STATS:
             stats = true;
             break;
+        case OPT_SYSTEM:
+        case OPT_MESSAGE:
+            if (!chat) {
+                status =
+                    usage_error("generate: %s is for chat",
+                                ch == OPT_SYSTEM ? "--system" : "--message");
+                goto done;
+            }
+            if (ch == OPT_SYSTEM) {
+                system = optarg;
+                break;
+            }
+            {
+                /* ROLE=TEXT; the role goes as given: the server judges it */
+                char *eq = strchr(optarg, '=');
+                if (!eq) {
+                    status = usage_error("chat: --message '%s' is not "
+                                         "ROLE=TEXT",
+                                         optarg);
+                    goto done;
+                }
+                *eq = '\0';
+                msgs[n_msgs].role = optarg;
+                msgs[n_msgs++].content = eq + 1;
+            }
+            break;
         case 'h':
             fputs(usage_text, stdout);
             status = 0;
@@ -348,12 +425,44 @@ static int cmd_generate(shardlm_client_t *c, int argc, char **argv)
             goto done;
         }
     }
-    if (optind < argc) {
+    if (chat) {
+        if (req.prompt || req.token_ids) {
+            status = usage_error("chat: takes messages, not --prompt or "
+                                 "--token-ids");
+            goto done;
+        }
+        if (optind + 1 < argc) {
+            status = usage_error("chat: unexpected argument '%s' (quote the "
+                                 "user's text)",
+                                 argv[optind + 1]);
+            goto done;
+        }
+        const char *user = optind < argc ? argv[optind] : NULL;
+        if (!user && n_msgs == 0) {
+            if (!(user = from_stdin = read_stdin())) {
+                status = failure(SHARDLM_CLIENT_INVALID_ARGUMENT,
+                                 "cannot read the user's text from stdin "
+                                 "(at most %zu bytes)",
+                                 MAX_STDIN_BYTES);
+                goto done;
+            }
+        }
+        if (system) { /* first, whatever order the options came in */
+            memmove(msgs + 1, msgs, n_msgs * sizeof *msgs);
+            msgs[0].role = "system";
+            msgs[0].content = system;
+            n_msgs++;
+        }
+        if (user) {
+            msgs[n_msgs].role = "user";
+            msgs[n_msgs++].content = user;
+        }
+    } else if (optind < argc) {
         status =
             usage_error("generate: unexpected argument '%s'", argv[optind]);
         goto done;
     }
-    if (!req.prompt == !req.token_ids) {
+    if (!chat && !req.prompt == !req.token_ids) {
         status =
             usage_error("generate: %s", req.prompt ? "give --prompt or "
                                                      "--token-ids, not both"
@@ -378,7 +487,8 @@ static int cmd_generate(shardlm_client_t *c, int argc, char **argv)
     output out = {0};
     shardlm_client_result_t res;
     const shardlm_client_code_t rc =
-        shardlm_client_generate(c, &req, on_chunk, &out, &res);
+        chat ? shardlm_client_chat(c, &req, msgs, n_msgs, on_chunk, &out, &res)
+             : shardlm_client_generate(c, &req, on_chunk, &out, &res);
     if (out.printed && isatty(STDOUT_FILENO) && isatty(STDERR_FILENO))
         fputc('\n', stderr); /* the terminal's next line */
     if (out.write_errno) {
@@ -407,6 +517,8 @@ static int cmd_generate(shardlm_client_t *c, int argc, char **argv)
 done:
     free(ids);
     free(stops);
+    free(msgs);
+    free(from_stdin);
     return status;
 }
 
@@ -515,11 +627,13 @@ int main(int argc, char **argv)
         }
     }
     if (optind >= argc)
-        return usage_error("no command (generate, health or info)");
+        return usage_error("no command (generate, chat, health or info)");
     const char *cmd = argv[optind];
     int (*run)(shardlm_client_t *, int, char **) = NULL;
     if (strcmp(cmd, "generate") == 0)
         run = cmd_generate;
+    else if (strcmp(cmd, "chat") == 0)
+        run = cmd_chat;
     else if (strcmp(cmd, "health") == 0)
         run = cmd_health;
     else if (strcmp(cmd, "info") == 0)

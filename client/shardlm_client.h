@@ -220,6 +220,25 @@ SHARDLM_CLIENT_API shardlm_client_code_t shardlm_client_generate(
     shardlm_client_chunk_fn on_chunk, void *user,
     shardlm_client_result_t *result);
 
+/* One message of a conversation; both strings borrowed for the call. */
+typedef struct {
+    const char *role;    /* "system", "user" or "assistant" */
+    const char *content; /* UTF-8 */
+} shardlm_client_message_t;
+
+/* As shardlm_client_generate, for a chat model: the server renders
+ * messages(n_messages) (1 to 256, at most 256 KiB of content in all) in the
+ * model's chat format and streams the assistant's reply. req gives
+ * everything but the input: its prompt and token_ids must be unset. A
+ * server whose model has no chat format, or whose format refuses the
+ * conversation (roles out of the order it requires, content holding its
+ * control strings), answers INVALID_ARGUMENT saying why. */
+SHARDLM_CLIENT_API shardlm_client_code_t shardlm_client_chat(
+    shardlm_client_t *c, const shardlm_client_generate_request_t *req,
+    const shardlm_client_message_t *messages, size_t n_messages,
+    shardlm_client_chunk_fn on_chunk, void *user,
+    shardlm_client_result_t *result);
+
 /* Asks the server to stop the request request_id, sent earlier through this
  * handle (the server matches requests to their connection), and returns at
  * once: no reply is awaited (the server sends none for an id it does not

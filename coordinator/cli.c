@@ -51,23 +51,32 @@ slm_status slm_cli_float(const char *flag, const char *text, float *out)
 }
 
 slm_status slm_cli_weights_mode(const char *text, slm_weights_mode *out,
-                                bool *int8)
+                                slm_weight_format *format)
 {
-    *int8 = false;
-    if (strcmp(text, "resident") == 0)
-        *out = SLM_WEIGHTS_RESIDENT;
-    else if (strcmp(text, "mapped") == 0)
-        *out = SLM_WEIGHTS_MAPPED;
-    else if (strcmp(text, "int8") == 0) {
-        /* The int8 copy is what is read; the floats it came from stay in
-         * the file's pages, which the kernel may drop. */
-        *out = SLM_WEIGHTS_MAPPED;
-        *int8 = true;
-    } else
-        return slm_fail(SLM_ERR_INVALID,
-                        "--weights: '%s' is not one of resident, mapped, int8",
-                        text);
-    return SLM_OK;
+    static const struct {
+        const char *name;
+        slm_weights_mode mode;
+        slm_weight_format format;
+    } choices[] = {
+        {"resident", SLM_WEIGHTS_RESIDENT, SLM_WFORMAT_AUTO},
+        {"mapped", SLM_WEIGHTS_MAPPED, SLM_WFORMAT_AUTO},
+        {"f32", SLM_WEIGHTS_RESIDENT, SLM_WFORMAT_F32},
+        /* The copy in the format is what is read; the file's pages it came
+         * from may be dropped by the kernel. */
+        {"bf16", SLM_WEIGHTS_MAPPED, SLM_WFORMAT_BF16},
+        {"f16", SLM_WEIGHTS_MAPPED, SLM_WFORMAT_F16},
+        {"int8", SLM_WEIGHTS_MAPPED, SLM_WFORMAT_INT8},
+    };
+    for (size_t i = 0; i < sizeof choices / sizeof choices[0]; i++)
+        if (strcmp(text, choices[i].name) == 0) {
+            *out = choices[i].mode;
+            *format = choices[i].format;
+            return SLM_OK;
+        }
+    return slm_fail(SLM_ERR_INVALID,
+                    "--weights: '%s' is not one of resident, mapped, f32, "
+                    "bf16, f16, int8",
+                    text);
 }
 
 slm_status slm_cli_sampling(int c, const char *arg, slm_sampling_params *sp,

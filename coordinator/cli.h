@@ -10,15 +10,18 @@
 #include "common/status.h"
 #include "coordinator/sampler.h"
 #include "model/checkpoint.h"
+#include "shard/weights.h"
 
 slm_status slm_cli_int(const char *flag, const char *text, int64_t lo,
                        int64_t hi, int64_t *out);
 slm_status slm_cli_u64(const char *flag, const char *text, uint64_t *out);
 slm_status slm_cli_float(const char *flag, const char *text, float *out);
-/* --weights: "resident", "mapped", or "int8" (mapped, then quantized to
- * int8 per output channel: *int8 set). */
+/* --weights: where the file's weights live, "resident" or "mapped" (the
+ * format the file's own: *format AUTO), or what they are held in, "f32"
+ * (resident), or "bf16", "f16", "int8" (mapped: the copy in that format is
+ * what is read; the file's pages it came from may be dropped). */
 slm_status slm_cli_weights_mode(const char *text, slm_weights_mode *out,
-                                bool *int8);
+                                slm_weight_format *format);
 
 /* The sampling flags shared by generate, run and serve: their getopt_long
  * values, and the struct option entries to put in a command's table. */

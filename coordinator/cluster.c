@@ -655,8 +655,8 @@ bool slm_cluster_single_sequence(const slm_cluster_t *c)
 
 slm_model_runner slm_cluster_runner(slm_cluster_t *c)
 {
-    slm_model_runner r = {cluster_forward, cluster_step, c, c->cfg.seq_len,
-                          &c->kv};
+    slm_model_runner r = {cluster_forward, cluster_step, c,
+                          c->cfg.seq_len,  &c->kv,       &c->cfg};
     return r;
 }
 

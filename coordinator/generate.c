@@ -31,9 +31,12 @@ static slm_status local_step(void *ctx, const slm_step *step, slm_step_out *out)
 
 slm_model_runner slm_runner_local(slm_transformer_t *t)
 {
-    slm_model_runner r = {local_forward, local_step, t,
+    slm_model_runner r = {local_forward,
+                          local_step,
+                          t,
                           slm_transformer_config(t)->seq_len,
-                          slm_transformer_kv(t)};
+                          slm_transformer_kv(t),
+                          slm_transformer_config(t)};
     return r;
 }
 
@@ -49,6 +52,13 @@ slm_status slm_generate(const slm_model_runner *m, const slm_tokenizer_t *tok,
     SLM_CHECK(slm_tokenizer_encode(tok, prompt, strlen(prompt), true, false,
                                    &ids, &n_ids));
     slm_status rc = SLM_OK;
+    if (n_ids == 0) {
+        /* a tokenizer that adds no BOS (Qwen's), and no text */
+        rc = slm_fail(SLM_ERR_INVALID,
+                      "the prompt is empty and this tokenizer adds no BOS: "
+                      "there is no first token to start from");
+        goto done;
+    }
     if (n_ids > (size_t)steps) {
         rc = slm_fail(SLM_ERR_RANGE,
                       "the prompt is %zu tokens but only %d positions are "
@@ -69,6 +79,13 @@ slm_status slm_generate(const slm_model_runner *m, const slm_tokenizer_t *tok,
     double t0 = slm_now_seconds(), t_prompt_end = t0;
     size_t n = n_ids;
     int32_t token = ids[0];
+    if (token != slm_tokenizer_bos_id(tok)) {
+        /* no BOS (Qwen's tokenizer): the first token is text too */
+        size_t len = 0;
+        const char *piece = slm_tokenizer_decode(tok, -1, token, &len);
+        if (slm_piece_printable(piece, len))
+            SLM_CHECK_GOTO(fn(user, piece, len, token), rc, done);
+    }
     for (int32_t pos = 0; pos < steps; pos++) {
         const float *logits_ro = NULL;
         SLM_CHECK_GOTO(m->forward(m->ctx, token, pos, &logits_ro), rc, done);
@@ -81,7 +98,7 @@ slm_status slm_generate(const slm_model_runner *m, const slm_tokenizer_t *tok,
             /* The sampler may rewrite logits (penalty, temperature); the
              * transformer's buffer is rewritten by the next step anyway. */
             next = slm_sampler_sample(sampler, (float *)logits_ro, ids, n);
-            if (next == SLM_TOKEN_BOS || next == SLM_TOKEN_EOS) {
+            if (slm_model_config_is_stop(m->cfg, next)) {
                 st.stopped = true;
                 break;
             }

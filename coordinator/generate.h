@@ -39,7 +39,8 @@ typedef struct {
     slm_status (*step)(void *ctx, const slm_step *step, slm_step_out *out);
     void *ctx;
     int32_t seq_len;
-    const slm_kv_config *kv; /* the pool and the limits of a step */
+    const slm_kv_config *kv;     /* the pool and the limits of a step */
+    const slm_model_config *cfg; /* its stop tokens (eos ids) */
 } slm_model_runner;
 
 /* The runner of a whole model in this process; t is borrowed. */

@@ -20,6 +20,7 @@
 #include "coordinator/sampler.h"
 #include "kernels/kernels.h"
 #include "model/checkpoint.h"
+#include "model/hf_model.h"
 #include "model/mkmodel.h"
 #include "model/tokenizer.h"
 #include "shard/device.h"
@@ -37,11 +38,12 @@ static void usage(FILE *f)
     fprintf(
         f,
         "usage:\n"
-        "  shardlm generate --model M --tokenizer T [--prompt TEXT] [-n "
+        "  shardlm generate --model M [--tokenizer T] [--prompt TEXT] [-n "
         "STEPS]\n"
         "                   [--temperature F] [--top-k K] [--top-p F]\n"
         "                   [--repetition-penalty F] [--seed S] [--threads N]\n"
-        "                   [--weights resident|mapped|int8] [--device "
+        "                   [--weights resident|mapped|f32|bf16|f16|int8]\n"
+        "                   [--device "
         "auto|cpu|cuda]\n"
         "      Streams the prompt and its continuation to stdout and the\n"
         "      speed to stderr. STEPS counts positions, BOS and prompt\n"
@@ -51,13 +53,20 @@ static void usage(FILE *f)
         "clock.\n"
         "      --weights resident (default) copies the checked weights into\n"
         "      private huge-page memory; mapped streams the file mapping;\n"
-        "      int8 quantizes every matrix per output channel at load.\n"
+        "      int8 quantizes every matrix per output channel at load;\n"
+        "      bf16, f16 hold every matrix in 16 bits, f32 in float32 (the\n"
+        "      default is the file's own dtype; llama2.c files are f32).\n"
         "      --device auto (default) runs on a GPU when there is one and\n"
         "      this build has CUDA, else on the CPU; cuda insists on a GPU.\n"
         "  shardlm mkmodel --out FILE (--shape NAME | --dim D --hidden H\n"
         "                  --layers L --heads NH --kv-heads NKV --vocab V\n"
         "                  --seq-len S) [--separate-classifier] [--seed S]\n"
-        "      Writes a llama2.c checkpoint with seeded random weights.\n"
+        "                  [--format llama2c|hf] [--arch NAME] [--dtype "
+        "f32|bf16|f16]\n"
+        "      Writes a model with seeded random weights: a llama2.c\n"
+        "      checkpoint (the default), or with --format hf a Hugging Face\n"
+        "      directory OUT of architecture NAME (llama, llama3, mistral,\n"
+        "      qwen2, qwen3; default llama) in dtype (default bf16).\n"
         "      Shapes: %s.\n"
         "  shardlm keygen --curve PREFIX\n"
         "      Writes PREFIX.key_secret (0600) and PREFIX.key: a CURVE pair "
@@ -72,10 +81,11 @@ static void usage(FILE *f)
         "      Writes / checks a SHA-256 manifest of model files, optionally\n"
         "      signed; run, serve and generate take --manifest M\n"
         "      [--public-key PUB] and check it before using a weight.\n"
-        "  mpirun -np $((1 + TP * PP)) shardlm run --model M --tokenizer T\n"
+        "  mpirun -np $((1 + TP * PP)) shardlm run --model M [--tokenizer T]\n"
         "         --tp TP --pp PP (--prompt TEXT | --input FILE.jsonl) ...\n"
         "      An offline batch on a cluster of shards: `shardlm run --help`.\n"
-        "  mpirun -np $((1 + TP * PP)) shardlm serve --model M --tokenizer T\n"
+        "  mpirun -np $((1 + TP * PP)) shardlm serve --model M [--tokenizer "
+        "T]\n"
         "         --tp TP --pp PP [--listen ENDPOINT] ...\n"
         "      Serves shardlm-client requests over ZeroMQ (default\n"
         "      tcp://127.0.0.1:5555) until SIGTERM: `shardlm serve --help`.\n",
@@ -126,7 +136,7 @@ static int cmd_generate(int argc, char **argv)
     slm_device_kind device = SLM_DEVICE_AUTO;
     int gpu = 0;
     slm_weights_mode wmode = SLM_WEIGHTS_RESIDENT;
-    bool int8 = false;
+    slm_weight_format format = SLM_WFORMAT_AUTO;
     int64_t steps = 256, threads = 0;
     bool seeded = false, allow_root = false, allow_core_dump = false;
     slm_sampling_params sp = slm_sampling_defaults();
@@ -151,7 +161,7 @@ static int cmd_generate(int argc, char **argv)
             rc = slm_cli_int("--threads", optarg, 1, 1024, &threads);
             break;
         case O_WEIGHTS:
-            rc = slm_cli_weights_mode(optarg, &wmode, &int8);
+            rc = slm_cli_weights_mode(optarg, &wmode, &format);
             break;
         case O_DEVICE:
             rc = slm_device_parse(optarg, &device);
@@ -183,10 +193,12 @@ static int cmd_generate(int argc, char **argv)
         if (rc != SLM_OK)
             return fail_exit(rc);
     }
-    if (optind != argc || !model || !tokenizer) {
+    /* A Hugging Face model has its tokenizer.json beside it. */
+    if (optind != argc || !model ||
+        (!tokenizer && !slm_hf_model_is_hf(model))) {
         fprintf(stderr,
-                "shardlm generate: --model and --tokenizer are "
-                "required%s\n",
+                "shardlm generate: --model, and --tokenizer for a llama2.c "
+                "model, are required%s\n",
                 optind != argc ? "; stray arguments" : "");
         usage(stderr);
         return 2;
@@ -217,23 +229,26 @@ static int cmd_generate(int argc, char **argv)
             slm_device_pick(slm_device_local_rank(MPI_COMM_NULL), &gpu), rc,
             done);
         /* The GPU keeps its own half-precision copy: the file's pages are
-         * read once, for the upload, so a resident copy would be waste. */
+         * read once, for the upload, so a resident copy would be waste;
+         * the upload reads float32 rows. */
         wmode = SLM_WEIGHTS_MAPPED;
+        format = SLM_WFORMAT_F32;
     }
     SLM_CHECK_GOTO(slm_checkpoint_open(model, wmode, &ck), rc, done);
     const slm_model_config *cfg = slm_checkpoint_config(ck);
-    SLM_CHECK_GOTO(slm_tokenizer_load(tokenizer, cfg->vocab_size, &tok), rc,
-                   done);
-    SLM_CHECK_GOTO(slm_shard_weights_whole(ck, &weights), rc, done);
-    if (int8)
-        SLM_CHECK_GOTO(slm_shard_weights_quantize(weights), rc, done);
+    SLM_CHECK_GOTO(slm_tokenizer_open(model, tokenizer, cfg->vocab_size, &tok),
+                   rc, done);
+    SLM_CHECK_GOTO(slm_shard_weights_whole_as(ck, format, &weights), rc, done);
     SLM_CHECK_GOTO(slm_forward_create(device, gpu, weights, NULL, NULL, &fwd),
                    rc, done);
     SLM_CHECK_GOTO(slm_sampler_create(cfg->vocab_size, &sp, &sampler), rc,
                    done);
-    const slm_model_runner runner = {forward_step, forward_batch, fwd,
+    const slm_model_runner runner = {forward_step,
+                                     forward_batch,
+                                     fwd,
                                      slm_forward_seq_len(fwd),
-                                     slm_forward_kv(fwd)};
+                                     slm_forward_kv(fwd),
+                                     cfg};
     SLM_CHECK_GOTO(slm_generate(&runner, tok, sampler, prompt, (int32_t)steps,
                                 write_piece, NULL, &st),
                    rc, done);
@@ -275,7 +290,10 @@ static int cmd_mkmodel(int argc, char **argv)
         O_VOCAB,
         O_SEQ,
         O_SEP,
-        O_SEED
+        O_SEED,
+        O_FORMAT,
+        O_ARCH,
+        O_DTYPE
     };
     static const struct option opts[] = {
         {"out", required_argument, NULL, O_OUT},
@@ -289,10 +307,16 @@ static int cmd_mkmodel(int argc, char **argv)
         {"seq-len", required_argument, NULL, O_SEQ},
         {"separate-classifier", no_argument, NULL, O_SEP},
         {"seed", required_argument, NULL, O_SEED},
+        {"format", required_argument, NULL, O_FORMAT},
+        {"arch", required_argument, NULL, O_ARCH},
+        {"dtype", required_argument, NULL, O_DTYPE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *out = NULL, *shape = NULL;
+    const char *out = NULL, *shape = NULL, *arch = NULL;
+    bool hf = false;
+    slm_weight_dtype dtype = SLM_WEIGHT_BF16;
+    bool dtype_given = false;
     int64_t dims[7] = {0}; /* dim hidden layers heads kv vocab seq */
     bool any_dim = false, separate = false;
     uint64_t seed = 1;
@@ -312,6 +336,27 @@ static int cmd_mkmodel(int argc, char **argv)
             separate = true;
         } else if (c == O_SEED) {
             rc = slm_cli_u64("--seed", optarg, &seed);
+        } else if (c == O_FORMAT) {
+            if (strcmp(optarg, "hf") == 0)
+                hf = true;
+            else if (strcmp(optarg, "llama2c") != 0)
+                rc = slm_fail(SLM_ERR_INVALID,
+                              "--format: '%s' is not one of llama2c, hf",
+                              optarg);
+        } else if (c == O_ARCH) {
+            arch = optarg;
+        } else if (c == O_DTYPE) {
+            dtype_given = true;
+            if (strcmp(optarg, "f32") == 0)
+                dtype = SLM_WEIGHT_F32;
+            else if (strcmp(optarg, "bf16") == 0)
+                dtype = SLM_WEIGHT_BF16;
+            else if (strcmp(optarg, "f16") == 0)
+                dtype = SLM_WEIGHT_F16;
+            else
+                rc = slm_fail(SLM_ERR_INVALID,
+                              "--dtype: '%s' is not one of f32, bf16, f16",
+                              optarg);
         } else if (c == 'h') {
             usage(stdout);
             return 0;
@@ -345,6 +390,21 @@ static int cmd_mkmodel(int argc, char **argv)
     }
     if (separate)
         cfg.shared_classifier = false;
+    if (!hf && (arch || dtype_given)) {
+        fprintf(stderr, "shardlm mkmodel: --arch and --dtype are for "
+                        "--format hf (a llama2.c file is float32 Llama)\n");
+        return 2;
+    }
+    if (hf) {
+        rc = slm_mkmodel_arch(arch ? arch : "llama", &cfg);
+        if (rc == SLM_OK)
+            rc = slm_mkmodel_write_hf(out, &cfg, dtype, seed);
+        if (rc != SLM_OK)
+            return fail_exit(rc);
+        fprintf(stderr, "shardlm: wrote %s (%s %s)\n", out,
+                arch ? arch : "llama", slm_weight_dtype_name(dtype));
+        return 0;
+    }
     rc = slm_mkmodel_write(out, &cfg, seed);
     if (rc != SLM_OK)
         return fail_exit(rc);

@@ -9,8 +9,11 @@
 
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "model/hf_model.h"
 #include "model/manifest.h"
 
 static int fail_exit(slm_status rc)
@@ -32,7 +35,10 @@ static void manifest_usage(FILE *f)
             "  mode 0600). Neither file may exist already.\n"
             "  --verify hashes every file M lists and compares it; with\n"
             "  --public-key, first checks M.sig against PUB (an unsigned M is\n"
-            "  then refused). Each FILE given must be one M lists.\n");
+            "  then refused). Each FILE given must be one M lists.\n"
+            "  A FILE that is a Hugging Face model directory stands for the\n"
+            "  files of it that shardlm reads (config.json, *.safetensors,\n"
+            "  the index, tokenizer files).\n");
 }
 
 static void keygen_usage(FILE *f)
@@ -47,6 +53,10 @@ static double mb_per_s(uint64_t bytes, double s)
 {
     return s > 0 ? (double)bytes / s / 1e6 : 0.0;
 }
+
+static int manifest_run(const char *out, const char *verify, const char *sign,
+                        const char *pub, const char *const *files, size_t n,
+                        slm_status rc);
 
 int slm_manifest_main(int argc, char **argv)
 {
@@ -84,8 +94,49 @@ int slm_manifest_main(int argc, char **argv)
             return 2;
         }
     }
-    const char *const *files = (const char *const *)argv + optind;
-    const size_t n = (size_t)(argc - optind);
+    /* A directory argument is a Hugging Face model: its files. */
+    char **list = NULL;
+    size_t n = 0, cap = 0;
+    slm_status rc = SLM_OK;
+    for (int i = optind; i < argc && rc == SLM_OK; i++) {
+        char **dir_files = NULL;
+        size_t n_dir = 0;
+        struct stat st;
+        const bool is_dir = stat(argv[i], &st) == 0 && S_ISDIR(st.st_mode);
+        if (is_dir)
+            rc = slm_hf_model_files(argv[i], &dir_files, &n_dir);
+        const size_t add = is_dir ? n_dir : 1;
+        if (rc == SLM_OK && n + add > cap) {
+            cap = 2 * (n + add);
+            char **grown = realloc(list, cap * sizeof *grown);
+            if (!grown)
+                rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
+            else
+                list = grown;
+        }
+        for (size_t k = 0; rc == SLM_OK && k < add; k++) {
+            list[n] = strdup(is_dir ? dir_files[k] : argv[i]);
+            if (!list[n])
+                rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
+            else
+                n++;
+        }
+        slm_hf_model_files_free(dir_files, n_dir);
+    }
+    const char *const *files = (const char *const *)list;
+    int code = manifest_run(out, verify, sign, pub, files, n, rc);
+    slm_hf_model_files_free(list, n);
+    return code;
+}
+
+/* The rest of `shardlm manifest` on the expanded file list; rc: the
+ * expansion's status. */
+static int manifest_run(const char *out, const char *verify, const char *sign,
+                        const char *pub, const char *const *files, size_t n,
+                        slm_status rc)
+{
+    if (rc != SLM_OK)
+        return fail_exit(rc);
     const char *problem = NULL;
     if ((!out) == (!verify))
         problem = "exactly one of --out and --verify is required";
@@ -101,7 +152,6 @@ int slm_manifest_main(int argc, char **argv)
         return 2;
     }
     slm_manifest_report rep;
-    slm_status rc;
     if (out) {
         rc = slm_manifest_write(out, files, n, sign, &rep);
         if (rc != SLM_OK)
@@ -177,9 +227,36 @@ slm_status slm_manifest_check_inputs(const char *manifest,
                             "the manifest's signature");
         return SLM_OK;
     }
-    const char *cover[2] = {model, tokenizer};
+    /* A Hugging Face model is all the files of it that we read; a
+     * llama2.c model one file. The tokenizer when named apart. */
+    char **files = NULL;
+    size_t n_files = 0;
+    if (slm_hf_model_is_hf(model)) {
+        SLM_CHECK(slm_hf_model_files(model, &files, &n_files));
+    } else {
+        files = calloc(1, sizeof *files);
+        if (!files || !(files[0] = strdup(model))) {
+            free(files);
+            return slm_fail(SLM_ERR_NOMEM, "out of memory");
+        }
+        n_files = 1;
+    }
+    const char **cover = calloc(n_files + 1, sizeof *cover);
+    if (!cover) {
+        slm_hf_model_files_free(files, n_files);
+        return slm_fail(SLM_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n_files; i++)
+        cover[i] = files[i];
+    size_t n_cover = n_files;
+    if (tokenizer)
+        cover[n_cover++] = tokenizer;
     slm_manifest_report rep = {0};
-    SLM_CHECK(slm_manifest_verify(manifest, public_key, cover, 2, &rep));
+    slm_status rc =
+        slm_manifest_verify(manifest, public_key, cover, n_cover, &rep);
+    free(cover);
+    slm_hf_model_files_free(files, n_files);
+    SLM_CHECK(rc);
     if (say)
         fprintf(stderr,
                 "%s: manifest verified%s: %zu files, %.1f MiB hashed in "

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "collectives/comm_mpi.h"
 #include "common/privilege.h"
@@ -31,6 +32,7 @@
 #include "coordinator/manifest_cmd.h"
 #include "coordinator/server.h"
 #include "model/checkpoint.h"
+#include "model/hf_model.h"
 #include "model/plan.h"
 #include "model/tokenizer.h"
 #include "shard/device.h"
@@ -41,7 +43,7 @@ typedef struct {
     int64_t tp, pp, steps, threads, timeout_ms;
     int64_t heartbeat_ms, heartbeat_timeout_ms, queue_depth, max_tokens;
     int64_t max_batch, step_tokens, kv_block, kv_blocks; /* 0: default */
-    bool int8;                                           /* --weights int8 */
+    slm_weight_format format;                            /* --weights */
     slm_sampling_params sampling;
     slm_device_kind device; /* as asked; each shard resolves it */
     bool allow_root, allow_core_dump;
@@ -49,6 +51,7 @@ typedef struct {
     const char *server_key, *clients, *audit_log;
     bool insecure;
     bool no_prefix_cache; /* --prefix-cache off */
+    const char *chat_template; /* --chat-template NAME: a built-in format */
     bool serve; /* clients over ZeroMQ until a signal, instead of a batch */
 } run_options;
 
@@ -57,18 +60,18 @@ static void run_usage(FILE *f)
     fprintf(
         f,
         "usage: mpirun -np $((1 + TP * PP)) shardlm run --model M "
-        "--tokenizer T\n"
+        "[--tokenizer T]\n"
         "           [--tp TP] [--pp PP] (--prompt TEXT | --input FILE.jsonl)\n"
         "           [--output FILE.jsonl] [-n STEPS] [--temperature F]\n"
         "           [--top-k K] [--top-p F] [--repetition-penalty F]\n"
         "           [--seed S] [common options]\n"
         "       mpirun -np $((1 + TP * PP)) shardlm serve --model M "
-        "--tokenizer T\n"
+        "[--tokenizer T]\n"
         "           [--tp TP] [--pp PP] [--listen ENDPOINT] [-n TOKENS]\n"
         "           [--queue-depth N] [--max-tokens N] [--max-batch N]\n"
         "           [--step-tokens N] [--kv-block N] [--kv-blocks N]\n"
-        "           [--prefix-cache on|off] [--weights int8]\n"
-        "           [common options]\n"
+        "           [--prefix-cache on|off] [--weights f32|bf16|f16|int8]\n"
+        "           [--chat-template NAME] [common options]\n"
         "  common options: [--threads N] [--control-bind ENDPOINT]\n"
         "           [--timeout-ms MS] [--heartbeat-ms MS]\n"
         "           [--heartbeat-timeout-ms MS] [--device auto|cpu|cuda]\n"
@@ -89,12 +92,16 @@ static void run_usage(FILE *f)
         "  a request waits until the pool can hold it. --prefix-cache on\n"
         "  (default) lets a tenant's requests share the KV blocks of a\n"
         "  common prompt beginning (never across tenants); off: no sharing.\n"
+        "  Chat requests (shardlm-client chat) are rendered in the format\n"
+        "  that the model's tokenizer_config.json names, if shardlm knows\n"
+        "  its template (it never runs one), or --chat-template NAME: %s.\n"
         "  Shards beat every --heartbeat-ms (200); one\n"
         "  silent for --heartbeat-timeout-ms (1000) is lost and the job\n"
         "  ends. The control endpoint defaults to %s (loopback).\n"
         "  --device: where shards run; auto (default) is cuda when every\n"
         "  shard sees a GPU (one per shard, by node-local rank), else cpu.\n",
-        SLM_SERVER_DEFAULT_LISTEN, SLM_CLUSTER_DEFAULT_BIND);
+        SLM_SERVER_DEFAULT_LISTEN, slm_chat_format_names(),
+        SLM_CLUSTER_DEFAULT_BIND);
 }
 
 static slm_status parse_options(int argc, char **argv, bool serve,
@@ -126,7 +133,8 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         O_KV_BLOCK,
         O_KV_BLOCKS,
         O_PREFIX_CACHE,
-        O_WEIGHTS
+        O_WEIGHTS,
+        O_CHAT_TEMPLATE
     };
     static const struct option opts[] = {
         {"model", required_argument, NULL, O_MODEL},
@@ -158,6 +166,7 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         {"kv-blocks", required_argument, NULL, O_KV_BLOCKS},
         {"prefix-cache", required_argument, NULL, O_PREFIX_CACHE},
         {"weights", required_argument, NULL, O_WEIGHTS},
+        {"chat-template", required_argument, NULL, O_CHAT_TEMPLATE},
         {NULL, 0, NULL, 0},
     };
     memset(o, 0, sizeof *o);
@@ -262,13 +271,19 @@ static slm_status parse_options(int argc, char **argv, bool serve,
             break;
         case O_WEIGHTS: {
             slm_weights_mode ignored; /* shards copy their slice anyway */
-            rc = slm_cli_weights_mode(optarg, &ignored, &o->int8);
+            rc = slm_cli_weights_mode(optarg, &ignored, &o->format);
             break;
         }
         case O_KV_BLOCKS:
             rc = slm_cli_int("--kv-blocks", optarg, 1, SLM_KV_MAX_BLOCKS,
                              &o->kv_blocks);
             break;
+        case O_CHAT_TEMPLATE: {
+            slm_chat_format f;
+            rc = slm_chat_format_from_name(optarg, &f);
+            o->chat_template = optarg;
+            break;
+        }
         case O_PREFIX_CACHE:
             if (strcmp(optarg, "on") == 0 || strcmp(optarg, "off") == 0)
                 o->no_prefix_cache = strcmp(optarg, "off") == 0;
@@ -297,9 +312,14 @@ static slm_status parse_options(int argc, char **argv, bool serve,
         }
         SLM_CHECK(rc);
     }
-    if (optind != argc || !o->model || !o->tokenizer)
+    /* A Hugging Face model has its tokenizer.json beside it. */
+    if (optind != argc || !o->model ||
+        (!o->tokenizer && !slm_hf_model_is_hf(o->model)))
+        return slm_fail(SLM_ERR_INVALID, "--model, and --tokenizer for a "
+                                         "llama2.c model, are required");
+    if (!o->serve && o->chat_template)
         return slm_fail(SLM_ERR_INVALID,
-                        "--model and --tokenizer are required");
+                        "--chat-template is for serve (its chat requests)");
     if (o->serve && (o->prompt || o->input || o->output))
         return slm_fail(SLM_ERR_INVALID,
                         "serve takes its requests from clients on --listen: "
@@ -404,8 +424,9 @@ static slm_status validate_job(const run_options *o, int world_size,
     SLM_CHECK_GOTO(slm_kv_config_resolve(&kv_given, (size_t)cfg->seq_len, &kv),
                    rc, done);
     *decider = (slm_plan_pp(plan) - 1) * slm_plan_tp(plan);
-    SLM_CHECK_GOTO(slm_tokenizer_load(o->tokenizer, cfg->vocab_size, tok), rc,
-                   done);
+    SLM_CHECK_GOTO(
+        slm_tokenizer_open(o->model, o->tokenizer, cfg->vocab_size, tok), rc,
+        done);
     if (o->serve) {
         /* requests come later, on stdin */
     } else if (o->input) {
@@ -463,6 +484,50 @@ static slm_status answer(const slm_model_runner *runner,
     return write_line(out, line);
 }
 
+/* serve's chat format: the one the model's tokenizer_config.json names (a
+ * Hugging Face model), or --chat-template's. A model without one is served
+ * all the same, its chat requests refused with *no_chat (the caller frees
+ * it); a --chat-template that cannot be used ends the job. */
+static slm_status open_chat(const run_options *o, slm_chat_t **chat,
+                            char **no_chat)
+{
+    *chat = NULL;
+    *no_chat = NULL;
+    const char *m = o->model;
+    const size_t n = strlen(m);
+    struct stat st;
+    const bool hf = (stat(m, &st) == 0 && S_ISDIR(st.st_mode)) ||
+                    (n >= 12 && strcmp(m + n - 12, ".safetensors") == 0) ||
+                    (n >= 5 && strcmp(m + n - 5, ".json") == 0);
+    slm_status rc = SLM_OK;
+    if (hf) {
+        rc = slm_chat_load(m, o->chat_template, chat);
+        if (rc != SLM_OK && o->chat_template)
+            return rc;
+    } else if (o->chat_template) {
+        slm_chat_format f;
+        SLM_CHECK(slm_chat_format_from_name(o->chat_template, &f));
+        SLM_CHECK(slm_chat_create(f, chat));
+    } else {
+        rc = slm_fail(SLM_ERR_UNSUPPORTED,
+                      "the model (a llama2.c checkpoint) has no chat "
+                      "template; start serve with --chat-template NAME (one "
+                      "of: %s)",
+                      slm_chat_format_names());
+    }
+    if (rc == SLM_OK) {
+        fprintf(stderr, "shardlm serve: chat requests use the %s format%s\n",
+                slm_chat_format_name(slm_chat_get_format(*chat)),
+                o->chat_template ? " (--chat-template)" : "");
+        return SLM_OK;
+    }
+    if (!(*no_chat = strdup(slm_error_message())))
+        return slm_fail(SLM_ERR_NOMEM, "out of memory");
+    fprintf(stderr, "shardlm serve: chat requests will be refused: %s\n",
+            *no_chat);
+    return SLM_OK;
+}
+
 /* Rank 0, step 3. */
 static slm_status coordinate(const run_options *o, FILE *out,
                              const slm_model_config *cfg, int32_t decider,
@@ -495,7 +560,7 @@ static slm_status coordinate(const run_options *o, FILE *out,
     if (o->serve) {
         /* Clients learn the model's file name, not where it lives. */
         const char *slash = strrchr(o->model, '/');
-        const slm_server_options so = {
+        slm_server_options so = {
             o->listen,
             slash ? slash + 1 : o->model,
             (int32_t)o->tp,
@@ -508,8 +573,18 @@ static slm_status coordinate(const run_options *o, FILE *out,
             o->audit_log,
             o->insecure,
             !o->no_prefix_cache,
+            NULL, /* chat: set below */
+            NULL,
         };
-        SLM_CHECK_GOTO(slm_server_run(cluster, cfg, tok, &so), rc, done);
+        slm_chat_t *chat = NULL;
+        char *no_chat = NULL;
+        SLM_CHECK_GOTO(open_chat(o, &chat, &no_chat), rc, done);
+        so.chat = chat;
+        so.chat_unavailable = no_chat;
+        rc = slm_server_run(cluster, cfg, tok, &so);
+        slm_chat_destroy(&chat);
+        free(no_chat);
+        SLM_CHECK_GOTO(rc, rc, done);
     } else {
         for (size_t i = 0; i < batch->n; i++)
             SLM_CHECK_GOTO(
@@ -576,7 +651,7 @@ static slm_status serve_as_shard(const run_options *o, int world_rank,
     const slm_kv_config kv = kv_options(o);
     SLM_CHECK_GOTO(slm_shard_create_on(shards, shards_mpi, o->model,
                                        (int32_t)o->tp, (int32_t)o->pp, &kv,
-                                       o->int8, device, gpu, &shard),
+                                       o->format, device, gpu, &shard),
                    rc, done);
     SLM_CHECK_GOTO(slm_shard_serve(shard, MPI_COMM_WORLD, world_rank - 1,
                                    (int)o->timeout_ms, (int)o->heartbeat_ms),

@@ -268,6 +268,58 @@ static void unlink_queued(server *s, request *r, request *prev)
     r->tenant->queued--;
 }
 
+/* Encodes a rendered chat prompt. The scaffolding of a chat format holds
+ * special tokens as text ("<|im_start|>", "<s>"); model/chat refused them
+ * in the contents, so parsing them here cannot let a user forge one. A
+ * tokenizer.json encodes it as transformers' apply_chat_template does:
+ * special tokens parsed, nothing added (the template put the bos where it
+ * wants it). A llama2.c tokenizer has no special tokens: the rendered bos
+ * at the start becomes its BOS id, and any other special string stays
+ * text. */
+static slm_status encode_chat(const server *s, const char *text, size_t len,
+                              int32_t **ids, size_t *n)
+{
+    if (slm_tokenizer_is_hf(s->tok)) {
+        const slm_encode_opts opts = {.parse_special = true};
+        return slm_tokenizer_encode_ex(s->tok, text, len, &opts, ids, n);
+    }
+    const char *bos = slm_chat_bos(s->o->chat);
+    const size_t k = strlen(bos);
+    if (k && len >= k && memcmp(text, bos, k) == 0) {
+        text += k;
+        len -= k;
+    }
+    return slm_tokenizer_encode(s->tok, text, len, true, false, ids, n);
+}
+
+/* The prompt text of a validated conversation, in the server's chat
+ * format with the assistant's turn opened. The caller owns *text. */
+static slm_status render_chat(const server *s,
+                              const Shardlm__Client__ChatMessages *c,
+                              char **text, size_t *len)
+{
+    if (!s->o->chat)
+        return slm_fail(
+            SLM_ERR_INVALID, "this server does not take chat requests: %s",
+            s->o->chat_unavailable ? s->o->chat_unavailable
+                                   : "the model has no chat format");
+    /* client_wire bounded the count (lim.max_messages) */
+    slm_chat_message *m = calloc(c->n_messages ? c->n_messages : 1, sizeof *m);
+    if (!m)
+        return slm_fail(SLM_ERR_NOMEM, "out of memory");
+    slm_status rc = SLM_OK;
+    for (size_t i = 0; i < c->n_messages && rc == SLM_OK; i++) {
+        const char *role = c->messages[i]->role;
+        rc = slm_chat_role_parse(role, strlen(role), &m[i].role);
+        m[i].content = c->messages[i]->content;
+        m[i].len = strlen(m[i].content);
+    }
+    if (rc == SLM_OK)
+        rc = slm_chat_render(s->o->chat, m, c->n_messages, true, text, len);
+    free(m);
+    return rc;
+}
+
 /* Builds a request from a validated GenerateRequest; a request the model
  * cannot take (its prompt does not fit) is INVALID_ARGUMENT with *why. */
 static slm_status make_request(server *s, const uint8_t *peer, size_t peer_len,
@@ -289,9 +341,11 @@ static slm_status make_request(server *s, const uint8_t *peer, size_t peer_len,
     }
     const int32_t seq_len = s->cfg->seq_len;
     if (g->input_case == SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_TOKEN_IDS) {
-        /* Ids are the prompt as given; BOS is put in front unless there. */
+        /* Ids are the prompt as given; the tokenizer's BOS is put in front
+         * unless there (or it has none). */
         const Shardlm__Client__TokenIds *t = g->token_ids;
-        const bool bos = t->ids[0] != SLM_TOKEN_BOS;
+        const int32_t bos_id = slm_tokenizer_bos_id(s->tok);
+        const bool bos = bos_id >= 0 && t->ids[0] != bos_id;
         if (t->n_ids + bos > (size_t)seq_len) {
             rc = slm_fail(SLM_ERR_INVALID,
                           "the prompt is %zu tokens but the model's context "
@@ -304,14 +358,24 @@ static slm_status make_request(server *s, const uint8_t *peer, size_t peer_len,
             rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
             goto fail;
         }
-        r->ids[0] = SLM_TOKEN_BOS;
+        r->ids[0] = bos_id;
         memcpy(r->ids + bos, t->ids, t->n_ids * sizeof *t->ids);
         r->n = t->n_ids + bos;
     } else {
-        const char *p = g->prompt ? g->prompt : "";
-        SLM_CHECK_GOTO(slm_tokenizer_encode(s->tok, p, strlen(p), true, false,
-                                            &r->ids, &r->n),
-                       rc, fail);
+        if (g->input_case ==
+            SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_MESSAGES) {
+            char *text = NULL;
+            size_t len = 0;
+            SLM_CHECK_GOTO(render_chat(s, g->messages, &text, &len), rc, fail);
+            rc = encode_chat(s, text, len, &r->ids, &r->n);
+            free(text);
+            SLM_CHECK_GOTO(rc, rc, fail);
+        } else {
+            const char *p = g->prompt ? g->prompt : "";
+            SLM_CHECK_GOTO(slm_tokenizer_encode(s->tok, p, strlen(p), true,
+                                                false, &r->ids, &r->n),
+                           rc, fail);
+        }
         if (r->n > (size_t)seq_len) {
             rc = slm_fail(SLM_ERR_INVALID,
                           "the prompt is %zu tokens but the model's context "
@@ -325,6 +389,12 @@ static slm_status make_request(server *s, const uint8_t *peer, size_t peer_len,
             goto fail;
         }
         r->ids = grown;
+    }
+    if (r->n == 0) {
+        rc = slm_fail(SLM_ERR_INVALID,
+                      "the prompt is empty and this model's tokenizer adds "
+                      "no BOS: there is no first token to start from");
+        goto fail;
     }
     r->n_prompt = r->n;
     /* client_wire refused more than o->max_tokens, and the default is no
@@ -344,17 +414,29 @@ static slm_status make_request(server *s, const uint8_t *peer, size_t peer_len,
                                : (uint64_t)(now * 1e9) ^ (uint64_t)(uintptr_t)r;
     SLM_CHECK_GOTO(slm_sampler_create(s->cfg->vocab_size, &sp, &r->sampler), rc,
                    fail);
-    if (g->n_stop) {
-        r->stops = calloc(g->n_stop, sizeof *r->stops);
+    /* A chat reply also ends at its format's end-of-turn ("<|im_end|>",
+     * "<|eot_id|>"): as text, which any tokenizer decodes special tokens
+     * to, so it works whichever tokenizer the model has. */
+    size_t n_chat = 0;
+    const char *const *chat_stops =
+        g->input_case == SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_MESSAGES
+            ? slm_chat_stop_strings(s->o->chat, &n_chat)
+            : NULL;
+    if (g->n_stop + n_chat) {
+        r->stops = calloc(g->n_stop + n_chat, sizeof *r->stops);
         if (!r->stops) {
             rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
             goto fail;
         }
-        for (; r->n_stops < g->n_stop; r->n_stops++)
-            if (!(r->stops[r->n_stops] = strdup(g->stop[r->n_stops]))) {
+        for (; r->n_stops < g->n_stop + n_chat; r->n_stops++) {
+            const char *stop = r->n_stops < g->n_stop
+                                   ? g->stop[r->n_stops]
+                                   : chat_stops[r->n_stops - g->n_stop];
+            if (!(r->stops[r->n_stops] = strdup(stop))) {
                 rc = slm_fail(SLM_ERR_NOMEM, "out of memory");
                 goto fail;
             }
+        }
     }
     *out = r;
     return SLM_OK;
@@ -989,7 +1071,7 @@ static bool take_token(server *s, request *r, int32_t next)
 {
     if (r->first_token == 0)
         r->first_token = slm_now_seconds();
-    if ((next == SLM_TOKEN_BOS || next == SLM_TOKEN_EOS) && !r->ignore_eos) {
+    if (slm_model_config_is_stop(s->cfg, next) && !r->ignore_eos) {
         finish_final(s, r, SHARDLM__CLIENT__FINAL__FINISH_REASON__STOP);
         return true;
     }

@@ -23,6 +23,7 @@
 
 #include "common/status.h"
 #include "coordinator/cluster.h"
+#include "model/chat.h"
 #include "model/tokenizer.h"
 
 /* Loopback only unless told otherwise. */
@@ -47,6 +48,11 @@ typedef struct {
     /* Requests of a tenant whose prompts begin alike share the KV blocks
      * of that beginning (coordinator/kvpool.h); false: none are shared. */
     bool prefix_cache;
+    /* Chat requests (GenerateRequest.messages) are rendered in this format
+     * (borrowed; model/chat.h); NULL: they are refused with
+     * INVALID_ARGUMENT and chat_unavailable (why the model has none). */
+    const slm_chat_t *chat;
+    const char *chat_unavailable;
 } slm_server_options;
 
 /* Serves until a signal (SLM_OK once every request is answered) or until

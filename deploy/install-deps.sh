@@ -20,6 +20,8 @@ packages=(
     libprotobuf-c-dev # protobuf-c runtime: control messages
     protobuf-c-compiler # protoc-c: generates their C code
     libjansson-dev # JSON: the JSONL batch format
+    libpcre2-dev  # the split regexes of Hugging Face tokenizer.json files
+    libutf8proc-dev # Unicode NFC for tokenizer.json normalizers (Qwen2)
     libsodium-dev # SHA-256 and Ed25519: model manifests and their signatures
     jq            # tests: reading JSONL results
     python3-venv  # tests/reference/venv.sh: the pinned transformers + torch

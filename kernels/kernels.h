@@ -138,6 +138,19 @@ int32_t slm_cpu_sample_topk_topp(const float *logits, size_t vocab,
 void slm_cpu_matmul(float *out, const float *w, const float *x, size_t batch,
                     size_t rows, size_t cols);
 
+/* The 16-bit weight types: bfloat16 (the top half of a float32) and IEEE
+ * half precision. */
+typedef enum { SLM_HALF_BF16, SLM_HALF_F16 } slm_half_type;
+
+/* slm_cpu_matmul with W(rows, cols) of 16-bit values of `type`, row-major:
+ * each weight is widened to float32 exactly, in registers, and x, the
+ * products and the sums are float32, so the result is slm_cpu_matmul's with
+ * the widened W (up to summation order). Reads W once per call: half the
+ * bytes of float32, which batch-1 decode is bound by. Any batch >= 1;
+ * threads and alignment as slm_cpu_matmul. kernels/cpu/matmul.c. */
+void slm_cpu_matmul_h16(float *out, const uint16_t *w, slm_half_type type,
+                        const float *x, size_t batch, size_t rows, size_t cols);
+
 /* Float weights pre-packed for the batched products ("panels"): W(rows,
  * cols) cut into panels of SLM_PANEL_ROWS consecutive rows, the last one
  * padded with zero rows, each panel stored column by column, so that the

@@ -46,7 +46,7 @@ slm_status slm_model_config_validate(slm_model_config *cfg, const char *what)
     SLM_CHECK(
         check_range(what, "vocab_size", cfg->vocab_size, 3, SLM_MAX_VOCAB));
     SLM_CHECK(check_range(what, "seq_len", cfg->seq_len, 1, SLM_MAX_SEQ_LEN));
-    if (cfg->dim % cfg->n_heads != 0)
+    if (cfg->head_size == 0 && cfg->dim % cfg->n_heads != 0)
         return slm_fail(SLM_ERR_FORMAT,
                         "%s: dim = %d is not divisible by n_heads = %d", what,
                         cfg->dim, cfg->n_heads);
@@ -54,12 +54,18 @@ slm_status slm_model_config_validate(slm_model_config *cfg, const char *what)
         return slm_fail(SLM_ERR_FORMAT,
                         "%s: n_heads = %d is not divisible by n_kv_heads = %d",
                         what, cfg->n_heads, cfg->n_kv_heads);
-    cfg->head_size = cfg->dim / cfg->n_heads;
+    const bool derived = cfg->head_size == 0;
+    if (derived)
+        cfg->head_size = cfg->dim / cfg->n_heads;
+    SLM_CHECK(check_range(what, "head_size", cfg->head_size, 1, SLM_MAX_DIM));
     if (cfg->head_size % 2 != 0)
         return slm_fail(SLM_ERR_FORMAT,
-                        "%s: head_size = dim / n_heads = %d must be even for "
-                        "rotary embeddings",
-                        what, cfg->head_size);
+                        "%s: head_size = %s%d must be even for rotary "
+                        "embeddings",
+                        what, derived ? "dim / n_heads = " : "",
+                        cfg->head_size);
+    /* Cannot overflow: SLM_MAX_HEADS * SLM_MAX_DIM < 2^31. */
+    cfg->q_dim = cfg->head_size * cfg->n_heads;
     cfg->kv_dim = cfg->head_size * cfg->n_kv_heads;
     /* A llama2.c header has no room for these: its constants. */
     if (cfg->rms_norm_eps == 0.0f)
@@ -107,6 +113,16 @@ slm_status slm_model_config_validate(slm_model_config *cfg, const char *what)
     return SLM_OK;
 }
 
+bool slm_model_config_is_stop(const slm_model_config *cfg, int32_t id)
+{
+    if (id == cfg->bos_id)
+        return true;
+    for (int32_t i = 0; i < cfg->n_eos_ids; i++)
+        if (cfg->eos_ids[i] == id)
+            return true;
+    return false;
+}
+
 void slm_model_config_rope_freqs(const slm_model_config *cfg, float *out)
 {
     const int32_t hs = cfg->head_size;
@@ -145,6 +161,7 @@ static uint64_t layout(const slm_model_config *c,
     const uint64_t L = (uint64_t)c->n_layers, D = (uint64_t)c->dim;
     const uint64_t H = (uint64_t)c->hidden_dim, V = (uint64_t)c->vocab_size;
     const uint64_t KV = (uint64_t)c->kv_dim, S = (uint64_t)c->seq_len;
+    const uint64_t Q = (uint64_t)c->q_dim;
     const uint64_t HS2 = (uint64_t)c->head_size / 2;
     const struct {
         slm_tensor_id id;
@@ -153,10 +170,10 @@ static uint64_t layout(const slm_model_config *c,
     } order[] = {
         {SLM_TENSOR_TOKEN_EMBEDDING, "token_embedding", 1, V, D},
         {SLM_TENSOR_RMS_ATT, "rms_att", L, 1, D},
-        {SLM_TENSOR_WQ, "wq", L, D, D},
+        {SLM_TENSOR_WQ, "wq", L, Q, D},
         {SLM_TENSOR_WK, "wk", L, KV, D},
         {SLM_TENSOR_WV, "wv", L, KV, D},
-        {SLM_TENSOR_WO, "wo", L, D, D},
+        {SLM_TENSOR_WO, "wo", L, D, Q},
         {SLM_TENSOR_RMS_FFN, "rms_ffn", L, 1, D},
         {SLM_TENSOR_W1, "w1", L, H, D},
         {SLM_TENSOR_W2, "w2", L, D, H},
@@ -166,7 +183,7 @@ static uint64_t layout(const slm_model_config *c,
         {SLM_TENSOR_FREQ_CIS_IMAG, "freq_cis_imag", 1, S, HS2},
         {SLM_TENSOR_WCLS, "wcls", 1, V, D},
         /* after the file's last tensor: never in a llama2.c file */
-        {SLM_TENSOR_BQ, "bq", c->qkv_bias ? L : 0, 1, D},
+        {SLM_TENSOR_BQ, "bq", c->qkv_bias ? L : 0, 1, Q},
         {SLM_TENSOR_BK, "bk", c->qkv_bias ? L : 0, 1, KV},
         {SLM_TENSOR_BV, "bv", c->qkv_bias ? L : 0, 1, KV},
         {SLM_TENSOR_Q_NORM, "q_norm", c->qk_norm ? L : 0, 1, HS2 * 2},
@@ -387,4 +404,22 @@ slm_status slm_checkpoint_read(const slm_checkpoint_t *ck, slm_tensor_id id,
 uint64_t slm_checkpoint_bytes(const slm_checkpoint_t *ck)
 {
     return ck->size;
+}
+
+slm_weight_dtype slm_checkpoint_dtype(const slm_checkpoint_t *ck)
+{
+    return ck->hf ? slm_hf_model_dtype(ck->hf) : SLM_WEIGHT_F32;
+}
+
+const char *slm_weight_dtype_name(slm_weight_dtype dt)
+{
+    switch (dt) {
+    case SLM_WEIGHT_BF16:
+        return "bf16";
+    case SLM_WEIGHT_F16:
+        return "f16";
+    case SLM_WEIGHT_F32:
+        break;
+    }
+    return "f32";
 }

@@ -8,7 +8,9 @@
  *              separately (wcls, at the end); positive means it is shared
  *              with the token embedding.
  *   float32 tensors, in this order (kv_dim = dim * n_kv_heads / n_heads,
- *   head_size = dim / n_heads):
+ *   head_size = dim / n_heads; where a Hugging Face config gives another
+ *   head_dim, wq is (q_dim, dim) and wo (dim, q_dim) with q_dim = n_heads *
+ *   head_dim, and the biases and norms follow):
  *     token_embedding (vocab, dim)
  *     rms_att   (n_layers, dim)
  *     wq        (n_layers, dim, dim)
@@ -84,9 +86,11 @@ typedef struct {
     int32_t vocab_size; /* always positive here; see shared_classifier */
     int32_t seq_len;
     bool shared_classifier;
-    /* derived */
-    int32_t head_size; /* dim / n_heads */
-    int32_t kv_dim;    /* head_size * n_kv_heads */
+    /* derived (head_size given by a Hugging Face config's head_dim, else
+     * dim / n_heads; llama2.c files have no other) */
+    int32_t head_size;
+    int32_t q_dim;  /* head_size * n_heads: dim, unless head_dim says not */
+    int32_t kv_dim; /* head_size * n_kv_heads */
     /* What a Hugging Face config.json says and a llama2.c header cannot:
      * validation puts llama2.c's constants where a field is 0. */
     slm_arch arch;
@@ -100,6 +104,12 @@ typedef struct {
     int32_t eos_ids[SLM_MAX_EOS_IDS];
     int32_t n_eos_ids;
 } slm_model_config;
+
+/* Whether generating token `id` ends a sequence of a model of cfg: one of
+ * the eos ids its config names (llama2.c's: </s>), or its bos id - as
+ * llama2.c's run.c stops at <s>: a model that emits it has begun another
+ * document. */
+bool slm_model_config_is_stop(const slm_model_config *cfg, int32_t id);
 
 /* Rotary frequencies of the pairs of a head: out[i] for i < head_size / 2
  * is the angle per position of pair i, theta^(-2i / head_size), rescaled as
@@ -167,6 +177,16 @@ slm_status slm_checkpoint_table(const slm_model_config *cfg,
 
 typedef struct slm_checkpoint slm_checkpoint_t;
 
+/* The element type a model's matrices are stored in. */
+typedef enum {
+    SLM_WEIGHT_F32,
+    SLM_WEIGHT_BF16,
+    SLM_WEIGHT_F16,
+} slm_weight_dtype;
+
+/* "f32", "bf16", "f16". */
+const char *slm_weight_dtype_name(slm_weight_dtype dt);
+
 /* Where the weights live once the file is open. */
 typedef enum {
     /* A private copy in anonymous, huge-page-backed memory made read-only
@@ -219,5 +239,10 @@ slm_status slm_checkpoint_read(const slm_checkpoint_t *ck, slm_tensor_id id,
 /* Bytes of mapped weights (the file size); for a Hugging Face model the
  * bytes of its tensors in float32. */
 uint64_t slm_checkpoint_bytes(const slm_checkpoint_t *ck);
+
+/* The dtype the file stores its matrices in: float32 for llama2.c; for a
+ * Hugging Face model, slm_hf_model_dtype. What a shard holds them in unless
+ * told otherwise (--weights). */
+slm_weight_dtype slm_checkpoint_dtype(const slm_checkpoint_t *ck);
 
 #endif

@@ -294,17 +294,12 @@ static slm_status read_config(const json_t *root, const char *what,
                       &c->vocab_size));
     SLM_CHECK(get_int(root, "max_position_embeddings", true, 0, 1,
                       SLM_MAX_SEQ_LEN, what, &c->seq_len));
-    if (c->dim % c->n_heads == 0) {
-        int32_t head_dim = 0;
-        SLM_CHECK(get_int(root, "head_dim", false, c->dim / c->n_heads, 1,
-                          SLM_MAX_DIM, what, &head_dim));
-        if (head_dim != c->dim / c->n_heads)
-            return slm_fail(SLM_ERR_UNSUPPORTED,
-                            "%s: field 'head_dim' = %d differs from "
-                            "hidden_size / num_attention_heads = %d: not "
-                            "supported",
-                            what, head_dim, c->dim / c->n_heads);
-    }
+    /* head_dim may differ from hidden_size / num_attention_heads (Qwen3
+     * 0.6B and 4B, Mistral Nemo): q_proj is then (heads * head_dim,
+     * hidden) and o_proj its transpose. Absent (or null): 0, and
+     * validation takes the quotient. */
+    SLM_CHECK(get_int(root, "head_dim", false, 0, 2, SLM_MAX_DIM, what,
+                      &c->head_size));
     SLM_CHECK(get_num(root, "rms_norm_eps", false, 1e-6, 1e-12, 0.5, what,
                       &c->rms_norm_eps));
     SLM_CHECK(read_rope(root, what, c));

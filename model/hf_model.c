@@ -1,6 +1,7 @@
 /* model/hf_model.c - Hugging Face model directories; see hf_model.h. */
 #include "model/hf_model.h"
 
+#include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,87 @@ static slm_status model_dir(const char *path, char *dir, size_t cap)
     }
     if (n < 0 || (size_t)n >= cap)
         return slm_fail(SLM_ERR_INVALID, "%s: path too long", path);
+    return SLM_OK;
+}
+
+void slm_hf_model_files_free(char **files, size_t n)
+{
+    for (size_t i = 0; files && i < n; i++)
+        free(files[i]);
+    free(files);
+}
+
+static bool regular(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static bool has_suffix(const char *s, const char *suffix)
+{
+    const size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* Appends dir/name to the list (when `only_if_there`, only if it is a
+ * regular file). */
+static slm_status add_file(char ***files, size_t *n, size_t *cap,
+                           const char *dir, const char *name,
+                           bool only_if_there)
+{
+    char path[PATH_MAX];
+    int k = snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (k < 0 || (size_t)k >= sizeof path)
+        return slm_fail(SLM_ERR_INVALID, "%s: path too long", dir);
+    if (only_if_there && !regular(path))
+        return SLM_OK;
+    if (*n == *cap) {
+        size_t c = *cap ? 2 * *cap : 8;
+        char **f = realloc(*files, c * sizeof *f);
+        if (!f)
+            return slm_fail(SLM_ERR_NOMEM, "%s: out of memory", dir);
+        *files = f;
+        *cap = c;
+    }
+    if (!((*files)[*n] = strdup(path)))
+        return slm_fail(SLM_ERR_NOMEM, "%s: out of memory", dir);
+    (*n)++;
+    return SLM_OK;
+}
+
+slm_status slm_hf_model_files(const char *path, char ***files, size_t *n)
+{
+    char dir[PATH_MAX];
+    SLM_CHECK(model_dir(path, dir, sizeof dir));
+    char **list = NULL;
+    size_t count = 0, cap = 0;
+    slm_status rc = add_file(&list, &count, &cap, dir, "config.json", false);
+    struct stat st;
+    if (rc == SLM_OK && stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(dir);
+        if (!d)
+            rc = slm_fail(SLM_ERR_IO, "%s: cannot list the directory", dir);
+        for (struct dirent *e; rc == SLM_OK && d && (e = readdir(d));)
+            if (has_suffix(e->d_name, ".safetensors") ||
+                strcmp(e->d_name, "model.safetensors.index.json") == 0)
+                rc = add_file(&list, &count, &cap, dir, e->d_name, true);
+        if (d)
+            closedir(d);
+    } else if (rc == SLM_OK) {
+        const char *slash = strrchr(path, '/');
+        rc =
+            add_file(&list, &count, &cap, dir, slash ? slash + 1 : path, false);
+    }
+    static const char *const extra[] = {
+        "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"};
+    for (size_t i = 0; rc == SLM_OK && i < sizeof extra / sizeof *extra; i++)
+        rc = add_file(&list, &count, &cap, dir, extra[i], true);
+    if (rc != SLM_OK) {
+        slm_hf_model_files_free(list, count);
+        return rc;
+    }
+    *files = list;
+    *n = count;
     return SLM_OK;
 }
 
@@ -138,13 +220,7 @@ static slm_status find_all(slm_hf_model_t *m)
             return slm_fail(SLM_ERR_NOMEM, "%s: out of memory", m->path);
         for (size_t l = 0; l < (size_t)want->layers; l++) {
             char name[160];
-            /* "model.layers.%zu.X": the layer where the format says */
-            const char *f = names[id].name, *mark = strstr(f, "%zu");
-            if (names[id].per_layer && mark)
-                snprintf(name, sizeof name, "%.*s%zu%s", (int)(mark - f), f,
-                         l, mark + 3);
-            else
-                snprintf(name, sizeof name, "%s", f);
+            (void)slm_hf_model_tensor_name(id, l, name, sizeof name);
             const slm_st_tensor *t = slm_safetensors_find(m->st, name);
             if (!t)
                 return slm_fail(SLM_ERR_FORMAT, "%s: tensor '%s' is missing",
@@ -262,6 +338,33 @@ slm_status slm_hf_model_read(const slm_hf_model_t *m, slm_tensor_id id,
                                       m->path, info->name);
     }
     return slm_fail(SLM_ERR_INVALID, "%s: tensor order", m->path);
+}
+
+bool slm_hf_model_tensor_name(slm_tensor_id id, size_t layer, char *buf,
+                              size_t cap)
+{
+    if ((int)id < 0 || id >= SLM_TENSOR_COUNT || !names[id].name)
+        return false;
+    /* "model.layers.%zu.X": the layer where the format says (the names are
+     * ours, but a literal format keeps the compiler checking it) */
+    const char *f = names[id].name, *mark = strstr(f, "%zu");
+    int n = names[id].per_layer && mark
+                ? snprintf(buf, cap, "%.*s%zu%s", (int)(mark - f), f, layer,
+                           mark + 3)
+                : snprintf(buf, cap, "%s", f);
+    return n >= 0 && (size_t)n < cap;
+}
+
+slm_weight_dtype slm_hf_model_dtype(const slm_hf_model_t *m)
+{
+    switch (m->tensors[SLM_TENSOR_WQ][0]->dtype) {
+    case SLM_ST_BF16:
+        return SLM_WEIGHT_BF16;
+    case SLM_ST_F16:
+        return SLM_WEIGHT_F16;
+    default:
+        return SLM_WEIGHT_F32;
+    }
 }
 
 void slm_hf_model_destroy(slm_hf_model_t **m)

@@ -72,6 +72,26 @@ slm_status slm_hf_model_read(const slm_hf_model_t *m, slm_tensor_id id,
                              size_t layer, size_t row0, size_t n_rows,
                              size_t col0, size_t n_cols, float *out);
 
+/* The files of the model at `path` that shardlm reads, for a manifest to
+ * cover: config.json; the .safetensors file named, or for a directory every
+ * *.safetensors in it (an index may name only files there) and
+ * model.safetensors.index.json; and tokenizer.json, tokenizer_config.json
+ * and chat_template.jinja where present. Found by name only, nothing
+ * parsed: the manifest is checked before any of them is read. On success
+ * the caller frees *files with slm_hf_model_files_free(*files, *n). */
+slm_status slm_hf_model_files(const char *path, char ***files, size_t *n);
+void slm_hf_model_files_free(char **files, size_t n);
+
+/* The Hugging Face name of tensor `id` of `layer` (ignored for tensors not
+ * per layer) into buf(cap), as in the table above; false when it does not
+ * fit. What a writer of such files (mkmodel) names them. */
+bool slm_hf_model_tensor_name(slm_tensor_id id, size_t layer, char *buf,
+                              size_t cap);
+
+/* The dtype of the model's matrices: that of layer 0's wq (every matrix of
+ * a published checkpoint shares it; a mixed file is read all the same). */
+slm_weight_dtype slm_hf_model_dtype(const slm_hf_model_t *m);
+
 /* Accepts NULL; sets *m to NULL. */
 void slm_hf_model_destroy(slm_hf_model_t **m);
 

@@ -1,6 +1,7 @@
 /*
- * model/tokenizer.c - the llama2.c tokenizer; the file format is described in
- * tokenizer.h.
+ * model/tokenizer.c - the tokenizer handle, and the llama2.c tokenizer behind
+ * it; the file format is described in tokenizer.h. A handle opened from a
+ * Hugging Face tokenizer.json forwards to model/tokenizer_hf.c instead.
  *
  * Encoding reproduces llama2.c run.c's encode() token for token, with three
  * deliberate differences, none of which changes the result on a well-formed
@@ -20,13 +21,17 @@
  */
 #include "model/tokenizer.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/checked.h"
 #include "common/file.h"
 #include "common/reader.h"
+#include "model/tokenizer_impl.h"
 
 /* One entry of the lookup index: a piece and its id, sorted by bytes. */
 typedef struct {
@@ -36,6 +41,7 @@ typedef struct {
 } piece_ref;
 
 struct slm_tokenizer {
+    slm__tok_hf *hf; /* a tokenizer.json; then only vocab_size below is set */
     int32_t vocab_size;
     int32_t max_token_length;
     char *pool;        /* every piece, each followed by a NUL */
@@ -291,6 +297,7 @@ void slm_tokenizer_destroy(slm_tokenizer_t **t)
     if (!t || !*t)
         return;
     struct slm_tokenizer *p = *t;
+    slm__tok_hf_destroy(&p->hf);
     free(p->pool);
     free(p->offset);
     free(p->length);
@@ -308,6 +315,8 @@ int32_t slm_tokenizer_vocab_size(const slm_tokenizer_t *t)
 
 int32_t slm_tokenizer_max_token_bytes(const slm_tokenizer_t *t)
 {
+    if (t && t->hf)
+        return slm__tok_hf_max_token_bytes(t->hf);
     return t ? t->max_token_length : 0;
 }
 
@@ -468,7 +477,15 @@ slm_status slm_tokenizer_encode(const slm_tokenizer_t *t, const char *text,
                                 size_t len, bool bos, bool eos, int32_t **ids,
                                 size_t *n_ids)
 {
-    if (!t || !ids || !n_ids || (!text && len > 0))
+    const slm_encode_opts opts = {.add_special = bos, .add_eos = eos};
+    return slm_tokenizer_encode_ex(t, text, len, &opts, ids, n_ids);
+}
+
+slm_status slm_tokenizer_encode_ex(const slm_tokenizer_t *t, const char *text,
+                                   size_t len, const slm_encode_opts *opts,
+                                   int32_t **ids, size_t *n_ids)
+{
+    if (!t || !opts || !ids || !n_ids || (!text && len > 0))
         return slm_fail(SLM_ERR_INVALID, "tokenizer: encode: NULL argument");
     *ids = NULL;
     *n_ids = 0;
@@ -476,6 +493,10 @@ slm_status slm_tokenizer_encode(const slm_tokenizer_t *t, const char *text,
         return slm_fail(SLM_ERR_RANGE,
                         "tokenizer: text of %zu bytes exceeds the limit of %zu",
                         len, SLM_TOKENIZER_MAX_TEXT);
+    if (t->hf)
+        return slm__tok_hf_encode(t->hf, text ? text : "", len, opts, ids,
+                                  n_ids);
+    const bool bos = opts->add_special, eos = opts->add_eos;
     /* At most one token per byte, plus BOS, the dummy prefix and EOS. */
     int32_t *tok = malloc((len + 3) * sizeof *tok);
     if (!tok)
@@ -530,6 +551,8 @@ const char *slm_tokenizer_decode(const slm_tokenizer_t *t, int32_t prev,
         *len = 0;
         return "";
     }
+    if (t->hf)
+        return slm__tok_hf_decode(t->hf, prev, token, len);
     const char *p = t->pool + t->offset[token];
     size_t n = t->length[token];
     int b = t->byte_of[token];
@@ -545,4 +568,174 @@ const char *slm_tokenizer_decode(const slm_tokenizer_t *t, int32_t prev,
     }
     *len = n;
     return p;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Hugging Face tokenizer.json, and choosing the format                      */
+
+/* A handle around an HF tokenizer, for a model of vocab_size ids. */
+static slm_status wrap_hf(slm__tok_hf *hf, int32_t vocab_size,
+                          slm_tokenizer_t **out)
+{
+    struct slm_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) {
+        slm__tok_hf_destroy(&hf);
+        return slm_fail(SLM_ERR_NOMEM, "tokenizer: out of memory");
+    }
+    t->hf = hf;
+    t->vocab_size = vocab_size;
+    *out = t;
+    return SLM_OK;
+}
+
+slm_status slm_tokenizer_parse_hf(const uint8_t *data, size_t len,
+                                  int32_t vocab_size, const char *what,
+                                  slm_tokenizer_t **out)
+{
+    if (!what)
+        what = "tokenizer.json";
+    if (!out || (!data && len > 0))
+        return slm_fail(SLM_ERR_INVALID, "%s: NULL argument", what);
+    *out = NULL;
+    slm__tok_hf *hf = NULL;
+    SLM_CHECK(slm__tok_hf_parse(data ? data : (const uint8_t *)"", len, NULL, 0,
+                                vocab_size, what, NULL, &hf));
+    return wrap_hf(hf, vocab_size, out);
+}
+
+/* dir + "/" + name into a new string (free()), or NULL when out of memory. */
+static char *join_path(const char *dir, size_t dir_len, const char *name)
+{
+    size_t n;
+    if (!slm_size_add(dir_len, strlen(name) + 2, &n))
+        return NULL;
+    char *p = malloc(n);
+    if (p)
+        snprintf(p, n, "%.*s/%s", (int)dir_len, dir, name);
+    return p;
+}
+
+slm_status slm_tokenizer_load_hf(const char *path, int32_t vocab_size,
+                                 slm_tokenizer_t **out)
+{
+    if (!path || !out)
+        return slm_fail(SLM_ERR_INVALID, "tokenizer: NULL argument");
+    *out = NULL;
+    const char *slash = strrchr(path, '/');
+    char *config_path =
+        slash ? join_path(path, (size_t)(slash - path), "tokenizer_config.json")
+              : join_path(".", 1, "tokenizer_config.json");
+    if (!config_path)
+        return slm_fail(SLM_ERR_NOMEM, "tokenizer: out of memory");
+    uint8_t *buf = NULL, *config = NULL;
+    size_t len = 0, config_len = 0;
+    slm__tok_hf *hf = NULL;
+    slm_status rc;
+    SLM_CHECK_GOTO(
+        slm_file_read_all(path, SLM_TOKENIZER_HF_MAX_FILE, &buf, &len), rc,
+        done);
+    /* The config is optional: only its absence is not an error. */
+    struct stat st;
+    if (stat(config_path, &st) == 0) {
+        SLM_CHECK_GOTO(slm_file_read_all(config_path,
+                                         SLM_TOKENIZER_HF_MAX_CONFIG, &config,
+                                         &config_len),
+                       rc, done);
+    } else if (errno != ENOENT) {
+        rc = slm_fail(SLM_ERR_IO, "%s: %s", config_path, strerror(errno));
+        goto done;
+    }
+    SLM_CHECK_GOTO(slm__tok_hf_parse(buf, len, config, config_len, vocab_size,
+                                     path, config_path, &hf),
+                   rc, done);
+    rc = wrap_hf(hf, vocab_size, out);
+done:
+    free(buf);
+    free(config);
+    free(config_path);
+    return rc;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    const size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+slm_status slm_tokenizer_open(const char *model_path,
+                              const char *tokenizer_path, int32_t vocab_size,
+                              slm_tokenizer_t **out)
+{
+    if (!out || (!model_path && !tokenizer_path))
+        return slm_fail(SLM_ERR_INVALID, "tokenizer: NULL argument");
+    *out = NULL;
+    if (tokenizer_path) {
+        if (ends_with(tokenizer_path, ".json"))
+            return slm_tokenizer_load_hf(tokenizer_path, vocab_size, out);
+        return slm_tokenizer_load(tokenizer_path, vocab_size, out);
+    }
+    /* A Hugging Face model (as model/hf_model.c recognises one) keeps its
+     * tokenizer.json beside its weights. */
+    struct stat st;
+    char *path = NULL;
+    if (stat(model_path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        path = join_path(model_path, strlen(model_path), "tokenizer.json");
+    } else if (ends_with(model_path, ".safetensors")) {
+        const char *slash = strrchr(model_path, '/');
+        path = slash ? join_path(model_path, (size_t)(slash - model_path),
+                                 "tokenizer.json")
+                     : join_path(".", 1, "tokenizer.json");
+    } else {
+        return slm_fail(SLM_ERR_INVALID,
+                        "%s: no tokenizer given, and only a Hugging Face "
+                        "model (a directory or a .safetensors file) has one "
+                        "beside it",
+                        model_path);
+    }
+    if (!path)
+        return slm_fail(SLM_ERR_NOMEM, "tokenizer: out of memory");
+    slm_status rc = slm_tokenizer_load_hf(path, vocab_size, out);
+    free(path);
+    return rc;
+}
+
+bool slm_tokenizer_is_hf(const slm_tokenizer_t *t)
+{
+    return t && t->hf;
+}
+
+int32_t slm_tokenizer_bos_id(const slm_tokenizer_t *t)
+{
+    if (!t)
+        return -1;
+    return t->hf ? slm__tok_hf_bos_id(t->hf) : SLM_TOKEN_BOS;
+}
+
+int32_t slm_tokenizer_eos_id(const slm_tokenizer_t *t)
+{
+    if (!t)
+        return -1;
+    return t->hf ? slm__tok_hf_eos_id(t->hf) : SLM_TOKEN_EOS;
+}
+
+slm_status slm_tokenizer_token_id(const slm_tokenizer_t *t, const char *piece,
+                                  int32_t *id)
+{
+    if (!t || !piece || !id)
+        return slm_fail(SLM_ERR_INVALID, "tokenizer: token_id: NULL argument");
+    const size_t n = strlen(piece);
+    *id = t->hf ? slm__tok_hf_token_id(t->hf, piece, n) : lookup(t, piece, n);
+    if (*id < 0)
+        return slm_fail(SLM_ERR_UNAVAILABLE, "tokenizer: no token is \"%.*s\"",
+                        n > 80 ? 80 : (int)n, piece);
+    return SLM_OK;
+}
+
+bool slm_tokenizer_is_special(const slm_tokenizer_t *t, int32_t id)
+{
+    if (!t)
+        return false;
+    if (t->hf)
+        return slm__tok_hf_is_special(t->hf, id);
+    return id >= SLM_TOKEN_UNK && id <= SLM_TOKEN_EOS && id < t->vocab_size;
 }

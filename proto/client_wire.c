@@ -42,6 +42,7 @@ slm_client_limits slm_client_default_limits(uint32_t vocab_size,
         .max_stop = 16,
         .max_stop_bytes = 256,
         .max_request_id_bytes = 128,
+        .max_messages = 256,
     };
     return l;
 }
@@ -161,6 +162,42 @@ static slm_status check_sampling(Shardlm__Client__SamplingParams *s)
     return SLM_OK;
 }
 
+static slm_status check_messages(const Shardlm__Client__ChatMessages *c,
+                                 const slm_client_limits *lim)
+{
+    if (c->n_messages < 1 || c->n_messages > lim->max_messages)
+        return slm_fail(SLM_ERR_FORMAT,
+                        REQ ": GenerateRequest.messages has %zu messages, "
+                            "expected 1 to %u",
+                        c->n_messages, lim->max_messages);
+    size_t total = 0;
+    for (size_t i = 0; i < c->n_messages; i++) {
+        const Shardlm__Client__ChatMessage *m = c->messages[i];
+        if (strcmp(m->role, "system") != 0 && strcmp(m->role, "user") != 0 &&
+            strcmp(m->role, "assistant") != 0)
+            return slm_fail(SLM_ERR_FORMAT,
+                            REQ ": GenerateRequest.messages[%zu].role (%zu "
+                                "bytes, not shown) is not system, user or "
+                                "assistant",
+                            i, strlen(m->role));
+        const size_t n = strlen(m->content);
+        /* each n <= the message size, so the sum cannot wrap */
+        total += n;
+        if (total > lim->max_prompt_bytes)
+            return slm_fail(SLM_ERR_FORMAT,
+                            REQ ": GenerateRequest.messages hold more than "
+                                "%u bytes of content",
+                            lim->max_prompt_bytes);
+        const size_t bad = slm_utf8_bad_offset(m->content, n);
+        if (bad != n)
+            return slm_fail(SLM_ERR_FORMAT,
+                            REQ ": GenerateRequest.messages[%zu].content is "
+                                "not valid UTF-8 (byte 0x%02x at offset %zu)",
+                            i, (unsigned)(unsigned char)m->content[bad], bad);
+    }
+    return SLM_OK;
+}
+
 static slm_status check_generate(Shardlm__Client__GenerateRequest *g,
                                  const slm_client_limits *lim)
 {
@@ -187,10 +224,13 @@ static slm_status check_generate(Shardlm__Client__GenerateRequest *g,
                                 i, t->ids[i], lim->vocab_size);
         break;
     }
+    case SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_MESSAGES:
+        SLM_CHECK(check_messages(g->messages, lim));
+        break;
     default:
         return slm_fail(SLM_ERR_FORMAT,
-                        REQ ": GenerateRequest.input = %d, expected prompt or "
-                            "token_ids",
+                        REQ ": GenerateRequest.input = %d, expected prompt, "
+                            "token_ids or messages",
                         (int)g->input_case);
     }
     if (g->sampling)

@@ -51,11 +51,13 @@ typedef struct {
     uint32_t max_stop;         /* number of stop sequences */
     uint32_t max_stop_bytes;   /* bytes of each stop sequence */
     uint32_t max_request_id_bytes;
+    uint32_t max_messages; /* GenerateRequest.messages: their number; all
+                              their contents count against max_prompt_bytes */
 } slm_client_limits;
 
 /* The house defaults for a model of vocab_size tokens whose server caps a
  * completion at max_tokens: prompts of 256 KiB, 65536 token ids, 16 stop
- * sequences of 256 bytes, request ids of 128 bytes. */
+ * sequences of 256 bytes, request ids of 128 bytes, 256 chat messages. */
 slm_client_limits slm_client_default_limits(uint32_t vocab_size,
                                             uint32_t max_tokens);
 
@@ -74,7 +76,11 @@ slm_status slm_client_pack_server(const slm_server_msg *m, uint8_t **buf,
  * - generate: one input set (on the wire the last one wins, as protobuf
  *   specifies); a prompt at most max_prompt_bytes of well-formed UTF-8
  *   without NUL (empty is allowed: generation from BOS alone); or between 1
- *   and max_token_ids ids, each in [0, vocab_size);
+ *   and max_token_ids ids, each in [0, vocab_size); or between 1 and
+ *   max_messages chat messages, each of role "system", "user" or
+ *   "assistant" with well-formed UTF-8 content without NUL, at most
+ *   max_prompt_bytes of content in all (the order of roles and the
+ *   format's own rules are model/chat.h's to check);
  * - sampling: temperature finite and >= 0, top_k >= 0, top_p in (0, 1] and
  *   repetition_penalty finite and > 0, after the zero defaults above;
  * - max_tokens <= lim->max_tokens; at most max_stop stop sequences, each

@@ -21,14 +21,14 @@ slm_status slm_shard_create(slm_comm_t *shards, const char *model_path,
                             int32_t tp, int32_t pp, slm_shard_t **out)
 {
     return slm_shard_create_on(shards, MPI_COMM_NULL, model_path, tp, pp, NULL,
-                               false, SLM_DEVICE_CPU, 0, out);
+                               SLM_WFORMAT_AUTO, SLM_DEVICE_CPU, 0, out);
 }
 
 slm_status slm_shard_create_on(slm_comm_t *shards, MPI_Comm shards_mpi,
                                const char *model_path, int32_t tp, int32_t pp,
-                               const slm_kv_config *kv, bool int8,
-                               slm_device_kind device, int gpu,
-                               slm_shard_t **out)
+                               const slm_kv_config *kv,
+                               slm_weight_format format, slm_device_kind device,
+                               int gpu, slm_shard_t **out)
 {
     slm_shard_t *s = calloc(1, sizeof *s);
     if (!s)
@@ -49,12 +49,12 @@ slm_status slm_shard_create_on(slm_comm_t *shards, MPI_Comm shards_mpi,
     }
     const slm_shard_slice *slice =
         slm_plan_slice(s->plan, slm_comm_rank(shards));
-    /* The CPU's float products read their matrices packed; int8 ones read
-     * only the int8 copy, made straight from the file; the GPU upload reads
-     * rows. */
-    const slm_slice_mode mode = device != SLM_DEVICE_CPU ? SLM_SLICE_COPY
-                                : int8                   ? SLM_SLICE_INT8
-                                                         : SLM_SLICE_PANELS;
+    /* The CPU's float products read their matrices packed; int8 and 16-bit
+     * ones read only their copy, made straight from the file; the GPU
+     * upload reads float rows. */
+    const slm_slice_mode mode = device != SLM_DEVICE_CPU
+                                    ? SLM_SLICE_COPY
+                                    : slm_shard_cpu_mode(format, ck);
     SLM_CHECK_GOTO(slm_shard_weights_load(ck, slice, slice->stage == 0,
                                           slice->stage == pp - 1, mode,
                                           &s->weights),

@@ -28,8 +28,8 @@ slm_status slm_shard_create(slm_comm_t *shards, const char *model_path,
                             int32_t tp, int32_t pp, slm_shard_t **out);
 
 /* As slm_shard_create, with the KV configuration kv (NULL: one sequence of
- * one token per step; every shard passes the same), its matrices quantized
- * to int8 when int8 is set (CPU only: the GPU pass keeps half precision), on
+ * one token per step; every shard passes the same), its matrices held as
+ * `format` says (CPU only: the GPU pass keeps half precision), on
  * `device` (resolved: cpu or cuda; every shard passes the same kind). On cuda
  * the slice runs on GPU `gpu` (shard/cuda/forward.c); with tp * pp > 1 the
  * tensor and pipeline groups are then NCCL communicators built over shards_mpi
@@ -37,9 +37,9 @@ slm_status slm_shard_create(slm_comm_t *shards, const char *model_path,
  * MPI_COMM_NULL on cpu. */
 slm_status slm_shard_create_on(slm_comm_t *shards, MPI_Comm shards_mpi,
                                const char *model_path, int32_t tp, int32_t pp,
-                               const slm_kv_config *kv, bool int8,
-                               slm_device_kind device, int gpu,
-                               slm_shard_t **out);
+                               const slm_kv_config *kv,
+                               slm_weight_format format, slm_device_kind device,
+                               int gpu, slm_shard_t **out);
 
 /* Accepts NULL; sets *s to NULL. Collective-free. */
 void slm_shard_destroy(slm_shard_t **s);

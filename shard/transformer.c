@@ -49,6 +49,8 @@ struct slm_transformer {
     slm_shard_links links; /* zeroed for a whole model */
     bool first_stage, last_stage;
     bool panels; /* the float matrices are packed (SLM_SLICE_PANELS) */
+    bool half;   /* ... or held in 16 bits, of half_type */
+    slm_half_type half_type;
     int32_t tp;
     size_t *vocab_counts;  /* (tp) rows per tensor rank, for the all-gather */
     size_t *gather_counts; /* (tp) the same times the rows gathered */
@@ -155,13 +157,16 @@ slm_status slm_transformer_create_ex(const slm_shard_weights_t *w,
     t->tp = tp;
     t->first_stage = slice->stage == 0;
     t->panels = slm_shard_weights_panels(w);
+    t->half = slm_shard_weights_half(w, &t->half_type);
     t->last_stage = slice->stage == pp - 1;
-    if (t->first_stage && !slm_shard_weights_embedding(w)) {
+    if (t->first_stage && !slm_shard_weights_embedding(w) &&
+        !slm_shard_weights_embedding_h16(w).w) {
         rc = slm_fail(SLM_ERR_INVALID, "shard: first stage without embedding");
         goto fail;
     }
     if (t->last_stage && !slm_shard_weights_classifier(w) &&
-        !slm_shard_weights_classifier_q8(w).q) {
+        !slm_shard_weights_classifier_q8(w).q &&
+        !slm_shard_weights_classifier_h16(w).w) {
         rc = slm_fail(SLM_ERR_INVALID, "shard: last stage without classifier");
         goto fail;
     }
@@ -282,14 +287,16 @@ static slm_status tp_all_reduce(slm_transformer_t *t, float *x, size_t n)
                                t->links.tp, NULL);
 }
 
-/* out(n, rows) = x(n, cols) W^T, from the int8 copy when there is one;
- * w is packed in panels when the shard loaded it so. */
+/* out(n, rows) = x(n, cols) W^T, from the int8 or 16-bit copy when there
+ * is one; w is packed in panels when the shard loaded it so. */
 static void matmul(const slm_transformer_t *t, float *out, const float *w,
-                   slm_q8_matrix q, const float *x, size_t n, size_t rows,
-                   size_t cols)
+                   slm_q8_matrix q, slm_h16_matrix h, const float *x, size_t n,
+                   size_t rows, size_t cols)
 {
     if (q.q)
         slm_cpu_matmul_q8(out, q.q, q.scale, x, n, rows, cols);
+    else if (h.w)
+        slm_cpu_matmul_h16(out, h.w, t->half_type, x, n, rows, cols);
     else if (t->panels)
         slm_cpu_matmul_panels(out, w, x, n, rows, cols);
     else
@@ -303,6 +310,21 @@ static void embed(const slm_transformer_t *t, float *out, size_t n)
     const slm_shard_weights_t *w = t->w;
     const size_t begin = (size_t)slm_shard_weights_slice(w)->vocab.begin;
     const float *table = slm_shard_weights_embedding(w);
+    const uint16_t *half = slm_shard_weights_embedding_h16(w).w;
+    if (half) {
+        const size_t dim = t->d.dim;
+        for (size_t i = 0; i < n; i++) {
+            const size_t id = (size_t)t->tokens[i]; /* checked, as below */
+            float *row = out + i * dim;
+            if (id < begin || id - begin >= t->d.vocab)
+                memset(row, 0, dim * sizeof *row);
+            else if (t->half_type == SLM_HALF_F16)
+                slm_cpu_f16_to_f32(row, half + (id - begin) * dim, dim);
+            else
+                slm_cpu_bf16_to_f32(row, half + (id - begin) * dim, dim);
+        }
+        return;
+    }
     if (!slm_shard_weights_embedding_panels(w)) {
         slm_cpu_embedding_slice(out, table, t->tokens, n, begin, t->d.vocab,
                                 t->d.dim);
@@ -509,9 +531,9 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
         for (size_t i = 0; i < n; i++)
             slm_cpu_rmsnorm(s->xb + i * dim, s->x + i * dim, lw->rms_att, dim,
                             eps);
-        matmul(t, s->q, lw->wq, lw->q_wq, s->xb, n, q_dim, dim);
-        matmul(t, s->k, lw->wk, lw->q_wk, s->xb, n, kv_dim, dim);
-        matmul(t, s->v, lw->wv, lw->q_wv, s->xb, n, kv_dim, dim);
+        matmul(t, s->q, lw->wq, lw->q_wq, lw->h_wq, s->xb, n, q_dim, dim);
+        matmul(t, s->k, lw->wk, lw->q_wk, lw->h_wk, s->xb, n, kv_dim, dim);
+        matmul(t, s->v, lw->wv, lw->q_wv, lw->h_wv, s->xb, n, kv_dim, dim);
         for (size_t i = 0; i < n; i++) {
             const size_t pos = t->slots[i].pos;
             const size_t row = pool_row(t, t->slots[i].table, pos);
@@ -545,7 +567,7 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
 
         /* output projection over this shard's head columns, summed over the
          * tensor group, then the residual connection */
-        matmul(t, s->xb2, lw->wo, lw->q_wo, s->xb, n, dim, q_dim);
+        matmul(t, s->xb2, lw->wo, lw->q_wo, lw->h_wo, s->xb, n, dim, q_dim);
         SLM_CHECK(tp_all_reduce(t, s->xb2, n * dim));
         slm_cpu_add(s->x, s->xb2, n * dim);
 
@@ -554,10 +576,10 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
         for (size_t i = 0; i < n; i++)
             slm_cpu_rmsnorm(s->xb + i * dim, s->x + i * dim, lw->rms_ffn, dim,
                             eps);
-        matmul(t, s->hb, lw->w1, lw->q_w1, s->xb, n, hidden, dim);
-        matmul(t, s->hb2, lw->w3, lw->q_w3, s->xb, n, hidden, dim);
+        matmul(t, s->hb, lw->w1, lw->q_w1, lw->h_w1, s->xb, n, hidden, dim);
+        matmul(t, s->hb2, lw->w3, lw->q_w3, lw->h_w3, s->xb, n, hidden, dim);
         slm_cpu_swiglu(s->hb, s->hb2, n * hidden);
-        matmul(t, s->xb2, lw->w2, lw->q_w2, s->hb, n, dim, hidden);
+        matmul(t, s->xb2, lw->w2, lw->q_w2, lw->h_w2, s->hb, n, dim, hidden);
         SLM_CHECK(tp_all_reduce(t, s->xb2, n * dim));
         slm_cpu_add(s->x, s->xb2, n * dim);
     }
@@ -578,7 +600,8 @@ slm_status slm_transformer_step(slm_transformer_t *t, const slm_step *st,
                             slm_shard_weights_rms_final(w), dim, eps);
     }
     matmul(t, s->local_logits, slm_shard_weights_classifier(w),
-           slm_shard_weights_classifier_q8(w), s->xr, n_rows, d->vocab, dim);
+           slm_shard_weights_classifier_q8(w),
+           slm_shard_weights_classifier_h16(w), s->xr, n_rows, d->vocab, dim);
     if (s->local_logits != s->logits) {
         /* The gather is rank-major (each rank's rows x its slice); the
          * result is row-major (each row's whole vocabulary). */

@@ -21,6 +21,10 @@ struct slm_shard_weights {
     slm_hugemem mem;           /* the copied pieces */
     slm_hugemem q8;            /* int8 matrices and scales, if quantized */
     slm_q8_matrix classifier_q8;
+    slm_hugemem h16; /* 16-bit matrices and embedding (SLM_SLICE_BF16/F16) */
+    slm_h16_matrix embedding_h16, classifier_h16;
+    bool half;
+    slm_half_type half_type;
     size_t bytes;          /* all pieces */
     size_t copied;         /* pieces in mem */
     bool panels;           /* matrices packed (SLM_SLICE_PANELS) */
@@ -51,6 +55,8 @@ typedef struct {
     bool packed; /* copied into panels (slm_cpu_pack_panels) */
     /* SLM_SLICE_INT8: quantized from the file into here, no float copy */
     slm_q8_matrix *q8;
+    /* SLM_SLICE_BF16/F16: rounded to 16 bits into here, no float copy */
+    slm_h16_matrix *h16;
 } piece;
 
 /* Pieces are planned first, so the sizes are summed, checked and allocated
@@ -126,6 +132,38 @@ static slm_q8_matrix *q8_field(slm_layer_weights *lw, slm_tensor_id id)
     default:
         return NULL;
     }
+}
+
+/* Where a matrix of a layer goes in 16 bits. */
+static slm_h16_matrix *h16_field(slm_layer_weights *lw, slm_tensor_id id)
+{
+    switch (id) {
+    case SLM_TENSOR_WQ:
+        return &lw->h_wq;
+    case SLM_TENSOR_WK:
+        return &lw->h_wk;
+    case SLM_TENSOR_WV:
+        return &lw->h_wv;
+    case SLM_TENSOR_WO:
+        return &lw->h_wo;
+    case SLM_TENSOR_W1:
+        return &lw->h_w1;
+    case SLM_TENSOR_W2:
+        return &lw->h_w2;
+    case SLM_TENSOR_W3:
+        return &lw->h_w3;
+    default:
+        return NULL;
+    }
+}
+
+/* Bytes of a (rows, cols) matrix in 16 bits, rounded up to 64 bytes;
+ * false on overflow. */
+static bool h16_bytes(size_t rows, size_t cols, size_t *out)
+{
+    size_t n;
+    return slm_size_mul(rows, cols, &n) && slm_size_mul(n, 2, &n) &&
+           slm_size_add(n, 63, &n) && ((*out = n & ~(size_t)63), true);
 }
 
 /* Bytes of a (rows, cols) matrix in int8 with its scales, each part
@@ -228,6 +266,9 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
     d->vocab_total = (size_t)c->vocab_size;
     d->n_layers = (size_t)slice->layers.count;
     d->seq_len = (size_t)c->seq_len;
+    const bool half = mode == SLM_SLICE_BF16 || mode == SLM_SLICE_F16;
+    w->half = half;
+    w->half_type = mode == SLM_SLICE_F16 ? SLM_HALF_F16 : SLM_HALF_BF16;
     w->layers = calloc(d->n_layers, sizeof *w->layers);
     if (!w->layers) {
         rc = slm_fail(SLM_ERR_NOMEM, "shard weights: out of memory");
@@ -240,29 +281,37 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
     for (size_t l = 0; l < d->n_layers; l++) {
         const size_t gl = (size_t)slice->layers.begin + l; /* file's layer */
         slm_layer_weights *lw = &w->layers[l];
+        /* rows [row0, +rows) x columns [col0, +cols) of the file's layer */
+#define LAYER_PIECE(id, row0, rows, col0, cols, dst)                           \
+    {                                                                          \
+        id, gl, row0, rows, col0, cols, dst, false, NULL, NULL                 \
+    }
         const piece ps[] = {
-            {SLM_TENSOR_RMS_ATT, gl, 0, 1, 0, dim, &lw->rms_att, false, NULL},
-            {SLM_TENSOR_WQ, gl, q0, d->q_dim, 0, dim, &lw->wq, false, NULL},
-            {SLM_TENSOR_WK, gl, kv0, d->kv_dim, 0, dim, &lw->wk, false, NULL},
-            {SLM_TENSOR_WV, gl, kv0, d->kv_dim, 0, dim, &lw->wv, false, NULL},
-            {SLM_TENSOR_WO, gl, 0, dim, q0, d->q_dim, &lw->wo, false, NULL},
-            {SLM_TENSOR_RMS_FFN, gl, 0, 1, 0, dim, &lw->rms_ffn, false, NULL},
-            {SLM_TENSOR_W1, gl, h0, d->hidden, 0, dim, &lw->w1, false, NULL},
-            {SLM_TENSOR_W2, gl, 0, dim, h0, d->hidden, &lw->w2, false, NULL},
-            {SLM_TENSOR_W3, gl, h0, d->hidden, 0, dim, &lw->w3, false, NULL},
+            LAYER_PIECE(SLM_TENSOR_RMS_ATT, 0, 1, 0, dim, &lw->rms_att),
+            LAYER_PIECE(SLM_TENSOR_WQ, q0, d->q_dim, 0, dim, &lw->wq),
+            LAYER_PIECE(SLM_TENSOR_WK, kv0, d->kv_dim, 0, dim, &lw->wk),
+            LAYER_PIECE(SLM_TENSOR_WV, kv0, d->kv_dim, 0, dim, &lw->wv),
+            LAYER_PIECE(SLM_TENSOR_WO, 0, dim, q0, d->q_dim, &lw->wo),
+            LAYER_PIECE(SLM_TENSOR_RMS_FFN, 0, 1, 0, dim, &lw->rms_ffn),
+            LAYER_PIECE(SLM_TENSOR_W1, h0, d->hidden, 0, dim, &lw->w1),
+            LAYER_PIECE(SLM_TENSOR_W2, 0, dim, h0, d->hidden, &lw->w2),
+            LAYER_PIECE(SLM_TENSOR_W3, h0, d->hidden, 0, dim, &lw->w3),
             /* optional (qkv_bias, qk_norm): a head's norm is every head's */
-            {SLM_TENSOR_BQ, gl, 0, 1, q0, d->q_dim, &lw->bq, false, NULL},
-            {SLM_TENSOR_BK, gl, 0, 1, kv0, d->kv_dim, &lw->bk, false, NULL},
-            {SLM_TENSOR_BV, gl, 0, 1, kv0, d->kv_dim, &lw->bv, false, NULL},
-            {SLM_TENSOR_Q_NORM, gl, 0, 1, 0, hs, &lw->q_norm, false, NULL},
-            {SLM_TENSOR_K_NORM, gl, 0, 1, 0, hs, &lw->k_norm, false, NULL},
+            LAYER_PIECE(SLM_TENSOR_BQ, 0, 1, q0, d->q_dim, &lw->bq),
+            LAYER_PIECE(SLM_TENSOR_BK, 0, 1, kv0, d->kv_dim, &lw->bk),
+            LAYER_PIECE(SLM_TENSOR_BV, 0, 1, kv0, d->kv_dim, &lw->bv),
+            LAYER_PIECE(SLM_TENSOR_Q_NORM, 0, 1, 0, hs, &lw->q_norm),
+            LAYER_PIECE(SLM_TENSOR_K_NORM, 0, 1, 0, hs, &lw->k_norm),
         };
+#undef LAYER_PIECE
         for (size_t i = 0; i < sizeof ps / sizeof ps[0]; i++) {
             piece p = ps[i];
             if (slm_checkpoint_tensor_info(ck, p.id)->layers == 0)
                 continue; /* not in this architecture: stays NULL */
             if (mode == SLM_SLICE_INT8)
                 p.q8 = q8_field(lw, p.id);
+            if (half)
+                p.h16 = h16_field(lw, p.id);
             SLM_CHECK_GOTO(add_piece(&pl, p), rc, fail);
         }
     }
@@ -271,14 +320,16 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
     w->panels = panels;
     w->embedding_panels = panels && embed && classify && c->shared_classifier;
     if (embed)
-        SLM_CHECK_GOTO(add_piece(&pl, (piece){SLM_TENSOR_TOKEN_EMBEDDING, 0, v0,
-                                              d->vocab, 0, dim, &w->embedding,
-                                              w->embedding_panels, NULL}),
-                       rc, fail);
+        SLM_CHECK_GOTO(
+            add_piece(&pl, (piece){SLM_TENSOR_TOKEN_EMBEDDING, 0, v0, d->vocab,
+                                   0, dim, &w->embedding, w->embedding_panels,
+                                   NULL, half ? &w->embedding_h16 : NULL}),
+            rc, fail);
     if (classify) {
-        SLM_CHECK_GOTO(add_piece(&pl, (piece){SLM_TENSOR_RMS_FINAL, 0, 0, 1, 0,
-                                              dim, &w->rms_final, false, NULL}),
-                       rc, fail);
+        SLM_CHECK_GOTO(
+            add_piece(&pl, (piece){SLM_TENSOR_RMS_FINAL, 0, 0, 1, 0, dim,
+                                   &w->rms_final, false, NULL, NULL}),
+            rc, fail);
         /* A shared classifier held with the embedding is the same rows:
          * keep one copy (aliased after the copy loop). */
         if (!(embed && c->shared_classifier))
@@ -287,7 +338,8 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
                     &pl,
                     (piece){SLM_TENSOR_WCLS, 0, v0, d->vocab, 0, dim,
                             &w->classifier, false,
-                            mode == SLM_SLICE_INT8 ? &w->classifier_q8 : NULL}),
+                            mode == SLM_SLICE_INT8 ? &w->classifier_q8 : NULL,
+                            half ? &w->classifier_h16 : NULL}),
                 rc, fail);
     }
 
@@ -299,7 +351,7 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
      * from the embedding's float copy. */
     const bool q8_shared =
         mode == SLM_SLICE_INT8 && classify && embed && c->shared_classifier;
-    size_t total = 0, to_copy = 0, to_quantize = 0;
+    size_t total = 0, to_copy = 0, to_quantize = 0, to_half = 0;
     if (q8_shared && !q8_bytes(d->vocab, dim, &to_quantize)) {
         rc = slm_fail(SLM_ERR_RANGE, "shard weights: size overflows");
         goto fail;
@@ -311,15 +363,18 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
             !slm_size_add(total, n, &total) || !copy_floats(p, &room) ||
             (p->q8 ? !q8_bytes(p->rows, p->cols, &room) ||
                          !slm_size_add(to_quantize, room, &to_quantize)
-                   : !(mode == SLM_SLICE_BORROW && contiguous(ck, p)) &&
-                         !slm_size_add(to_copy, room, &to_copy))) {
+             : p->h16 ? !h16_bytes(p->rows, p->cols, &room) ||
+                            !slm_size_add(to_half, room, &to_half)
+                      : !(mode == SLM_SLICE_BORROW && contiguous(ck, p)) &&
+                            !slm_size_add(to_copy, room, &to_copy))) {
             rc = slm_fail(SLM_ERR_RANGE, "shard weights: size overflows");
             goto fail;
         }
     }
     if (!slm_size_mul(total, sizeof(float), &w->bytes) ||
         !slm_size_mul(to_copy, sizeof(float), &w->copied) ||
-        !slm_size_add(w->copied, to_quantize, &w->copied)) {
+        !slm_size_add(w->copied, to_quantize, &w->copied) ||
+        !slm_size_add(w->copied, to_half, &w->copied)) {
         rc = slm_fail(SLM_ERR_RANGE, "shard weights: size overflows");
         goto fail;
     }
@@ -330,6 +385,10 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
         SLM_CHECK_GOTO(slm_hugemem_alloc(to_quantize, "int8 weights", &w->q8),
                        rc, fail);
     uint8_t *q8_next = w->q8.data;
+    if (to_half)
+        SLM_CHECK_GOTO(slm_hugemem_alloc(to_half, "16-bit weights", &w->h16),
+                       rc, fail);
+    uint8_t *h16_next = w->h16.data;
 
     /* A Hugging Face model has no float32 tensors to point into: a piece
      * that is packed or quantized is first read (converted) into scratch
@@ -338,7 +397,8 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
     for (size_t i = 0; i < pl.n; i++) {
         const piece *p = &pl.items[i];
         if (!slm_checkpoint_tensor(ck, p->id, p->layer) &&
-            (p->packed || p->q8) && p->rows * p->cols > scratch_floats)
+            (p->packed || p->q8 || p->h16) &&
+            p->rows * p->cols > scratch_floats)
             scratch_floats = p->rows * p->cols; /* summed above: no overflow */
     }
     if (scratch_floats &&
@@ -354,7 +414,7 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
         const float *src = slm_checkpoint_tensor(ck, p->id, p->layer);
         if (src) {
             src += p->row0 * C + p->col0;
-        } else if (p->packed || p->q8) {
+        } else if (p->packed || p->q8 || p->h16) {
             SLM_CHECK_GOTO(slm_checkpoint_read(ck, p->id, p->layer, p->row0,
                                                p->rows, p->col0, p->cols,
                                                scratch),
@@ -383,6 +443,21 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
             *p->dst = NULL; /* the products read the int8 copy */
             continue;
         }
+        if (p->h16) {
+            uint16_t *h = (uint16_t *)h16_next;
+            for (size_t r = 0; r < p->rows; r++) {
+                if (w->half_type == SLM_HALF_F16)
+                    slm_cpu_f32_to_f16(h + r * p->cols, src + r * C, p->cols);
+                else
+                    slm_cpu_f32_to_bf16(h + r * p->cols, src + r * C, p->cols);
+            }
+            p->h16->w = h;
+            *p->dst = NULL; /* the products read the 16-bit copy */
+            size_t room = 0;
+            (void)h16_bytes(p->rows, p->cols, &room); /* summed above */
+            h16_next += room;
+            continue;
+        }
         if (p->packed)
             slm_cpu_pack_panels(next, src, p->rows, p->cols, C);
         else if (src != next)
@@ -394,8 +469,10 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
         (void)copy_floats(p, &room); /* summed above without overflow */
         next += room;
     }
-    if (classify && embed && c->shared_classifier)
+    if (classify && embed && c->shared_classifier) {
         w->classifier = w->embedding;
+        w->classifier_h16 = w->embedding_h16;
+    }
     if (q8_shared)
         SLM_CHECK_GOTO(quantize_into(&q8_next, &w->classifier_q8, w->embedding,
                                      d->vocab, dim, dim, "the classifier"),
@@ -403,6 +480,8 @@ slm_status slm_shard_weights_load(const slm_checkpoint_t *ck,
     SLM_CHECK_GOTO(slm_hugemem_seal(&w->mem, "shard weights"), rc, fail);
     if (w->q8.data)
         SLM_CHECK_GOTO(slm_hugemem_seal(&w->q8, "int8 weights"), rc, fail);
+    if (w->h16.data)
+        SLM_CHECK_GOTO(slm_hugemem_seal(&w->h16, "16-bit weights"), rc, fail);
     free(pl.items);
     free(scratch);
     *out = w;
@@ -426,10 +505,11 @@ slm_status slm_shard_weights_quantize(slm_shard_weights_t *w)
     const slm_shard_dims *d = &w->dims;
     if (w->q8.data)
         return SLM_OK;
-    if (w->panels)
+    if (w->panels || w->half)
         return slm_fail(SLM_ERR_INVALID,
-                        "quantize: the float matrices are packed in panels; "
-                        "load them row by row to quantize");
+                        "quantize: the matrices are %s; load them row by "
+                        "row in float32 to quantize",
+                        w->half ? "held in 16 bits" : "packed in panels");
     const size_t per_layer = 7, n_jobs = d->n_layers * per_layer + 1;
     q8_job *jobs = calloc(n_jobs, sizeof *jobs);
     if (!jobs)
@@ -480,6 +560,23 @@ slm_q8_matrix slm_shard_weights_classifier_q8(const slm_shard_weights_t *w)
     return w->classifier_q8;
 }
 
+bool slm_shard_weights_half(const slm_shard_weights_t *w, slm_half_type *type)
+{
+    if (w->half && type)
+        *type = w->half_type;
+    return w->half;
+}
+
+slm_h16_matrix slm_shard_weights_embedding_h16(const slm_shard_weights_t *w)
+{
+    return w->embedding_h16;
+}
+
+slm_h16_matrix slm_shard_weights_classifier_h16(const slm_shard_weights_t *w)
+{
+    return w->classifier_h16;
+}
+
 slm_status slm_shard_weights_whole(const slm_checkpoint_t *ck,
                                    slm_shard_weights_t **out)
 {
@@ -488,12 +585,79 @@ slm_status slm_shard_weights_whole(const slm_checkpoint_t *ck,
                                   out);
 }
 
+const char *slm_weight_format_name(slm_weight_format f)
+{
+    switch (f) {
+    case SLM_WFORMAT_F32:
+        return "f32";
+    case SLM_WFORMAT_BF16:
+        return "bf16";
+    case SLM_WFORMAT_F16:
+        return "f16";
+    case SLM_WFORMAT_INT8:
+        return "int8";
+    case SLM_WFORMAT_AUTO:
+        break;
+    }
+    return "auto";
+}
+
+slm_weight_format slm_weight_format_resolve(slm_weight_format f,
+                                            const slm_checkpoint_t *ck)
+{
+    if (f != SLM_WFORMAT_AUTO)
+        return f;
+    switch (slm_checkpoint_dtype(ck)) {
+    case SLM_WEIGHT_BF16:
+        return SLM_WFORMAT_BF16;
+    case SLM_WEIGHT_F16:
+        return SLM_WFORMAT_F16;
+    case SLM_WEIGHT_F32:
+        break;
+    }
+    return SLM_WFORMAT_F32;
+}
+
+slm_slice_mode slm_shard_cpu_mode(slm_weight_format f,
+                                  const slm_checkpoint_t *ck)
+{
+    switch (slm_weight_format_resolve(f, ck)) {
+    case SLM_WFORMAT_BF16:
+        return SLM_SLICE_BF16;
+    case SLM_WFORMAT_F16:
+        return SLM_SLICE_F16;
+    case SLM_WFORMAT_INT8:
+        return SLM_SLICE_INT8;
+    default:
+        return SLM_SLICE_PANELS;
+    }
+}
+
+slm_status slm_shard_weights_whole_as(const slm_checkpoint_t *ck,
+                                      slm_weight_format f,
+                                      slm_shard_weights_t **out)
+{
+    const slm_slice_mode mode = slm_shard_cpu_mode(f, ck);
+    if (mode == SLM_SLICE_BF16 || mode == SLM_SLICE_F16) {
+        slm_shard_slice whole =
+            slm_shard_slice_whole(slm_checkpoint_config(ck));
+        return slm_shard_weights_load(ck, &whole, true, true, mode, out);
+    }
+    SLM_CHECK(slm_shard_weights_whole(ck, out));
+    slm_status rc =
+        mode == SLM_SLICE_INT8 ? slm_shard_weights_quantize(*out) : SLM_OK;
+    if (rc != SLM_OK)
+        slm_shard_weights_destroy(out);
+    return rc;
+}
+
 void slm_shard_weights_destroy(slm_shard_weights_t **w)
 {
     if (!w || !*w)
         return;
     slm_hugemem_free(&(*w)->mem);
     slm_hugemem_free(&(*w)->q8);
+    slm_hugemem_free(&(*w)->h16);
     free((*w)->layers);
     free(*w);
     *w = NULL;

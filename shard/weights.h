@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "common/status.h"
+#include "kernels/kernels.h"
 #include "model/checkpoint.h"
 #include "model/plan.h"
 
@@ -25,9 +26,15 @@ typedef struct {
     const float *scale; /* (rows) */
 } slm_q8_matrix;
 
+/* A matrix held in 16 bits (SLM_SLICE_BF16, SLM_SLICE_F16), row-major;
+ * w == NULL: not held so. */
+typedef struct {
+    const uint16_t *w; /* (rows, cols) */
+} slm_h16_matrix;
+
 /* The matrices are row-major, or packed in panels when the slice was
- * loaded with SLM_SLICE_PANELS, or NULL (only their int8 copy) with
- * SLM_SLICE_INT8. */
+ * loaded with SLM_SLICE_PANELS, or NULL (only their int8 or 16-bit copy)
+ * with SLM_SLICE_INT8, SLM_SLICE_BF16 and SLM_SLICE_F16. */
 typedef struct {
     const float *rms_att; /* (dim) */
     const float *wq;      /* (q_dim, dim)    rows of this shard's heads */
@@ -48,6 +55,8 @@ typedef struct {
     const float *k_norm; /* (head_size) */
     /* The same seven matrices in int8, after slm_shard_weights_quantize. */
     slm_q8_matrix q_wq, q_wk, q_wv, q_wo, q_w1, q_w2, q_w3;
+    /* ... or in 16 bits (slm_shard_weights_half says which type). */
+    slm_h16_matrix h_wq, h_wk, h_wv, h_wo, h_w1, h_w2, h_w3;
 } slm_layer_weights;
 
 typedef struct slm_shard_weights slm_shard_weights_t;
@@ -90,7 +99,36 @@ typedef enum {
      * is the embedding is quantized from it. What a CPU shard with
      * --weights int8 does: a quarter of the float bytes, and only those. */
     SLM_SLICE_INT8,
+    /* As SLM_SLICE_INT8, but every matrix a product reads, and the
+     * embedding, is held in bfloat16 / IEEE half, rounded to nearest from
+     * the file's values (exact when the file holds that type), with no
+     * float copy: half the bytes of float32, read by slm_cpu_matmul_h16.
+     * The norms and biases stay float. What a CPU shard with --weights
+     * bf16|f16, or a 16-bit model by default, does. */
+    SLM_SLICE_BF16,
+    SLM_SLICE_F16,
 } slm_slice_mode;
+
+/* What a CPU shard holds its matrices in (--weights). */
+typedef enum {
+    SLM_WFORMAT_AUTO, /* the file's dtype (slm_checkpoint_dtype) */
+    SLM_WFORMAT_F32,
+    SLM_WFORMAT_BF16,
+    SLM_WFORMAT_F16,
+    SLM_WFORMAT_INT8, /* quantized per output channel from any dtype */
+} slm_weight_format;
+
+/* "auto", "f32", "bf16", "f16", "int8". */
+const char *slm_weight_format_name(slm_weight_format f);
+
+/* The format `f` comes to for ck: AUTO becomes the file's dtype. */
+slm_weight_format slm_weight_format_resolve(slm_weight_format f,
+                                            const slm_checkpoint_t *ck);
+
+/* The slice mode of a CPU shard of a cluster holding `f` of ck: float32
+ * packed in panels, 16-bit, or int8. */
+slm_slice_mode slm_shard_cpu_mode(slm_weight_format f,
+                                  const slm_checkpoint_t *ck);
 
 /* Takes the slice of ck described by `slice` (layers, heads, kv heads,
  * hidden columns, vocab rows). The embedding rows are kept when `embed` is
@@ -110,6 +148,14 @@ slm_shard_slice slm_shard_slice_whole(const slm_model_config *cfg);
 slm_status slm_shard_weights_whole(const slm_checkpoint_t *ck,
                                    slm_shard_weights_t **out);
 
+/* The whole model for one process, held as `f` says: float32 borrowed from
+ * ck (slm_shard_weights_whole), int8 quantized from that
+ * (slm_shard_weights_quantize), 16-bit copied (SLM_SLICE_BF16/F16). ck
+ * must outlive *out. */
+slm_status slm_shard_weights_whole_as(const slm_checkpoint_t *ck,
+                                      slm_weight_format f,
+                                      slm_shard_weights_t **out);
+
 /* Quantizes every matrix of the slice (the seven of each layer and the
  * classifier) to int8 per output channel, into memory of its own sealed
  * read-only; the forward pass then reads those (a quarter of the bytes).
@@ -119,6 +165,13 @@ slm_status slm_shard_weights_quantize(slm_shard_weights_t *w);
 
 /* The classifier in int8, or {NULL, NULL}. */
 slm_q8_matrix slm_shard_weights_classifier_q8(const slm_shard_weights_t *w);
+
+/* Whether the slice holds its matrices in 16 bits (SLM_SLICE_BF16 or
+ * SLM_SLICE_F16), and in which type (*type, when true). */
+bool slm_shard_weights_half(const slm_shard_weights_t *w, slm_half_type *type);
+/* The embedding rows and the classifier rows in 16 bits, or {NULL}. */
+slm_h16_matrix slm_shard_weights_embedding_h16(const slm_shard_weights_t *w);
+slm_h16_matrix slm_shard_weights_classifier_h16(const slm_shard_weights_t *w);
 
 /* Accepts NULL; sets *w to NULL. */
 void slm_shard_weights_destroy(slm_shard_weights_t **w);
@@ -144,7 +197,8 @@ bool slm_shard_weights_embedding_panels(const slm_shard_weights_t *w);
 
 /* Bytes of weights this shard's slice covers (borrowed or copied). */
 size_t slm_shard_weights_bytes(const slm_shard_weights_t *w);
-/* Bytes this shard copied into its own memory (int8 matrices included). */
+/* Bytes this shard copied into its own memory (int8 and 16-bit matrices
+ * included). */
 size_t slm_shard_weights_copied_bytes(const slm_shard_weights_t *w);
 
 #endif

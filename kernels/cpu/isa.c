@@ -16,7 +16,9 @@ static slm__isa detect(void)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))
         return SLM__ISA_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    /* F16C comes with every AVX2 CPU made; the 16-bit kernels use it. */
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
         return SLM__ISA_AVX2;
 #endif
     return SLM__ISA_SCALAR;

@@ -12,7 +12,7 @@
 /* Ordered: a higher level implies the lower ones are usable too. */
 typedef enum {
     SLM__ISA_SCALAR = 0, /* baseline x86-64 (SSE2), or not x86 at all */
-    SLM__ISA_AVX2 = 1,   /* AVX2 + FMA */
+    SLM__ISA_AVX2 = 1,   /* AVX2 + FMA + F16C */
     SLM__ISA_AVX512 = 2, /* AVX-512 F */
 } slm__isa;
 

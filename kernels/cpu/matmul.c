@@ -1,6 +1,6 @@
 /*
- * kernels/cpu/matmul.c - out = x @ W^T for a batch of tokens, float32
- * weights; see kernels.h.
+ * kernels/cpu/matmul.c - out = x @ W^T for a batch of tokens, float32 or
+ * 16-bit (bfloat16, IEEE half) weights; see kernels.h.
  *
  * Three regimes:
  *   - 1 token: slm_cpu_matvec, bound by memory bandwidth.
@@ -48,10 +48,24 @@
  * Summation order: in the GEMM, each output is one chain of FMAs per column
  * block, the blocks added in order; in the dot path, two interleaved partial
  * sums per vector lane, reduced at the end.
+ *
+ * 16-bit weights go through the same loops: every load of W widens 8 or 16
+ * values to float32 in registers (bfloat16: zero-extend and shift left 16,
+ * exact; half: vcvtph2ps, exact), so x, the products and the sums stay
+ * float32 and the result is the float32 product with the widened weights.
+ * The dot path (batch 1 included: decode) streams half the bytes, which is
+ * what it is bound by; the widening costs one or two vector operations per
+ * 8 or 16 weights, beside the FMAs. The GEMM widens while it packs a panel,
+ * which it does anyway, and its micro-kernel is unchanged. The AVX-512 BF16
+ * dot instruction (vdpbf16ps) is not used: it needs x rounded to bfloat16,
+ * an activation error float32 weights do not have, for a loop that is bound
+ * by memory, not arithmetic.
  */
 #include "kernels/kernels.h"
 
 #include <omp.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "kernels/cpu/isa.h"
 
@@ -92,16 +106,48 @@ static size_t min_size(size_t a, size_t b)
     return a < b ? a : b;
 }
 
+/* Batch 1 always streams (float32's goes to slm_cpu_matvec first): the GEMM
+ * would spend a transpose per weight on one token. */
 static int use_dot(size_t batch, size_t cols)
 {
-    return batch <= DOT_MAX_BATCH && batch * cols * sizeof(float) <= DOT_X_MAX;
+    return batch == 1 || (batch <= DOT_MAX_BATCH &&
+                          batch * cols * sizeof(float) <= DOT_X_MAX);
+}
+
+/* The element type of W. A compile-time constant in every hot loop: the
+ * loops are always_inline and instantiated once per type. */
+enum { WT_F32, WT_BF16, WT_F16 };
+
+static size_t wt_bytes(int wt)
+{
+    return wt == WT_F32 ? sizeof(float) : sizeof(uint16_t);
+}
+
+/* Element i of W as a float (exact for every type). */
+static inline float w_at(const int wt, const void *w, size_t i)
+{
+    if (wt == WT_F32)
+        return ((const float *)w)[i];
+    float f;
+    if (wt == WT_BF16)
+        slm_cpu_bf16_to_f32(&f, (const uint16_t *)w + i, 1);
+    else
+        slm_cpu_f16_to_f32(&f, (const uint16_t *)w + i, 1);
+    return f;
+}
+
+/* Row r of W(rows, cols), in bytes. */
+static inline const void *w_row(const int wt, const void *w, size_t r,
+                                size_t cols)
+{
+    return (const char *)w + r * cols * wt_bytes(wt);
 }
 
 /* Portable fallback: for each weight row, every token's dot product, so the
  * row is read from memory once and from cache batch - 1 times. */
-static void rows_scalar(float *out, const float *w, const float *x,
-                        size_t batch, size_t rows, size_t cols, size_t r0,
-                        size_t r1)
+static void rows_scalar_f32(float *out, const float *w, const float *x,
+                            size_t batch, size_t rows, size_t cols, size_t r0,
+                            size_t r1)
 {
     for (size_t r = r0; r < r1; r++) {
         const float *wr = w + r * cols;
@@ -118,6 +164,44 @@ static void rows_scalar(float *out, const float *w, const float *x,
             for (; j < cols; j++)
                 s0 += wr[j] * xb[j];
             out[b * rows + r] = (s0 + s1) + (s2 + s3);
+        }
+    }
+}
+
+/* The fallback for 16-bit W: each row widened into a float row on the
+ * stack, a block of columns at a time, then the float loop on it. */
+static void rows_scalar(const int wt, float *out, const void *w, const float *x,
+                        size_t batch, size_t rows, size_t cols, size_t r0,
+                        size_t r1)
+{
+    if (wt == WT_F32) {
+        rows_scalar_f32(out, w, x, batch, rows, cols, r0, r1);
+        return;
+    }
+    enum { BLOCK = 512 };
+    float wf[BLOCK];
+    for (size_t r = r0; r < r1; r++) {
+        const uint16_t *wr = w_row(wt, w, r, cols);
+        for (size_t b = 0; b < batch; b++)
+            out[b * rows + r] = 0.0f;
+        for (size_t k0 = 0; k0 < cols; k0 += BLOCK) {
+            size_t kc = cols - k0 < BLOCK ? cols - k0 : BLOCK;
+            if (wt == WT_BF16)
+                slm_cpu_bf16_to_f32(wf, wr + k0, kc);
+            else
+                slm_cpu_f16_to_f32(wf, wr + k0, kc);
+            for (size_t b = 0; b < batch; b++) {
+                const float *xb = x + b * cols + k0;
+                float s0 = 0.0f, s1 = 0.0f;
+                size_t j = 0;
+                for (; j + 2 <= kc; j += 2) {
+                    s0 += wf[j] * xb[j];
+                    s1 += wf[j + 1] * xb[j + 1];
+                }
+                for (; j < kc; j++)
+                    s0 += wf[j] * xb[j];
+                out[b * rows + r] += s0 + s1;
+            }
         }
     }
 }
@@ -161,14 +245,42 @@ _Static_assert(DOT_MAX_BATCH == 4, "the dot path dispatches 1..4 tokens");
 
 /* ---- AVX-512 ------------------------------------------------------------ */
 
+/* 16 elements of W from element i on, as floats. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512
+load_avx512(const int wt, const void *w, size_t i)
+{
+    if (wt == WT_F32)
+        return _mm512_loadu_ps((const float *)w + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i));
+    if (wt == WT_BF16)
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+/* Elements i..i+n-1 (n < 16) of W, the other lanes zero: masked for float
+ * (masked-off lanes are neither read nor faulted on), through a small copy
+ * for 16-bit (a masked 16-bit load needs AVX-512 BW). */
+__attribute__((target("avx512f"), always_inline)) static inline __m512
+load_tail_avx512(const int wt, const void *w, size_t i, size_t n)
+{
+    if (wt == WT_F32)
+        return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u),
+                                     (const float *)w + i);
+    uint16_t tmp[16] = {0};
+    memcpy(tmp, (const uint16_t *)w + i, n * sizeof *tmp);
+    return load_avx512(wt, tmp, 0);
+}
+
 /* out[b][r] = W[r] . x[b] for b < nb, r in [r0, r1). Two accumulators per
  * token keep at least four FMA chains in flight for nb >= 2. */
 __attribute__((target("avx512f"), always_inline)) static inline void
-dot_avx512(const int nb, float *out, size_t ldo, const float *w, const float *x,
-           size_t cols, size_t r0, size_t r1)
+dot_avx512(const int nb, const int wt, float *out, size_t ldo, const void *w,
+           const float *x, size_t cols, size_t r0, size_t r1)
 {
     for (size_t r = r0; r < r1; r++) {
-        const float *wr = w + r * cols;
+        const void *wr = w_row(wt, w, r, cols);
+        const char *wb = wr;
         __m512 a0[DOT_MAX_BATCH], a1[DOT_MAX_BATCH];
         for (int b = 0; b < nb; b++) {
             a0[b] = _mm512_setzero_ps();
@@ -178,11 +290,12 @@ dot_avx512(const int nb, float *out, size_t ldo, const float *w, const float *x,
         for (; j + 32 <= cols; j += 32) {
             /* A hint past the end of W is harmless: prefetches never
              * fault. */
-            _mm_prefetch((const char *)(wr + j) + DOT_PREFETCH, _MM_HINT_T0);
-            _mm_prefetch((const char *)(wr + j) + DOT_PREFETCH + 64,
-                         _MM_HINT_T0);
-            __m512 w0 = _mm512_loadu_ps(wr + j);
-            __m512 w1 = _mm512_loadu_ps(wr + j + 16);
+            const char *at = wb + j * wt_bytes(wt);
+            _mm_prefetch(at + DOT_PREFETCH, _MM_HINT_T0);
+            if (wt == WT_F32) /* 128 bytes per step; 64 for 16-bit */
+                _mm_prefetch(at + DOT_PREFETCH + 64, _MM_HINT_T0);
+            __m512 w0 = load_avx512(wt, wr, j);
+            __m512 w1 = load_avx512(wt, wr, j + 16);
             for (int b = 0; b < nb; b++) {
                 const float *xb = x + (size_t)b * cols + j;
                 a0[b] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xb), a0[b]);
@@ -190,16 +303,15 @@ dot_avx512(const int nb, float *out, size_t ldo, const float *w, const float *x,
             }
         }
         if (j + 16 <= cols) {
-            __m512 w0 = _mm512_loadu_ps(wr + j);
+            __m512 w0 = load_avx512(wt, wr, j);
             for (int b = 0; b < nb; b++)
                 a0[b] = _mm512_fmadd_ps(
                     w0, _mm512_loadu_ps(x + (size_t)b * cols + j), a0[b]);
             j += 16;
         }
         if (j < cols) {
-            /* Masked-off lanes are neither read nor faulted on. */
             __mmask16 m = (__mmask16)((1u << (cols - j)) - 1u);
-            __m512 w0 = _mm512_maskz_loadu_ps(m, wr + j);
+            __m512 w0 = load_tail_avx512(wt, wr, j, cols - j);
             for (int b = 0; b < nb; b++)
                 a1[b] = _mm512_fmadd_ps(
                     w0, _mm512_maskz_loadu_ps(m, x + (size_t)b * cols + j),
@@ -211,11 +323,97 @@ dot_avx512(const int nb, float *out, size_t ldo, const float *w, const float *x,
     }
 }
 
+/* One token, 16-bit W: as matvec.c's loop, one row at a time with four
+ * independent accumulators over 64 weights per step and no software
+ * prefetch - one sequential stream per thread, which the hardware
+ * prefetcher follows best. The dot loop above (two accumulators,
+ * prefetch) streamed 16-bit weights at 0.78 of float32's bytes per second
+ * on one core; this one at 0.94 of it (a 185 MB bf16 set of 5632 x 2048
+ * matrices from DRAM against matvec on the float32 one). */
+__attribute__((target("avx512f"), always_inline)) static inline void
+one_avx512(const int wt, float *out, const void *w, const float *x, size_t cols,
+           size_t r0, size_t r1)
+{
+    for (size_t r = r0; r < r1; r++) {
+        const void *wr = w_row(wt, w, r, cols);
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        size_t j = 0;
+        for (; j + 64 <= cols; j += 64) {
+            a0 = _mm512_fmadd_ps(load_avx512(wt, wr, j), _mm512_loadu_ps(x + j),
+                                 a0);
+            a1 = _mm512_fmadd_ps(load_avx512(wt, wr, j + 16),
+                                 _mm512_loadu_ps(x + j + 16), a1);
+            a2 = _mm512_fmadd_ps(load_avx512(wt, wr, j + 32),
+                                 _mm512_loadu_ps(x + j + 32), a2);
+            a3 = _mm512_fmadd_ps(load_avx512(wt, wr, j + 48),
+                                 _mm512_loadu_ps(x + j + 48), a3);
+        }
+        for (; j + 16 <= cols; j += 16)
+            a0 = _mm512_fmadd_ps(load_avx512(wt, wr, j), _mm512_loadu_ps(x + j),
+                                 a0);
+        if (j < cols) {
+            __mmask16 m = (__mmask16)((1u << (cols - j)) - 1u);
+            a1 = _mm512_fmadd_ps(load_tail_avx512(wt, wr, j, cols - j),
+                                 _mm512_maskz_loadu_ps(m, x + j), a1);
+        }
+        out[r] = _mm512_reduce_add_ps(
+            _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+    }
+}
+
+/* One token, bfloat16 W, with x split into its even and odd elements
+ * (xe[i] = x[2i], xo[i] = x[2i + 1]; deinterleave_x): each 32-bit lane of a
+ * load holds two weights, the even one's bits in its low half, so a shift
+ * left by 16 gives the even weights as floats and a mask of the high half
+ * the odd ones - one in-lane operation each where widening 16 values
+ * (vpmovzxwd) crosses lanes. A row's sum is then over the same products in
+ * another order. Batch-1 decode of tinyllama-1.1b in bfloat16, 2 threads:
+ * 0.89 of the bandwidth limit this way, 0.78-0.80 widening (BENCHMARKS.md). */
 __attribute__((target("avx512f"))) static void
-dots_avx512(float *out, const float *w, const float *x, size_t batch,
+one_bf16_avx512(float *out, const uint16_t *w, const float *x, const float *xe,
+                const float *xo, size_t cols, size_t r0, size_t r1)
+{
+    const __m512i high = _mm512_set1_epi32((int)0xffff0000u);
+    for (size_t r = r0; r < r1; r++) {
+        const uint16_t *wr = w + r * cols;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        size_t j = 0;
+        for (; j + 64 <= cols; j += 64) {
+            __m512i v0 = _mm512_loadu_si512(wr + j);
+            __m512i v1 = _mm512_loadu_si512(wr + j + 32);
+            a0 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)),
+                                 _mm512_loadu_ps(xe + j / 2), a0);
+            a1 =
+                _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v0, high)),
+                                _mm512_loadu_ps(xo + j / 2), a1);
+            a2 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v1, 16)),
+                                 _mm512_loadu_ps(xe + j / 2 + 16), a2);
+            a3 =
+                _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v1, high)),
+                                _mm512_loadu_ps(xo + j / 2 + 16), a3);
+        }
+        float s = _mm512_reduce_add_ps(
+            _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+        for (; j < cols; j++)
+            s += w_at(WT_BF16, wr, j) * x[j];
+        out[r] = s;
+    }
+}
+
+__attribute__((target("avx512f"))) static void
+dots_avx512(int wt, float *out, const void *w, const float *x, size_t batch,
             size_t rows, size_t cols, size_t r0, size_t r1)
 {
-    DISPATCH_1_4(dot_avx512, batch, out, rows, w, x, cols, r0, r1)
+    if (batch == 1 && wt == WT_BF16)
+        one_avx512(WT_BF16, out, w, x, cols, r0, r1);
+    else if (batch == 1 && wt == WT_F16)
+        one_avx512(WT_F16, out, w, x, cols, r0, r1);
+    else if (wt == WT_BF16)
+        DISPATCH_1_4(dot_avx512, batch, WT_BF16, out, rows, w, x, cols, r0, r1)
+    else if (wt == WT_F16)
+        DISPATCH_1_4(dot_avx512, batch, WT_F16, out, rows, w, x, cols, r0, r1)
+    else
+        DISPATCH_1_4(dot_avx512, batch, WT_F32, out, rows, w, x, cols, r0, r1)
 }
 
 /* In-register transpose of 16 rows of 16 floats: lane j of r[i] becomes
@@ -253,9 +451,11 @@ transpose16_avx512(__m512 r[16])
     }
 }
 
-/* dst(kc, 32) = w(nrv, kc)^T, rows nrv..31 zero. dst is 64-byte aligned. */
-__attribute__((target("avx512f"))) static void
-pack_avx512(float *dst, const float *w, size_t ldw, size_t nrv, size_t kc)
+/* dst(kc, 32) = w(nrv, kc)^T as floats, rows nrv..31 zero; row i of w
+ * starts at element i * ldw. dst is 64-byte aligned. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+pack_avx512(const int wt, float *dst, const void *w, size_t ldw, size_t nrv,
+            size_t kc)
 {
     size_t k = 0;
     if (nrv == MM_NR512) {
@@ -263,7 +463,7 @@ pack_avx512(float *dst, const float *w, size_t ldw, size_t nrv, size_t kc)
             for (size_t h = 0; h < MM_NR512; h += 16) {
                 __m512 r[16];
                 for (size_t i = 0; i < 16; i++)
-                    r[i] = _mm512_loadu_ps(w + (h + i) * ldw + k);
+                    r[i] = load_avx512(wt, w, (h + i) * ldw + k);
                 transpose16_avx512(r);
                 for (size_t j = 0; j < 16; j++)
                     _mm512_store_ps(dst + (k + j) * MM_NR512 + h, r[j]);
@@ -273,7 +473,7 @@ pack_avx512(float *dst, const float *w, size_t ldw, size_t nrv, size_t kc)
     for (; k < kc; k++) {
         size_t i = 0;
         for (; i < nrv; i++)
-            dst[k * MM_NR512 + i] = w[i * ldw + k];
+            dst[k * MM_NR512 + i] = w_at(wt, w, i * ldw + k);
         for (; i < MM_NR512; i++)
             dst[k * MM_NR512 + i] = 0.0f;
     }
@@ -286,7 +486,7 @@ pack_avx512(float *dst, const float *w, size_t ldw, size_t nrv, size_t kc)
 __attribute__((target("avx512f"), always_inline)) static inline void
 tile_avx512(const int mr, size_t kc, const float *wp, const float *x,
             size_t ldx, float *out, size_t ldo, __mmask16 m0, __mmask16 m1,
-            int accumulate, const float *pf, size_t ldw)
+            int accumulate, const char *pf, size_t ldw)
 {
     __m512 c0[MM_MR512], c1[MM_MR512];
     for (int i = 0; i < mr; i++) {
@@ -295,7 +495,7 @@ tile_avx512(const int mr, size_t kc, const float *wp, const float *x,
     }
     for (size_t k = 0; k < kc; k++) {
         if (pf && (k & 7) == 0 && (k >> 3) < MM_NR512) {
-            const char *p = (const char *)(pf + (k >> 3) * ldw);
+            const char *p = pf + (k >> 3) * ldw; /* ldw in bytes here */
             for (int l = 0; l < 16; l++)
                 _mm_prefetch(p + 64 * l, _MM_HINT_T0);
         }
@@ -318,10 +518,11 @@ tile_avx512(const int mr, size_t kc, const float *wp, const float *x,
     }
 }
 
-__attribute__((target("avx512f"))) static void
-panels_avx512(float *out, const float *w, const float *x, size_t batch,
-              size_t rows, size_t cols, size_t r0, size_t r1)
+__attribute__((target("avx512f"), always_inline)) static inline void
+panels_avx512(const int wt, float *out, const void *w, const float *x,
+              size_t batch, size_t rows, size_t cols, size_t r0, size_t r1)
 {
+    const size_t ldb = cols * wt_bytes(wt); /* bytes per row of w */
     /* 32 KiB on the thread's stack (OpenMP threads have megabytes). */
     float wp[MM_KC * MM_NR512] __attribute__((aligned(64)));
     /* Column blocks outside, panels inside: the block of x (batch x KC)
@@ -338,44 +539,72 @@ panels_avx512(float *out, const float *w, const float *x, size_t batch,
                                                    : (1u << (nrv - 16)) - 1u);
             /* The block packed after this one: the next panel's, else the
              * first panel's next columns. */
-            const float *next = NULL;
+            const char *next = NULL, *wb = w;
             if (r + MM_NR512 < r1)
-                next = w + (r + MM_NR512) * cols + k0;
+                next = wb + (r + MM_NR512) * ldb + k0 * wt_bytes(wt);
             else if (k0 + MM_KC < cols)
-                next = w + r0 * cols + k0 + MM_KC;
-            pack_avx512(wp, w + r * cols + k0, cols, nrv, kc);
+                next = wb + r0 * ldb + (k0 + MM_KC) * wt_bytes(wt);
+            pack_avx512(wt, wp, wb + r * ldb + k0 * wt_bytes(wt), cols, nrv,
+                        kc);
             float *o = out + r;
             size_t b = 0;
             for (; b + MM_MR512 <= batch; b += MM_MR512) {
                 tile_avx512(MM_MR512, kc, wp, xk + b * cols, cols, o + b * rows,
-                            rows, m0, m1, acc, next, cols);
+                            rows, m0, m1, acc, next, ldb);
                 next = NULL;
             }
             /* The last group: split so each part is 1..8 tokens. */
             size_t left = batch - b;
             if (left > 8) {
                 DISPATCH_1_8(tile_avx512, left - 8, kc, wp, xk + b * cols, cols,
-                             o + b * rows, rows, m0, m1, acc, next, cols)
+                             o + b * rows, rows, m0, m1, acc, next, ldb)
                 next = NULL;
                 b += left - 8;
                 left = 8;
             }
             DISPATCH_1_8(tile_avx512, left, kc, wp, xk + b * cols, cols,
-                         o + b * rows, rows, m0, m1, acc, next, cols)
+                         o + b * rows, rows, m0, m1, acc, next, ldb)
         }
     }
+}
+
+/* One copy of the GEMM per weight type. */
+__attribute__((target("avx512f"))) static void
+gemm_avx512(int wt, float *out, const void *w, const float *x, size_t batch,
+            size_t rows, size_t cols, size_t r0, size_t r1)
+{
+    if (wt == WT_BF16)
+        panels_avx512(WT_BF16, out, w, x, batch, rows, cols, r0, r1);
+    else if (wt == WT_F16)
+        panels_avx512(WT_F16, out, w, x, batch, rows, cols, r0, r1);
+    else
+        panels_avx512(WT_F32, out, w, x, batch, rows, cols, r0, r1);
 }
 _Static_assert(MM_MR512 >= 8 && MM_MR512 <= 16,
                "the tail of a batch is split in two groups of 1..8");
 
-/* ---- AVX2 --------------------------------------------------------------- */
+/* ---- AVX2 (with F16C, which every AVX2 CPU has; isa.c checks) ---------- */
 
-__attribute__((target("avx2,fma"), always_inline)) static inline void
-dot_avx2(const int nb, float *out, size_t ldo, const float *w, const float *x,
-         size_t cols, size_t r0, size_t r1)
+/* 8 elements of W from element i on, as floats. */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline __m256
+load_avx2(const int wt, const void *w, size_t i)
+{
+    if (wt == WT_F32)
+        return _mm256_loadu_ps((const float *)w + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
+    if (wt == WT_BF16)
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
+dot_avx2(const int nb, const int wt, float *out, size_t ldo, const void *w,
+         const float *x, size_t cols, size_t r0, size_t r1)
 {
     for (size_t r = r0; r < r1; r++) {
-        const float *wr = w + r * cols;
+        const void *wr = w_row(wt, w, r, cols);
+        const char *wb = wr;
         __m256 a0[DOT_MAX_BATCH], a1[DOT_MAX_BATCH];
         for (int b = 0; b < nb; b++) {
             a0[b] = _mm256_setzero_ps();
@@ -383,9 +612,9 @@ dot_avx2(const int nb, float *out, size_t ldo, const float *w, const float *x,
         }
         size_t j = 0;
         for (; j + 16 <= cols; j += 16) {
-            _mm_prefetch((const char *)(wr + j) + DOT_PREFETCH, _MM_HINT_T0);
-            __m256 w0 = _mm256_loadu_ps(wr + j);
-            __m256 w1 = _mm256_loadu_ps(wr + j + 8);
+            _mm_prefetch(wb + j * wt_bytes(wt) + DOT_PREFETCH, _MM_HINT_T0);
+            __m256 w0 = load_avx2(wt, wr, j);
+            __m256 w1 = load_avx2(wt, wr, j + 8);
             for (int b = 0; b < nb; b++) {
                 const float *xb = x + (size_t)b * cols + j;
                 a0[b] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xb), a0[b]);
@@ -395,19 +624,95 @@ dot_avx2(const int nb, float *out, size_t ldo, const float *w, const float *x,
         float s[DOT_MAX_BATCH];
         for (int b = 0; b < nb; b++)
             s[b] = slm__hsum_avx2(_mm256_add_ps(a0[b], a1[b]));
-        for (; j < cols; j++)
+        for (; j < cols; j++) {
+            const float wj = w_at(wt, wr, j);
             for (int b = 0; b < nb; b++)
-                s[b] += wr[j] * x[(size_t)b * cols + j];
+                s[b] += wj * x[(size_t)b * cols + j];
+        }
         for (int b = 0; b < nb; b++)
             out[(size_t)b * ldo + r] = s[b];
     }
 }
 
-__attribute__((target("avx2,fma"))) static void
-dots_avx2(float *out, const float *w, const float *x, size_t batch, size_t rows,
-          size_t cols, size_t r0, size_t r1)
+/* One token, 16-bit W: see one_avx512 (here eight accumulators of 8). */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
+one_avx2(const int wt, float *out, const void *w, const float *x, size_t cols,
+         size_t r0, size_t r1)
 {
-    DISPATCH_1_4(dot_avx2, batch, out, rows, w, x, cols, r0, r1)
+    for (size_t r = r0; r < r1; r++) {
+        const void *wr = w_row(wt, w, r, cols);
+        __m256 a[8];
+        for (int i = 0; i < 8; i++)
+            a[i] = _mm256_setzero_ps();
+        size_t j = 0;
+        for (; j + 64 <= cols; j += 64)
+            for (int i = 0; i < 8; i++)
+                a[i] = _mm256_fmadd_ps(load_avx2(wt, wr, j + 8 * (size_t)i),
+                                       _mm256_loadu_ps(x + j + 8 * (size_t)i),
+                                       a[i]);
+        for (; j + 8 <= cols; j += 8)
+            a[0] = _mm256_fmadd_ps(load_avx2(wt, wr, j), _mm256_loadu_ps(x + j),
+                                   a[0]);
+        __m256 s0 =
+            _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+        __m256 s1 =
+            _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7]));
+        float s = slm__hsum_avx2(_mm256_add_ps(s0, s1));
+        for (; j < cols; j++)
+            s += w_at(wt, wr, j) * x[j];
+        out[r] = s;
+    }
+}
+
+/* One token, bfloat16 W, x split: see one_bf16_avx512. */
+__attribute__((target("avx2,fma"))) static void
+one_bf16_avx2(float *out, const uint16_t *w, const float *x, const float *xe,
+              const float *xo, size_t cols, size_t r0, size_t r1)
+{
+    const __m256i high = _mm256_set1_epi32((int)0xffff0000u);
+    for (size_t r = r0; r < r1; r++) {
+        const uint16_t *wr = w + r * cols;
+        __m256 a[8];
+        for (int i = 0; i < 8; i++)
+            a[i] = _mm256_setzero_ps();
+        size_t j = 0;
+        for (; j + 64 <= cols; j += 64)
+            for (int i = 0; i < 4; i++) {
+                __m256i v = _mm256_loadu_si256(
+                    (const __m256i *)(wr + j + 16 * (size_t)i));
+                const size_t h = j / 2 + 8 * (size_t)i;
+                a[2 * i] = _mm256_fmadd_ps(
+                    _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)),
+                    _mm256_loadu_ps(xe + h), a[2 * i]);
+                a[2 * i + 1] = _mm256_fmadd_ps(
+                    _mm256_castsi256_ps(_mm256_and_si256(v, high)),
+                    _mm256_loadu_ps(xo + h), a[2 * i + 1]);
+            }
+        __m256 s0 =
+            _mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]));
+        __m256 s1 =
+            _mm256_add_ps(_mm256_add_ps(a[4], a[5]), _mm256_add_ps(a[6], a[7]));
+        float s = slm__hsum_avx2(_mm256_add_ps(s0, s1));
+        for (; j < cols; j++)
+            s += w_at(WT_BF16, wr, j) * x[j];
+        out[r] = s;
+    }
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void
+dots_avx2(int wt, float *out, const void *w, const float *x, size_t batch,
+          size_t rows, size_t cols, size_t r0, size_t r1)
+{
+    if (batch == 1 && wt == WT_BF16)
+        one_avx2(WT_BF16, out, w, x, cols, r0, r1);
+    else if (batch == 1 && wt == WT_F16)
+        one_avx2(WT_F16, out, w, x, cols, r0, r1);
+    else if (wt == WT_BF16)
+        DISPATCH_1_4(dot_avx2, batch, WT_BF16, out, rows, w, x, cols, r0, r1)
+    else if (wt == WT_F16)
+        DISPATCH_1_4(dot_avx2, batch, WT_F16, out, rows, w, x, cols, r0, r1)
+    else
+        DISPATCH_1_4(dot_avx2, batch, WT_F32, out, rows, w, x, cols, r0, r1)
 }
 
 /* In-register transpose of 8 rows of 8 floats. */
@@ -434,9 +739,11 @@ transpose8_avx2(__m256 r[8])
         r[i] = t[i];
 }
 
-/* dst(kc, 16) = w(nrv, kc)^T, rows nrv..15 zero. dst is 32-byte aligned. */
-__attribute__((target("avx2,fma"))) static void
-pack_avx2(float *dst, const float *w, size_t ldw, size_t nrv, size_t kc)
+/* dst(kc, 16) = w(nrv, kc)^T as floats, rows nrv..15 zero; row i of w
+ * starts at element i * ldw. dst is 32-byte aligned. */
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
+pack_avx2(const int wt, float *dst, const void *w, size_t ldw, size_t nrv,
+          size_t kc)
 {
     size_t k = 0;
     if (nrv == MM_NR256) {
@@ -444,7 +751,7 @@ pack_avx2(float *dst, const float *w, size_t ldw, size_t nrv, size_t kc)
             for (size_t h = 0; h < MM_NR256; h += 8) {
                 __m256 r[8];
                 for (size_t i = 0; i < 8; i++)
-                    r[i] = _mm256_loadu_ps(w + (h + i) * ldw + k);
+                    r[i] = load_avx2(wt, w, (h + i) * ldw + k);
                 transpose8_avx2(r);
                 for (size_t j = 0; j < 8; j++)
                     _mm256_store_ps(dst + (k + j) * MM_NR256 + h, r[j]);
@@ -454,7 +761,7 @@ pack_avx2(float *dst, const float *w, size_t ldw, size_t nrv, size_t kc)
     for (; k < kc; k++) {
         size_t i = 0;
         for (; i < nrv; i++)
-            dst[k * MM_NR256 + i] = w[i * ldw + k];
+            dst[k * MM_NR256 + i] = w_at(wt, w, i * ldw + k);
         for (; i < MM_NR256; i++)
             dst[k * MM_NR256 + i] = 0.0f;
     }
@@ -465,7 +772,7 @@ pack_avx2(float *dst, const float *w, size_t ldw, size_t nrv, size_t kc)
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 tile_avx2(const int mr, size_t kc, const float *wp, const float *x, size_t ldx,
           float *out, size_t ldo, __m256i m0, __m256i m1, int accumulate,
-          const float *pf, size_t ldw)
+          const char *pf, size_t ldw)
 {
     __m256 c0[MM_MR256], c1[MM_MR256];
     for (int i = 0; i < mr; i++) {
@@ -474,7 +781,7 @@ tile_avx2(const int mr, size_t kc, const float *wp, const float *x, size_t ldx,
     }
     for (size_t k = 0; k < kc; k++) {
         if (pf && (k & 15) == 0 && (k >> 4) < MM_NR256) {
-            const char *p = (const char *)(pf + (k >> 4) * ldw);
+            const char *p = pf + (k >> 4) * ldw; /* ldw in bytes here */
             for (int l = 0; l < 16; l++)
                 _mm_prefetch(p + 64 * l, _MM_HINT_T0);
         }
@@ -505,10 +812,11 @@ __attribute__((target("avx2,fma"))) static inline __m256i lanes_avx2(size_t n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), idx);
 }
 
-__attribute__((target("avx2,fma"))) static void
-panels_avx2(float *out, const float *w, const float *x, size_t batch,
-            size_t rows, size_t cols, size_t r0, size_t r1)
+__attribute__((target("avx2,fma,f16c"), always_inline)) static inline void
+panels_avx2(const int wt, float *out, const void *w, const float *x,
+            size_t batch, size_t rows, size_t cols, size_t r0, size_t r1)
 {
+    const size_t ldb = cols * wt_bytes(wt); /* bytes per row of w */
     float wp[MM_KC * MM_NR256] __attribute__((aligned(32)));
     for (size_t k0 = 0; k0 < cols; k0 += MM_KC) {
         size_t kc = min_size(MM_KC, cols - k0);
@@ -518,23 +826,35 @@ panels_avx2(float *out, const float *w, const float *x, size_t batch,
             size_t nrv = min_size(MM_NR256, r1 - r);
             __m256i m0 = lanes_avx2(nrv);
             __m256i m1 = lanes_avx2(nrv > 8 ? nrv - 8 : 0);
-            const float *next = NULL;
+            const char *next = NULL, *wb = w;
             if (r + MM_NR256 < r1)
-                next = w + (r + MM_NR256) * cols + k0;
+                next = wb + (r + MM_NR256) * ldb + k0 * wt_bytes(wt);
             else if (k0 + MM_KC < cols)
-                next = w + r0 * cols + k0 + MM_KC;
-            pack_avx2(wp, w + r * cols + k0, cols, nrv, kc);
+                next = wb + r0 * ldb + (k0 + MM_KC) * wt_bytes(wt);
+            pack_avx2(wt, wp, wb + r * ldb + k0 * wt_bytes(wt), cols, nrv, kc);
             float *o = out + r;
             size_t b = 0;
             for (; b + MM_MR256 <= batch; b += MM_MR256) {
                 tile_avx2(MM_MR256, kc, wp, xk + b * cols, cols, o + b * rows,
-                          rows, m0, m1, acc, next, cols);
+                          rows, m0, m1, acc, next, ldb);
                 next = NULL;
             }
             DISPATCH_1_5(tile_avx2, batch - b, kc, wp, xk + b * cols, cols,
-                         o + b * rows, rows, m0, m1, acc, next, cols)
+                         o + b * rows, rows, m0, m1, acc, next, ldb)
         }
     }
+}
+
+__attribute__((target("avx2,fma,f16c"))) static void
+gemm_avx2(int wt, float *out, const void *w, const float *x, size_t batch,
+          size_t rows, size_t cols, size_t r0, size_t r1)
+{
+    if (wt == WT_BF16)
+        panels_avx2(WT_BF16, out, w, x, batch, rows, cols, r0, r1);
+    else if (wt == WT_F16)
+        panels_avx2(WT_F16, out, w, x, batch, rows, cols, r0, r1);
+    else
+        panels_avx2(WT_F32, out, w, x, batch, rows, cols, r0, r1);
 }
 _Static_assert(MM_MR256 == 6, "the tail of a batch is one group of 1..5");
 #endif
@@ -555,38 +875,71 @@ static size_t row_grain(slm__isa isa, size_t batch, size_t cols)
     return 1;
 }
 
-static void matmul_rows(slm__isa isa, float *out, const float *w,
+static void matmul_rows(slm__isa isa, int wt, float *out, const void *w,
                         const float *x, size_t batch, size_t rows, size_t cols,
                         size_t r0, size_t r1)
 {
 #ifdef SLM_HAVE_X86
     if (isa == SLM__ISA_AVX512) {
         if (use_dot(batch, cols))
-            dots_avx512(out, w, x, batch, rows, cols, r0, r1);
+            dots_avx512(wt, out, w, x, batch, rows, cols, r0, r1);
         else
-            panels_avx512(out, w, x, batch, rows, cols, r0, r1);
+            gemm_avx512(wt, out, w, x, batch, rows, cols, r0, r1);
         return;
     }
     if (isa == SLM__ISA_AVX2) {
         if (use_dot(batch, cols))
-            dots_avx2(out, w, x, batch, rows, cols, r0, r1);
+            dots_avx2(wt, out, w, x, batch, rows, cols, r0, r1);
         else
-            panels_avx2(out, w, x, batch, rows, cols, r0, r1);
+            gemm_avx2(wt, out, w, x, batch, rows, cols, r0, r1);
         return;
     }
 #endif
-    rows_scalar(out, w, x, batch, rows, cols, r0, r1);
+    rows_scalar(wt, out, w, x, batch, rows, cols, r0, r1);
 }
 
-void slm_cpu_matmul(float *out, const float *w, const float *x, size_t batch,
-                    size_t rows, size_t cols)
+/* x(cols) as its even elements then its odd ones, for the bfloat16
+ * one-token loops; NULL when out of memory (they then widen instead). */
+static float *deinterleave_x(const float *x, size_t cols)
+{
+    float *xs = malloc((cols + 1) * sizeof *xs);
+    if (!xs)
+        return NULL;
+    const size_t half = cols / 2;
+    for (size_t i = 0; i < half; i++) {
+        xs[i] = x[2 * i];
+        xs[half + i] = x[2 * i + 1];
+    }
+    return xs;
+}
+
+/* One token over rows [r0, r1): the split-x bfloat16 loops when xs is
+ * there, else matmul_rows. */
+static void one_rows(slm__isa isa, int wt, float *out, const void *w,
+                     const float *x, const float *xs, size_t rows, size_t cols,
+                     size_t r0, size_t r1)
+{
+#ifdef SLM_HAVE_X86
+    if (xs && isa == SLM__ISA_AVX512) {
+        one_bf16_avx512(out, w, x, xs, xs + cols / 2, cols, r0, r1);
+        return;
+    }
+    if (xs && isa == SLM__ISA_AVX2) {
+        one_bf16_avx2(out, w, x, xs, xs + cols / 2, cols, r0, r1);
+        return;
+    }
+#endif
+    (void)xs;
+    matmul_rows(isa, wt, out, w, x, 1, rows, cols, r0, r1);
+}
+
+/* Both entry points: W of type wt. A batch of 1 always takes the dot path
+ * (float32 has its own, slm_cpu_matvec). */
+static void matmul_any(int wt, float *out, const void *w, const float *x,
+                       size_t batch, size_t rows, size_t cols)
 {
     if (batch == 0 || rows == 0)
         return;
-    if (batch == 1) {
-        slm_cpu_matvec(out, w, x, rows, cols);
-        return;
-    }
     if (cols == 0) {
         for (size_t i = 0; i < batch * rows; i++)
             out[i] = 0.0f;
@@ -594,11 +947,28 @@ void slm_cpu_matmul(float *out, const float *w, const float *x, size_t batch,
     }
     slm__isa isa = slm__cpu_isa_level();
     if (batch * rows * cols < MATMUL_SERIAL_MAX || omp_get_max_threads() == 1) {
-        matmul_rows(isa, out, w, x, batch, rows, cols, 0, rows);
+        matmul_rows(isa, wt, out, w, x, batch, rows, cols, 0, rows);
+        return;
+    }
+    if (batch == 1) {
+        /* One token is a stream of W: as matvec.c, one contiguous range of
+         * rows per thread, which each streams front to back (chunks handed
+         * out as threads come free cut every thread's stream into pieces:
+         * 2 threads decoding tinyllama-1.1b in bfloat16 read 0.83 of
+         * float32's bytes per second that way). */
+        float *xs = wt == WT_BF16 ? deinterleave_x(x, cols) : NULL;
+#pragma omp parallel
+        {
+            const size_t nt = (size_t)omp_get_num_threads();
+            const size_t t = (size_t)omp_get_thread_num();
+            one_rows(isa, wt, out, w, x, xs, rows, cols, rows * t / nt,
+                     rows * (t + 1) / nt);
+        }
+        free(xs);
         return;
     }
     size_t grain = row_grain(isa, batch, cols);
-    size_t per_chunk = CHUNK_BYTES / (cols * sizeof(float)) / grain;
+    size_t per_chunk = CHUNK_BYTES / (cols * wt_bytes(wt)) / grain;
     if (grain > 1)
         per_chunk = GEMM_CHUNK_PANELS;
     size_t chunk = (per_chunk ? per_chunk : 1) * grain; /* rows */
@@ -606,7 +976,24 @@ void slm_cpu_matmul(float *out, const float *w, const float *x, size_t batch,
 #pragma omp parallel for schedule(dynamic, 1)
     for (size_t c = 0; c < n_chunks; c++) {
         size_t r0 = c * chunk;
-        matmul_rows(isa, out, w, x, batch, rows, cols, r0,
+        matmul_rows(isa, wt, out, w, x, batch, rows, cols, r0,
                     min_size(r0 + chunk, rows));
     }
+}
+
+void slm_cpu_matmul(float *out, const float *w, const float *x, size_t batch,
+                    size_t rows, size_t cols)
+{
+    if (batch == 1) {
+        slm_cpu_matvec(out, w, x, rows, cols);
+        return;
+    }
+    matmul_any(WT_F32, out, w, x, batch, rows, cols);
+}
+
+void slm_cpu_matmul_h16(float *out, const uint16_t *w, slm_half_type type,
+                        const float *x, size_t batch, size_t rows, size_t cols)
+{
+    matmul_any(type == SLM_HALF_F16 ? WT_F16 : WT_BF16, out, w, x, batch, rows,
+               cols);
 }

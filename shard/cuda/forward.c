@@ -295,6 +295,13 @@ slm_status slm_cuda_transformer_create(const slm_shard_weights_t *w,
                             : "");
         goto fail;
     }
+    if (t->cfg.q_dim != t->cfg.dim) {
+        rc = slm_fail(SLM_ERR_UNSUPPORTED,
+                      "cuda: head_dim %d with %d heads is not hidden_size "
+                      "%d: not supported on the GPU yet; use --device cpu",
+                      t->cfg.head_size, t->cfg.n_heads, t->cfg.dim);
+        goto fail;
+    }
     if (t->cfg.qkv_bias || t->cfg.qk_norm) {
         rc = slm_fail(SLM_ERR_UNSUPPORTED,
                       "cuda: %s is not supported on the GPU yet; use "

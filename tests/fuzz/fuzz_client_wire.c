@@ -39,6 +39,24 @@ static void fuzz_request(const uint8_t *data, size_t size,
     }
     if (m == NULL)
         abort();
+    /* What the server relies on in an accepted conversation. */
+    if (m->body_case == SHARDLM__CLIENT__CLIENT_MESSAGE__BODY_GENERATE &&
+        m->generate->input_case ==
+            SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_MESSAGES) {
+        const Shardlm__Client__ChatMessages *c = m->generate->messages;
+        size_t total = 0;
+        if (c->n_messages < 1 || c->n_messages > lim->max_messages)
+            abort();
+        for (size_t i = 0; i < c->n_messages; i++) {
+            const char *r = c->messages[i]->role;
+            if (strcmp(r, "system") && strcmp(r, "user") &&
+                strcmp(r, "assistant"))
+                abort();
+            total += strlen(c->messages[i]->content);
+        }
+        if (total > lim->max_prompt_bytes)
+            abort();
+    }
 
     uint8_t *a = NULL, *b = NULL;
     size_t a_len = 0, b_len = 0;

@@ -8,7 +8,9 @@
  * BOS/EOS, and every id returned, and every id of the vocabulary, is decoded.
  *
  * Build (bash): clang -fsanitize=fuzzer,address,undefined -I. \
- *   tests/fuzz/fuzz_tokenizer.c model/tokenizer.c common/{status,reader,file}.c
+ *   tests/fuzz/fuzz_tokenizer.c model/tokenizer{,_hf}.c \
+ *   common/{status,reader,file,utf8}.c -ljansson -lpcre2-8 -lutf8proc
+ * (model/tokenizer.c also opens tokenizer.json files, hence the rest).
  * Seeds: tests/fuzz/corpus/tokenizer/.
  */
 #include <stdint.h>

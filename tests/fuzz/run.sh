@@ -17,18 +17,22 @@ cc=(clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 # name: sources and libraries (each target's own header comment says why)
 # model/checkpoint.c opens either format, so it brings the HF loader along
 model="model/checkpoint.c model/plan.c model/hf_model.c model/hf_config.c model/safetensors.c kernels/cpu/half.c common/status.c common/file.c"
+# model/tokenizer.c opens either format, so it brings the tokenizer.json reader
+tokenizer="model/tokenizer.c model/tokenizer_hf.c common/status.c common/reader.c common/file.c common/utf8.c -ljansson -lpcre2-8 -lutf8proc"
 declare -A targets=(
     [wire]="tests/fuzz/fuzz_wire.c proto/wire.c proto/pbuf.c $build/proto/control.pb-c.c common/status.c -lprotobuf-c"
     [client]="tests/fuzz/fuzz_client_wire.c proto/client_wire.c proto/pbuf.c $build/proto/client.pb-c.c common/status.c common/utf8.c -lprotobuf-c -lm"
-    [tokenizer]="tests/fuzz/fuzz_tokenizer.c model/tokenizer.c common/status.c common/reader.c common/file.c"
+    [tokenizer]="tests/fuzz/fuzz_tokenizer.c $tokenizer"
+    [tokenizer_json]="tests/fuzz/fuzz_tokenizer_json.c $tokenizer"
     [manifest]="tests/fuzz/fuzz_manifest.c model/manifest.c common/status.c common/reader.c common/file.c common/keyfile.c -lsodium"
     [allowlist]="tests/fuzz/fuzz_allowlist.c common/zap.c common/zkeys.c common/audit.c common/status.c common/utf8.c -lzmq -lpthread"
     [checkpoint]="tests/fuzz/fuzz_checkpoint.c $model common/reader.c common/hugemem.c -ljansson -lm"
     [hf_config]="tests/fuzz/fuzz_hf_config.c $model common/reader.c common/hugemem.c -ljansson -lm"
+    [chat]="tests/fuzz/fuzz_chat.c model/chat.c common/status.c common/file.c common/utf8.c -ljansson -lsodium"
     [safetensors]="tests/fuzz/fuzz_safetensors.c model/safetensors.c kernels/cpu/half.c common/status.c common/file.c -ljansson -lm"
 )
 # FUZZ_TARGETS picks some (e.g. to rerun one after a fix); CI runs them all.
-for name in ${FUZZ_TARGETS:-wire client tokenizer manifest allowlist checkpoint safetensors hf_config}; do
+for name in ${FUZZ_TARGETS:-wire client tokenizer tokenizer_json manifest allowlist checkpoint safetensors hf_config chat}; do
     [[ -n ${targets[$name]:-} ]] || { echo "fuzz: no target $name"; exit 1; }
     # shellcheck disable=SC2086 # the table holds word lists
     "${cc[@]}" ${targets[$name]} -o "$work/fuzz_$name" 2>"$work/$name.build" ||

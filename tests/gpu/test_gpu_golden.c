@@ -104,7 +104,8 @@ static void generate_all(bool graphs)
     const slm_model_runner runner = {
         .forward = cuda_step,
         .ctx = t,
-        .seq_len = (int32_t)slm_cuda_transformer_max_seq(t)};
+        .seq_len = (int32_t)slm_cuda_transformer_max_seq(t),
+        .cfg = cfg};
     slm_sampling_params sp = slm_sampling_defaults();
     sp.temperature = 0.0f;
     for (int i = 0; i < n_golden; i++) {

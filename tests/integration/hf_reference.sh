@@ -2,7 +2,8 @@
 # Hugging Face models against transformers itself: tests/reference/hf_models.py
 # (pinned transformers + torch in a cached virtual environment) builds tiny
 # random models of each supported architecture and dtype - Llama with and
-# without tied embeddings, Llama 3 rope scaling, bfloat16 weights, a sharded
+# without tied embeddings, Llama 3 rope scaling, bfloat16 and float16 weights
+# (held in 16 bits by default, and widened to float32 with f32), a sharded
 # checkpoint, Mistral - saves them with save_pretrained and writes its greedy
 # tokens and per-position logits. shardlm loads the same directories at
 # TP 1, 2, 4 (where the heads allow) and PP 2, and hf_logits requires every
@@ -46,17 +47,19 @@ cp -r "$refs/llama3_f32/model" "$tmp/legacy/model"
 legacy "$refs/llama3_f32/model/config.json" "$tmp/legacy/model/config.json"
 check "the older config style was written" grep -q '"rope_scaling"' "$tmp/legacy/model/config.json"
 
-# run CASE_DIR MODEL_DIR TP PP
+# run CASE_DIR MODEL_DIR TP PP [WEIGHTS]: WEIGHTS (default auto, the file's
+# dtype: 16-bit files are held and multiplied in 16 bits) is what the shards
+# hold the matrices in
 run() {
-    local dir=$1 model=$2 tp=$3 pp=$4 rc
+    local dir=$1 model=$2 tp=$3 pp=$4 weights=${5:-auto} rc
     timeout 300 "${mpirun[@]}" -np $((tp * pp)) "$prog" "$model" "$dir/ref.json" \
-        "$dir/logits.f32" "$tp" "$pp" 1e-4 </dev/null >"$tmp/out" 2>"$tmp/err"
+        "$dir/logits.f32" "$tp" "$pp" 1e-4 "$weights" </dev/null >"$tmp/out" 2>"$tmp/err"
     rc=$?
     if [ $rc -eq 0 ]; then
         pass
-        echo "ok $(basename "$dir") tp=$tp pp=$pp: $(tr '\n' ' ' <"$tmp/out")"
+        echo "ok $(basename "$dir") tp=$tp pp=$pp weights=$weights: $(tr '\n' ' ' <"$tmp/out")"
     else
-        fail "$(basename "$dir") ($model) tp=$tp pp=$pp: exit $rc"
+        fail "$(basename "$dir") ($model) tp=$tp pp=$pp weights=$weights: exit $rc"
         cat "$tmp/out"; tail -5 "$tmp/err"
     fi
 }
@@ -73,6 +76,9 @@ done <"$refs/cases.txt"
 check "every case of the reference ran ($n)" test "$n" -ge 6
 run "$refs/llama3_f32" "$tmp/legacy/model" 1 1
 run "$refs/llama3_f32" "$tmp/legacy/model" 2 2
+# 16-bit files widened to float32 at load give the same logits
+run "$refs/llama_bf16" "$refs/llama_bf16/model" 2 1 f32
+run "$refs/llama_f16" "$refs/llama_f16/model" 1 2 f32
 # a .safetensors file names its model too (config.json beside it)
 run "$refs/llama_f32" "$refs/llama_f32/model/model.safetensors" 2 1
 finish

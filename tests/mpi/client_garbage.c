@@ -224,7 +224,7 @@ static void garbage(void *s, const buf *b)
 {
     const slm_client_limits any = {UINT32_MAX, UINT32_MAX, UINT32_MAX,
                                    UINT32_MAX, UINT32_MAX, UINT32_MAX,
-                                   UINT32_MAX};
+                                   UINT32_MAX, UINT32_MAX};
     slm_client_msg *m = NULL;
     if (slm_client_unpack_request(b->p, b->n, &any, &m) != SLM_OK) {
         run_case(s, b, 1, X_MAYBE);
@@ -315,7 +315,12 @@ static const buf semantic[] = {
     LIT(ID_HI "\x38\x81\xb8\x99\x29"), /* deadline 24 h + 1 ms */
     LIT(ID_HI "\x32\x00"),             /* an empty stop */
     LIT(ID_HI "\x32\x03s\0t"),         /* NUL in a stop */
-    LIT(ID_HI),                        /* + 10000 stops, in main */
+    LIT(ID "\x4a\x00"),                /* a chat without messages */
+    LIT(ID "\x4a\x0b\x0a\x09\x0a\x04tool\x12\x01x"),        /* role "tool" */
+    LIT(ID "\x4a\x0c\x0a\x0a\x0a\x04user\x12\x02\xc3\x28"), /* bad UTF-8 */
+    LIT(ID "\x4a\x0d\x0a\x0b\x0a\x04user\x12\x03"
+           "a\0b"), /* NUL in a chat message */
+    LIT(ID_HI),     /* + 10000 stops, in main */
 };
 
 /* What a shard and the coordinator send each other (proto/control.proto),
@@ -434,6 +439,20 @@ int main(int argc, char **argv)
     run_case(s, (buf[]){valid, valid, {0}}, 3, X_MAYBE);
 
     group("parses but invalid");
+    { /* a conversation of 257 messages, one more than the server takes */
+        buf msg = {0}, list = {0};
+        put_len(&msg, 1, "user", 4);
+        put_len(&msg, 2, "x", 1);
+        for (int k = 0; k < 257; k++)
+            put_len(&list, 1, msg.p, msg.n);
+        b.n = 0;
+        put(&b, ID, sizeof ID - 1);
+        put_len(&b, 9, list.p, list.n);
+        wrap(&b, 1);
+        run_case(s, &b, 1, X_INVALID);
+        free(msg.p);
+        free(list.p);
+    }
     const size_t n_semantic = sizeof semantic / sizeof semantic[0];
     for (size_t i = 0; i < n_semantic; i++) {
         b.n = 0;

@@ -4,6 +4,10 @@
  * a shard, for tests/integration/hf_reference.sh:
  *
  *   mpirun -np TP*PP hf_logits MODEL_DIR REF_JSON LOGITS_F32 TP PP TOL
+ *       [WEIGHTS]
+ *
+ * WEIGHTS is what the shards hold the matrices in: auto (the file's dtype,
+ * the default), f32, bf16, f16.
  *
  * Two checks, on the last stage's tensor rank 0 (the rank that has the
  * logits):
@@ -92,12 +96,24 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     int world_size = 0;
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
-    if (argc != 7) {
+    if (argc != 7 && argc != 8) {
         if (world_rank == 0)
             fprintf(stderr, "usage: hf_logits MODEL_DIR REF_JSON LOGITS_F32 "
-                            "TP PP TOL\n");
+                            "TP PP TOL [auto|f32|bf16|f16]\n");
         MPI_Finalize();
         return 2;
+    }
+    slm_weight_format format = SLM_WFORMAT_AUTO;
+    if (argc == 8) {
+        static const slm_weight_format formats[] = {
+            SLM_WFORMAT_AUTO, SLM_WFORMAT_F32, SLM_WFORMAT_BF16,
+            SLM_WFORMAT_F16};
+        size_t i = 0;
+        while (i < 4 && strcmp(argv[7], slm_weight_format_name(formats[i])))
+            i++;
+        if (i == 4)
+            die("WEIGHTS is not one of auto, f32, bf16, f16");
+        format = formats[i];
     }
     const int tp = atoi(argv[4]), pp = atoi(argv[5]);
     const double tol = atof(argv[6]);
@@ -109,7 +125,9 @@ int main(int argc, char **argv)
     slm_comm_t *world = NULL;
     CHECK_OR_ABORT(slm_comm_mpi_create(MPI_COMM_WORLD, &world), world);
     slm_shard_t *shard = NULL;
-    CHECK_OR_ABORT(slm_shard_create(world, argv[1], tp, pp, &shard), world);
+    CHECK_OR_ABORT(slm_shard_create_on(world, MPI_COMM_NULL, argv[1], tp, pp,
+                                       NULL, format, SLM_DEVICE_CPU, 0, &shard),
+                   world);
     const slm_model_config cfg = *slm_shard_config(shard);
     if ((size_t)cfg.vocab_size != ref.vocab)
         die("the model's vocab_size is not the reference's");

@@ -1,6 +1,11 @@
 """Reference outputs of transformers for tiny random Hugging Face models.
 
 Usage: python hf_models.py OUT_DIR
+       python hf_models.py --from MODEL_DIR CASE_DIR
+
+The second form writes CASE_DIR/ref.json and logits.f32 (as below) for a
+model directory made elsewhere (shardlm mkmodel --format hf), trying prompts
+until the greedy path is clear.
 
 For each case below it builds a random-weight model with transformers, saves
 it with save_pretrained (the directory shardlm loads: config.json and
@@ -14,8 +19,8 @@ per-position logits of the whole sequence, teacher-forced. Files per case:
 Then OUT_DIR/cases.txt lists the cases, one per line, with their heads and
 kv heads (for the splits a test may ask of them).
 
-bfloat16 models are saved in bfloat16 and their reference computed in
-float32 from those same bfloat16 weights, loaded back with from_pretrained(
+16-bit (bfloat16, float16) models are saved so and their reference computed in
+float32 from those same 16-bit weights, loaded back with from_pretrained(
 dtype=float32): the arithmetic a CPU engine that widens to float32 does, so
 the float32 tolerance (1e-4 per row) is the one stated for them too.
 Norm weights and biases are random (transformers starts them at one and
@@ -76,6 +81,7 @@ CASES = {
         None,
     ),
     "llama_bf16": ("LlamaConfig", "LlamaForCausalLM", {}, torch.bfloat16, None),
+    "llama_f16": ("LlamaConfig", "LlamaForCausalLM", {}, torch.float16, None),
     "llama_sharded_f32": (
         "LlamaConfig",
         "LlamaForCausalLM",
@@ -102,6 +108,14 @@ CASES = {
         "Qwen3Config",
         "Qwen3ForCausalLM",
         {"head_dim": 8, "num_key_value_heads": 2},
+        torch.float32,
+        None,
+    ),
+    # head_dim other than hidden / heads (as Qwen3 0.6B): q wider than x
+    "qwen3_hd16_f32": (
+        "Qwen3Config",
+        "Qwen3ForCausalLM",
+        {"head_dim": 16, "num_key_value_heads": 2},
         torch.float32,
         None,
     ),
@@ -217,5 +231,30 @@ def main():
     print("transformers", transformers.__version__, "torch", torch.__version__)
 
 
+def reference_of(model_dir, case_dir):
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=torch.float32
+    ).eval()
+    vocab = model.config.vocab_size
+    for seed in range(1, 200):
+        g = torch.Generator().manual_seed(2000 + seed)
+        prompt = torch.randint(3, vocab - 8, (PROMPT_LEN,), generator=g).tolist()
+        tokens, logits, margin = greedy(model, prompt)
+        if margin > MIN_MARGIN:
+            break
+    else:
+        raise SystemExit(f"{model_dir}: no prompt gave a clear greedy path")
+    os.makedirs(case_dir, exist_ok=True)
+    logits.numpy().astype("<f4").tofile(os.path.join(case_dir, "logits.f32"))
+    with open(os.path.join(case_dir, "ref.json"), "w") as f:
+        json.dump({"tokens": tokens, "n_prompt": PROMPT_LEN,
+                   "vocab_size": vocab, "min_margin": margin, "seed": seed}, f)
+    print(f"{model_dir}: {type(model).__name__}, prompt seed {seed}, "
+          f"min top-2 margin {margin:.4f}")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "--from":
+        reference_of(sys.argv[2], sys.argv[3])
+    else:
+        main()

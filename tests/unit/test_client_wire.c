@@ -278,6 +278,19 @@ static void assert_valid_request(const slm_client_msg *m)
         if (g->input_case == SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_PROMPT) {
             assert_true(strlen(g->prompt) <= (256u << 10));
             assert_true(utf8_ok(g->prompt));
+        } else if (g->input_case ==
+                   SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_MESSAGES) {
+            const Shardlm__Client__ChatMessages *c = g->messages;
+            size_t total = 0;
+            assert_true(c->n_messages >= 1 && c->n_messages <= 256);
+            for (size_t i = 0; i < c->n_messages; i++) {
+                const char *r = c->messages[i]->role;
+                assert_true(!strcmp(r, "system") || !strcmp(r, "user") ||
+                            !strcmp(r, "assistant"));
+                assert_true(utf8_ok(c->messages[i]->content));
+                total += strlen(c->messages[i]->content);
+            }
+            assert_true(total <= (256u << 10));
         } else {
             assert_int_equal(
                 g->input_case,
@@ -712,6 +725,78 @@ static void test_reject_input(void **state)
     free(many);
 }
 
+/* GenerateRequest.messages: roles, counts, UTF-8 and the total size. */
+static void test_messages(void **state)
+{
+    (void)state;
+    sampling_t s = good_sampling();
+    generate_t g = good_generate(&s);
+    Shardlm__Client__ChatMessage m[3];
+    Shardlm__Client__ChatMessage *mp[3] = {&m[0], &m[1], &m[2]};
+    static char *const roles[] = {"system", "user", "assistant"};
+    for (int i = 0; i < 3; i++) {
+        shardlm__client__chat_message__init(&m[i]);
+        m[i].role = roles[i];
+        m[i].content = "caf\xc3\xa9";
+    }
+    Shardlm__Client__ChatMessages c = SHARDLM__CLIENT__CHAT_MESSAGES__INIT;
+    c.messages = mp;
+    c.n_messages = 3;
+    g.input_case = SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_MESSAGES;
+    g.messages = &c;
+    slm_client_msg w = wrap_c(C_GENERATE, &g);
+    slm_client_msg *out = req_trip(&w, SLM_OK, NULL);
+    assert_int_equal(out->generate->input_case,
+                     SHARDLM__CLIENT__GENERATE_REQUEST__INPUT_MESSAGES);
+    assert_int_equal(out->generate->messages->n_messages, 3);
+    assert_string_equal(out->generate->messages->messages[2]->role,
+                        "assistant");
+    slm_client_free_request(&out);
+
+    m[1].role = "tool";
+    reject_gen(&g, "GenerateRequest.messages[1].role");
+    m[1].role = "User";
+    reject_gen(&g, "GenerateRequest.messages[1].role");
+    m[1].role = "user";
+    m[2].content = "ok\xe2\x82";
+    reject_gen(&g, "GenerateRequest.messages[2].content is not valid UTF-8");
+    m[2].content = "";
+    out = req_trip(&w, SLM_OK, NULL); /* empty content is allowed */
+    slm_client_free_request(&out);
+    c.n_messages = 0;
+    reject_gen(&g, "GenerateRequest.messages has 0 messages");
+
+    /* 257 messages: one over; 256 of 1 KiB content: the 256 KiB total */
+    Shardlm__Client__ChatMessage *many = calloc(257, sizeof *many);
+    Shardlm__Client__ChatMessage **mpp = calloc(257, sizeof *mpp);
+    char *kib = malloc(1025);
+    assert_true(many && mpp && kib);
+    memset(kib, 'k', 1024);
+    kib[1024] = '\0';
+    for (int i = 0; i < 257; i++) {
+        shardlm__client__chat_message__init(&many[i]);
+        many[i].role = "user";
+        many[i].content = kib;
+        mpp[i] = &many[i];
+    }
+    c.messages = mpp;
+    c.n_messages = 257;
+    reject_gen(&g, "GenerateRequest.messages has 257 messages");
+    c.n_messages = 256;
+    out = req_trip(&w, SLM_OK, NULL);
+    slm_client_free_request(&out);
+    char *more = malloc(1026);
+    assert_non_null(more);
+    memset(more, 'm', 1025);
+    more[1025] = '\0';
+    many[255].content = more; /* 256 KiB and one byte */
+    reject_gen(&g, "GenerateRequest.messages hold more than 262144 bytes");
+    free(more);
+    free(many);
+    free(mpp);
+    free(kib);
+}
+
 static void test_reject_sampling(void **state)
 {
     (void)state;
@@ -1112,6 +1197,7 @@ int main(void)
         cmocka_unit_test(test_zero_defaults),
         cmocka_unit_test(test_reject_request_id),
         cmocka_unit_test(test_reject_input),
+        cmocka_unit_test(test_messages),
         cmocka_unit_test(test_reject_sampling),
         cmocka_unit_test(test_reject_limits),
         cmocka_unit_test(test_reject_body_not_set),

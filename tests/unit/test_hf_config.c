@@ -204,8 +204,15 @@ static void test_defaults_and_variants(void **state)
     assert_true(c.qk_norm && !c.qkv_bias);
     expect_refused(QWEN("Qwen3ForCausalLM", ", \"attention_bias\": true"),
                    SLM_ERR_UNSUPPORTED, "'attention_bias' = true");
-    expect_refused(QWEN("Qwen3ForCausalLM", ", \"head_dim\": 128"),
-                   SLM_ERR_UNSUPPORTED, "'head_dim' = 128");
+    /* head_dim other than hidden / heads (Qwen3 0.6B): q is wider than
+     * the residual stream */
+    assert_int_equal(parse(QWEN("Qwen3ForCausalLM", ", \"head_dim\": 128"), &c),
+                     SLM_OK);
+    assert_int_equal(c.head_size, 128);
+    assert_int_equal(c.q_dim, 128 * c.n_heads);
+    assert_int_equal(c.kv_dim, 128 * c.n_kv_heads);
+    expect_refused(QWEN("Qwen3ForCausalLM", ", \"head_dim\": 7"),
+                   SLM_ERR_FORMAT, "head_size = 7 must be even");
 #undef QWEN
 }
 
@@ -239,8 +246,8 @@ static void test_refusals(void **state)
     expect_refused(with("mlp_bias", "true"), SLM_ERR_UNSUPPORTED, "mlp_bias");
     expect_refused(with("hidden_act", "\"gelu\""), SLM_ERR_UNSUPPORTED,
                    "'hidden_act' = 'gelu'");
-    expect_refused(with("head_dim", "16"), SLM_ERR_UNSUPPORTED,
-                   "'head_dim' = 16");
+    expect_refused(with("head_dim", "0"), SLM_ERR_FORMAT, "'head_dim' = 0");
+    expect_refused(with("head_dim", "\"16\""), SLM_ERR_FORMAT, "'head_dim'");
     expect_refused(with("sliding_window", "128"), SLM_ERR_UNSUPPORTED,
                    "'sliding_window' = 128");
     expect_refused(with("hidden_size", "\"64\""), SLM_ERR_FORMAT,
@@ -255,8 +262,10 @@ static void test_refusals(void **state)
                    "'num_hidden_layers' = 0");
     expect_refused(with("num_key_value_heads", "3"), SLM_ERR_FORMAT,
                    "not divisible by n_kv_heads = 3");
-    expect_refused(with("num_attention_heads", "7"), SLM_ERR_FORMAT,
-                   "dim = 64 is not divisible by n_heads = 7");
+    /* with head_dim given (8 here), hidden need not divide by the heads,
+     * but the kv heads must still divide them */
+    expect_refused(with("num_attention_heads", "6"), SLM_ERR_FORMAT,
+                   "n_heads = 6 is not divisible by n_kv_heads = 4");
     expect_refused(with("rms_norm_eps", "0"), SLM_ERR_FORMAT,
                    "'rms_norm_eps' = 0 is out of range");
     expect_refused(with("rope_theta", "\"big\""), SLM_ERR_FORMAT,

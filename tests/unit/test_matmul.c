@@ -1,7 +1,9 @@
 /*
  * tests/unit/test_matmul.c - the batched products (kernels/cpu/matmul.c,
- * kernels/cpu/matmul_q8.c, and on pre-packed weights kernels/cpu/panels.c)
- * against plain double-precision references.
+ * for float32 and 16-bit weights, kernels/cpu/matmul_q8.c, and on
+ * pre-packed weights kernels/cpu/panels.c) against plain double-precision
+ * references. The 16-bit products are checked against the exact product of
+ * the widened weights (bfloat16 and half values of the same W).
  *
  * Every check runs on every instruction set this CPU has (forced with
  * slm__cpu_isa_force), so the AVX-512, AVX2 and scalar paths are each
@@ -96,6 +98,10 @@ typedef struct {
     float *dq;           /* (rows, cols) float(q * scale) */
     double *ref, *mag;   /* (batch, rows): exact W x, sum |w x| */
     double *qref, *qmag; /* the same for the dequantized weights */
+    /* W rounded to bfloat16 [0] and half [1], at odd addresses, and the
+     * exact products of their widened values. */
+    uint16_t *hbuf[2], *h[2];
+    double *href[2], *hmag[2];
 } problem;
 
 static void problem_init(problem *p, size_t batch, size_t rows, size_t cols,
@@ -116,6 +122,13 @@ static void problem_init(problem *p, size_t batch, size_t rows, size_t cols,
     p->qmag = test_malloc((batch * rows + 1) * sizeof(double));
     assert_true(p->wbuf && p->xbuf && p->qbuf && p->scale && p->dq && p->ref &&
                 p->mag && p->qref && p->qmag);
+    for (int t = 0; t < 2; t++) {
+        p->hbuf[t] = test_malloc((rows * cols + 1) * sizeof(uint16_t));
+        p->href[t] = test_malloc((batch * rows + 1) * sizeof(double));
+        p->hmag[t] = test_malloc((batch * rows + 1) * sizeof(double));
+        assert_true(p->hbuf[t] && p->href[t] && p->hmag[t]);
+        p->h[t] = p->hbuf[t] + 1;
+    }
     p->w = p->wbuf + 1;
     p->x = p->xbuf + 1;
     p->q = p->qbuf + 1;
@@ -134,6 +147,29 @@ static void problem_init(problem *p, size_t batch, size_t rows, size_t cols,
         slm_test_fill_uniform(p->x, batch * cols, rng, -1.0f, 1.0f);
     }
     slm_cpu_quantize_q8(p->q, p->scale, p->w, rows, cols);
+    slm_cpu_f32_to_bf16(p->h[0], p->w, rows * cols);
+    slm_cpu_f32_to_f16(p->h[1], p->w, rows * cols);
+    float *widened = test_malloc((rows * cols + 1) * sizeof(float));
+    assert_non_null(widened);
+    for (int t = 0; t < 2; t++) {
+        if (t == 0)
+            slm_cpu_bf16_to_f32(widened, p->h[0], rows * cols);
+        else
+            slm_cpu_f16_to_f32(widened, p->h[1], rows * cols);
+        for (size_t b = 0; b < batch; b++)
+            for (size_t r = 0; r < rows; r++) {
+                double s = 0.0, m = 0.0;
+                for (size_t j = 0; j < cols; j++) {
+                    double pw =
+                        (double)widened[r * cols + j] * p->x[b * cols + j];
+                    s += pw;
+                    m += fabs(pw);
+                }
+                p->href[t][b * rows + r] = s;
+                p->hmag[t][b * rows + r] = m;
+            }
+    }
+    test_free(widened);
     for (size_t r = 0; r < rows; r++)
         for (size_t j = 0; j < cols; j++)
             p->dq[r * cols + j] = (float)p->q[r * cols + j] * p->scale[r];
@@ -161,6 +197,11 @@ static void problem_init(problem *p, size_t batch, size_t rows, size_t cols,
 
 static void problem_free(problem *p)
 {
+    for (int t = 0; t < 2; t++) {
+        test_free(p->hmag[t]);
+        test_free(p->href[t]);
+        test_free(p->hbuf[t]);
+    }
     test_free(p->qmag);
     test_free(p->qref);
     test_free(p->mag);
@@ -214,6 +255,16 @@ static void check_problem(const problem *p, int exact)
                      "%s: [%zu] %.9g vs %.9g",
                      p->batch, p->rows, p->cols, slm_cpu_isa(), i,
                      (double)outq[i], (double)outd[i]);
+    }
+    /* Small integers are exact in both 16-bit types, so the exact cases
+     * stay exact. */
+    for (int t = 0; t < 2; t++) {
+        float *outh = alloc_poisoned(n);
+        slm_cpu_matmul_h16(outh, p->h[t], t ? SLM_HALF_F16 : SLM_HALF_BF16,
+                           p->x, p->batch, p->rows, p->cols);
+        check_out(p, outh, p->href[t], p->hmag[t], exact,
+                  t ? "matmul_h16 (f16)" : "matmul_h16 (bf16)");
+        test_free(outh);
     }
     test_free(outd);
     test_free(outq);
