@@ -51,10 +51,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(slm_model_config_validate(&again, "again") == SLM_OK,
           "an accepted config fails validation");
     check(memcmp(&again, &c, sizeof c) == 0, "validation changed it");
+    /* head_dim may make the queries wider or narrower than dim (q_dim) */
     check(c.dim >= 1 && c.dim <= SLM_MAX_DIM && c.n_heads >= 1 &&
               c.n_kv_heads >= 1 && c.n_heads % c.n_kv_heads == 0 &&
-              c.dim % c.n_heads == 0 && c.head_size % 2 == 0 &&
-              c.head_size * c.n_heads == c.dim &&
+              c.head_size >= 2 && c.head_size <= SLM_MAX_DIM &&
+              c.head_size % 2 == 0 && c.q_dim == c.head_size * c.n_heads &&
               c.kv_dim == c.head_size * c.n_kv_heads,
           "sizes the forward pass cannot use");
     check(c.bos_id >= -1 && c.bos_id < c.vocab_size, "bos outside the vocab");

@@ -10,7 +10,10 @@
 # not have, a layer whose tensors are missing, an unknown tensor, config.json
 # missing, garbage, with a field missing or mistyped, of another
 # architecture, quantized, with an unknown rope type; an index naming a
-# shard that is not there, or a file outside the directory.
+# shard that is not there, or a file outside the directory; a tokenizer.json
+# (mkmodel's) of another model type, with an unknown split regex, an id past
+# the vocabulary, no model, a merge of unknown pieces, a duplicate id, a bad
+# added token, cut at 4 lengths, or missing.
 source "$(dirname "$0")/../lib.sh"
 require "$models/tok512.bin"
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,7 +29,7 @@ good=$refs/llama_f32/model
 refused() {
     local name=$1 dir=$2 rc n
     shift 2
-    "$bin" generate "${asroot[@]}" --model "$dir" --tokenizer "$models/tok512.bin" \
+    "$bin" generate "${asroot[@]}" --model "$dir" "${tokenizer_args[@]}" \
         --prompt "Once" -n 8 >"$tmp/out" 2>"$tmp/err"
     rc=$?
     if [ $rc -eq 0 ] || [ $rc -ge 128 ]; then
@@ -44,6 +47,9 @@ refused() {
     done
     pass
 }
+
+# the llama2.c tokenizer for the references, which have no tokenizer.json
+tokenizer_args=(--tokenizer "$models/tok512.bin")
 
 # fresh NAME: a copy of the good model to break
 fresh() { rm -rf "$tmp/$1"; cp -r "$good" "$tmp/$1"; echo "$tmp/$1"; }
@@ -142,4 +148,38 @@ refused "an index naming a missing shard" "$tmp/noshard" "$(basename "$gone")"
 rm -rf "$tmp/escape"; cp -r "$sharded" "$tmp/escape"
 "$py" -c 'import json,sys; p=sys.argv[1]; c=json.load(open(p)); k=sorted(c["weight_map"])[0]; c["weight_map"][k]="../"+c["weight_map"][k]; json.dump(c, open(p,"w"))' "$tmp/escape/model.safetensors.index.json"
 refused "an index reaching outside its directory" "$tmp/escape" "model.safetensors.index.json"
+
+# tokenizer.json: a directory's own tokenizer (no --tokenizer), from
+# mkmodel's Llama 3-style directory, broken field by field
+"$bin" mkmodel --format hf --arch llama3 --dim 64 --hidden 160 --layers 2 --heads 8 \
+    --kv-heads 4 --vocab 512 --seq-len 128 --out "$tmp/tokgood" 2>/dev/null
+check "the unbroken tokenizer.json generates" "$bin" generate "${asroot[@]}" \
+    --model "$tmp/tokgood" --prompt "Once" -n 8
+refused_tok() { # NAME PYTHON-EDIT-OF-t NEEDLE...: the edited file is refused
+    local name=$1 edit=$2 d=$tmp/tok-$1
+    shift 2
+    rm -rf "$d"; cp -r "$tmp/tokgood" "$d"
+    "$py" -c "import json,sys; p=sys.argv[1]; t=json.load(open(p)); $edit; json.dump(t, open(p, 'w'))" \
+        "$d/tokenizer.json"
+    tokenizer_args=()
+    refused "tokenizer.json: $name" "$d" "tokenizer.json" "$@"
+}
+tokenizer_args=(--tokenizer "$models/tok512.bin")
+refused_tok wordpiece 't["model"]["type"]="WordPiece"' 'model.type' 'WordPiece'
+refused_tok regex 't["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"]="(a+)+b"' \
+    'not one of the known split patterns'
+refused_tok big-id 't["model"]["vocab"]["zz_new"]=9999' 'model.vocab' 'zz_new'
+refused_tok no-model 'del t["model"]' 'model: missing'
+refused_tok merge 't["model"]["merges"].append(["qqq","www"])' 'model.merges[' 'qqq'
+refused_tok duplicate-id 'k=list(t["model"]["vocab"])[300]; t["model"]["vocab"][k]=5' \
+    'id 5 is given twice'
+refused_tok added-token 't["added_tokens"][0]["id"]=-3' 'added_tokens'
+for cut in 0 1 100 5000; do
+    rm -rf "$tmp/tokcut"; cp -r "$tmp/tokgood" "$tmp/tokcut"
+    head -c "$cut" "$tmp/tokgood/tokenizer.json" >"$tmp/tokcut/tokenizer.json"
+    tokenizer_args=()
+    refused "tokenizer.json cut at $cut bytes" "$tmp/tokcut" "tokenizer.json"
+done
+rm "$tmp/tokcut/tokenizer.json"
+refused "no tokenizer.json" "$tmp/tokcut" "tokenizer.json" "cannot open"
 finish
