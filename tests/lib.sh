@@ -6,7 +6,21 @@ models=${SHARDLM_MODELS_DIR:-../shared/models}
 golden=${SHARDLM_GOLDEN_DIR:-../shared/golden}
 bin=${SHARDLM_BIN:?SHARDLM_BIN must name the shardlm binary}
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+# Servers that start_server started: on any exit (a failed check that ends
+# the script, a timeout's SIGTERM) those still running are killed with their
+# ranks, so a failing test leaves no job and no port behind.
+server_pids=()
+cleanup() {
+    local p
+    for p in "${server_pids[@]}"; do
+        kill -0 "$p" 2>/dev/null || continue
+        pkill -9 -P "$p" 2>/dev/null
+        kill -9 "$p" 2>/dev/null
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT HUP # so that the EXIT trap runs (ctest's timeout)
 fails=0
 passes=0
 skips=0
@@ -87,6 +101,7 @@ start_server() {
     : >"$err"
     "$@" 2>"$err" &
     pid=$!
+    server_pids+=("$pid")
     ep=
     for _ in $(seq 600); do
         ep=$(sed -n 's/^shardlm serve: listening on \([^ ]*\) .*/\1/p' "$err")
